@@ -1,0 +1,190 @@
+//! The one error type of the crate.
+//!
+//! Every variant names what was wrong and, where it helps, where: a loader
+//! error that only says "invalid ELF" sends its user to a hex editor.
+
+use std::io;
+
+/// Everything that can go wrong while loading an image or looking up a symbol.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // ---- the file itself -------------------------------------------------
+    /// The input ends before a structure that must be there.
+    #[error("truncated input: {what} needs bytes {offset:#x}..+{size:#x} but the input is {len:#x} bytes")]
+    Truncated {
+        what: &'static str,
+        offset: u64,
+        size: u64,
+        len: u64,
+    },
+    /// The first four bytes are not `\x7fELF`.
+    #[error("not an ELF file (bad magic)")]
+    BadMagic,
+    /// `EI_CLASS` is not `ELFCLASS64`.
+    #[error("unsupported ELF class {0} (only 64-bit ELF is supported)")]
+    UnsupportedClass(u8),
+    /// `EI_DATA` is not little-endian.
+    #[error("unsupported data encoding {0} (only little-endian is supported)")]
+    UnsupportedEncoding(u8),
+    /// `EI_VERSION` / `e_version` is not `EV_CURRENT`.
+    #[error("unsupported ELF version {0}")]
+    UnsupportedVersion(u32),
+    /// `e_type` is not `ET_DYN`.
+    #[error("ELF type {0} is not a shared object (ET_DYN)")]
+    NotSharedObject(u16),
+    /// `e_machine` is not this process's architecture.
+    #[error("ELF machine {found} does not match this process's machine {expected}")]
+    WrongMachine { found: u16, expected: u16 },
+    /// `e_phentsize` is not the size of an `Elf64_Phdr`.
+    #[error("program header entry size {0} is not 56")]
+    BadProgramHeaderSize(u16),
+    /// `e_phnum` is zero (or the extended-numbering escape value).
+    #[error("bad program header count {0}")]
+    BadProgramHeaderCount(u16),
+    /// A program header is inconsistent; `reason` says how.
+    #[error("program header {index} ({kind}): {reason}")]
+    BadSegment {
+        index: usize,
+        kind: &'static str,
+        reason: &'static str,
+    },
+    /// The file has no `PT_LOAD` segment.
+    #[error("no PT_LOAD segment")]
+    NoLoadSegments,
+    /// The file has no `PT_DYNAMIC` segment.
+    #[error("no PT_DYNAMIC segment")]
+    NoDynamicSegment,
+    /// A segment asks to be writable and executable at once.
+    #[error("program header {index} is writable and executable (W^X is never granted)")]
+    WritableAndExecutable { index: usize },
+    /// The object needs relocations in its text (`DT_TEXTREL`).
+    #[error("text relocations (DT_TEXTREL) are refused: they need writable code")]
+    TextRelocations,
+    /// The dynamic array is malformed; `reason` says how.
+    #[error("dynamic section: {reason}")]
+    BadDynamic { reason: &'static str },
+    /// A table named by the dynamic section does not lie inside one loaded,
+    /// readable segment.
+    #[error("{table} at {addr:#x}..+{size:#x} is not inside a loaded segment")]
+    TableOutOfBounds {
+        table: &'static str,
+        addr: u64,
+        size: u64,
+    },
+    /// A table's entry size tag has a value this loader cannot read.
+    #[error("{table} entry size {size} (expected {expected})")]
+    BadEntrySize {
+        table: &'static str,
+        size: u64,
+        expected: u64,
+    },
+    /// A table size is not a whole number of entries.
+    #[error("{table} size {size:#x} is not a multiple of its entry size {entsize}")]
+    BadTableSize {
+        table: &'static str,
+        size: u64,
+        entsize: u64,
+    },
+    /// A hash table is malformed; `reason` says how.
+    #[error("{table}: {reason}")]
+    BadHashTable {
+        table: &'static str,
+        reason: &'static str,
+    },
+    /// A string offset points outside the string table, or the string there
+    /// has no terminating NUL inside it.
+    #[error(
+        "string offset {offset:#x} is outside the string table ({size:#x} bytes) or unterminated"
+    )]
+    BadStringOffset { offset: u64, size: u64 },
+    /// A symbol table index is not below the number of symbols.
+    #[error("relocation {index} names symbol {symbol}, but there are only {count} symbols")]
+    SymbolIndexOutOfRange {
+        index: usize,
+        symbol: u64,
+        count: u64,
+    },
+    /// A relocation writes outside the image.
+    #[error("relocation {index} writes to offset {offset:#x}, outside the image")]
+    RelocationOutOfBounds { index: usize, offset: u64 },
+    /// A relocation writes into a segment that is not writable.
+    #[error("relocation {index} writes to offset {offset:#x}, inside a read-only segment")]
+    RelocationInReadOnly { index: usize, offset: u64 },
+    /// A relocation type this loader does not apply.
+    #[error("relocation {index} has unsupported type {r_type} ({name})")]
+    UnsupportedRelocation {
+        index: usize,
+        r_type: u32,
+        name: &'static str,
+    },
+    /// A feature of the file that this loader refuses.
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
+    /// A configured limit was exceeded (see [`crate::Limits`]).
+    #[error("{what} is {value}, over the limit of {limit}")]
+    LimitExceeded {
+        what: &'static str,
+        value: u64,
+        limit: u64,
+    },
+
+    // ---- linking ---------------------------------------------------------
+    /// Imports no resolver could satisfy: every one of them, not the first.
+    #[error("unresolved symbols: {}", names.join(", "))]
+    UnresolvedSymbols { names: Vec<String> },
+    /// A `DT_NEEDED` library could not be opened by the system loader.
+    #[error("needed library {name}: {message}")]
+    NeededLibrary { name: String, message: String },
+
+    // ---- lookups ---------------------------------------------------------
+    /// No exported symbol of that name.
+    #[error("symbol {name} not found")]
+    SymbolNotFound { name: String },
+    /// The symbol was found but its value does not lie inside the image.
+    #[error("symbol {name} has value {value:#x}, outside the image")]
+    SymbolOutOfBounds { name: String, value: u64 },
+    /// `get::<T>` was asked for a `T` that is not pointer-sized.
+    #[error("Symbol<T> needs a pointer-sized T, got {size} bytes")]
+    SymbolTypeSize { size: usize },
+
+    // ---- the operating system --------------------------------------------
+    /// A memory-mapping system call failed.
+    #[error("{op} failed: {source}")]
+    Map {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// Any other I/O error (reading the input, creating a memfd, ...).
+    #[error("{op}: {source}")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// The system loader refused the image; `message` is its `dlerror()` text.
+    #[error("dlopen: {message}")]
+    Dlopen { message: String },
+}
+
+impl Error {
+    /// An [`Error::Io`] carrying the current `errno`.
+    pub(crate) fn last_os(op: &'static str) -> Self {
+        Error::Io {
+            op,
+            source: io::Error::last_os_error(),
+        }
+    }
+
+    /// An [`Error::Map`] carrying the current `errno`.
+    pub(crate) fn last_map(op: &'static str) -> Self {
+        Error::Map {
+            op,
+            source: io::Error::last_os_error(),
+        }
+    }
+}
+
+/// Shorthand used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,40 @@
+//! # memdl: load ELF shared objects straight from memory
+//!
+//! Two backends with one API:
+//!
+//! * [`ElfImage`] is memdl's own loader: it validates the file, reserves one
+//!   address range, copies each `PT_LOAD`, applies relocations, resolves
+//!   imports through a chain the caller controls, applies RELRO and final
+//!   protections (never writable and executable at once) and runs the
+//!   initialisers. Dropping it runs the finalisers and unmaps everything.
+//! * [`SystemImage`] hands the same bytes to the platform's loader without a
+//!   file on disk (`memfd_create` + `dlopen("/proc/self/fd/N")` on Linux).
+//!
+//! ```no_run
+//! # fn main() -> Result<(), memdl::Error> {
+//! let bytes = std::fs::read("libexample.so").unwrap();
+//! let img = memdl::ElfImage::load(&bytes)?;
+//! let add: memdl::Symbol<'_, unsafe extern "C" fn(i32, i32) -> i32> =
+//!     unsafe { img.get("add")? };
+//! assert_eq!(unsafe { add(2, 3) }, 5);
+//! # Ok(()) }
+//! ```
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod arch;
+mod elf;
+mod error;
+mod image;
+mod map;
+mod options;
+mod reloc;
+mod resolve;
+mod symbol;
+mod system;
+
+pub use error::{Error, Result};
+pub use image::ElfImage;
+pub use options::{Limits, Options, SystemStrategy};
+pub use symbol::{Library, Symbol};
+pub use system::SystemImage;

@@ -1,0 +1,116 @@
+//! Load options: the resolver chain, the host-lookup policy, limits and the
+//! system backend's strategy.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::path::PathBuf;
+
+/// Upper bounds on what a file may make the loader do. Exceeding one is
+/// [`crate::Error::LimitExceeded`]. The defaults are far above any real
+/// library and far below what would exhaust the machine.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Bytes of address space the image may span (all `PT_LOAD`s).
+    pub max_span: u64,
+    /// Program headers.
+    pub max_program_headers: u64,
+    /// Relocations of all kinds together (RELR words count one each).
+    pub max_relocations: u64,
+    /// Dynamic symbols.
+    pub max_symbols: u64,
+    /// Bytes of thread-local storage (`PT_TLS` memory size).
+    pub max_tls_size: u64,
+    /// `DT_NEEDED` entries.
+    pub max_needed: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_span: 4 << 30,
+            max_program_headers: 4096,
+            max_relocations: 64 << 20,
+            max_symbols: 16 << 20,
+            max_tls_size: 64 << 20,
+            max_needed: 256,
+        }
+    }
+}
+
+/// How [`crate::SystemImage`] hands the bytes to the platform loader.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SystemStrategy {
+    /// The best available path for this platform, falling back in order.
+    #[default]
+    Auto,
+    /// `memfd_create` + `dlopen("/proc/self/fd/N")` (Linux).
+    Memfd,
+    /// An unlinked temporary file in the given directory (the last resort).
+    TempFile(PathBuf),
+}
+
+/// Options for loading an image; build with [`Options::new`] and chain.
+///
+/// ```no_run
+/// # fn f(bytes: &[u8]) -> Result<(), memdl::Error> {
+/// extern "C" fn host_log(x: i32) -> i32 { x }
+/// let img = memdl::Options::new()
+///     .symbol("host_log", host_log as *const std::ffi::c_void)
+///     .deny_host_lookups()          // imports may only come from `symbol`
+///     .load(bytes)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub(crate) host_symbols: HashMap<Vec<u8>, usize>,
+    pub(crate) deny_host_lookups: bool,
+    pub(crate) limits: Limits,
+    pub(crate) system_strategy: SystemStrategy,
+}
+
+impl Options {
+    /// Default options: no host symbols, host lookups allowed, default limits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Provides `name` to the image's imports at `addr`. Host symbols are
+    /// looked up first, before the process's global scope.
+    pub fn symbol(mut self, name: impl AsRef<[u8]>, addr: *const c_void) -> Self {
+        self.host_symbols
+            .insert(name.as_ref().to_vec(), addr as usize);
+        self
+    }
+
+    /// Imports may only be satisfied by [`Options::symbol`]: no lookups in
+    /// the process's global scope and no `DT_NEEDED` libraries are opened.
+    /// A library importing anything else is refused before any of its code
+    /// runs.
+    pub fn deny_host_lookups(mut self) -> Self {
+        self.deny_host_lookups = true;
+        self
+    }
+
+    /// Replaces the limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Chooses how the system backend hands bytes to the platform loader.
+    pub fn system_strategy(mut self, strategy: SystemStrategy) -> Self {
+        self.system_strategy = strategy;
+        self
+    }
+
+    /// Loads `bytes` with the custom loader under these options.
+    pub fn load(&self, bytes: &[u8]) -> crate::Result<crate::ElfImage> {
+        crate::ElfImage::load_with(bytes, self)
+    }
+
+    /// Loads `bytes` with the system backend under these options.
+    pub fn load_system(&self, bytes: &[u8]) -> crate::Result<crate::SystemImage> {
+        crate::SystemImage::load_with(bytes, self)
+    }
+}
