@@ -72,6 +72,10 @@ pub enum Error {
         addr: u64,
         size: u64,
     },
+    /// A table lies in a writable segment, where relocations or the
+    /// library itself could change it after it was validated.
+    #[error("{table} at {addr:#x} lies in a writable segment")]
+    TableInWritableSegment { table: &'static str, addr: u64 },
     /// A table's entry size tag has a value this loader cannot read.
     #[error("{table} entry size {size} (expected {expected})")]
     BadEntrySize {

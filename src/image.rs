@@ -1,49 +1,430 @@
-//! ElfImage: the custom loader's load pipeline, symbol lookup and drop.
-//! (Work in progress: filled in by the core loader.)
+//! `ElfImage`: the custom loader's pipeline, symbol lookup and drop.
+//!
+//! [`ElfImage::load_with`] reads top to bottom like the steps it performs:
+//! validate → reserve → copy → relocate → protect → ifuncs → RELRO → init.
+//! Everything acquired along the way is owned by a value whose drop releases
+//! it, so an error at any step leaves nothing mapped and nothing open.
 
-use std::ffi::c_void;
+use std::ffi::{c_char, c_int, c_void, CString};
+use std::fmt;
+use std::sync::OnceLock;
 
+use goblin::elf::dynamic::DF_1_NODELETE;
+use goblin::elf::sym::{STT_GNU_IFUNC, STT_TLS};
+
+use crate::arch;
+use crate::elf::dynamic::{Dynamic, Table};
+use crate::elf::symbols::SymbolTable;
+use crate::elf::{read, Layout, Memory, Segment};
 use crate::error::{Error, Result};
+use crate::map::{page_size, protection_plan, Mapping};
 use crate::options::Options;
-use crate::symbol::{Library, Symbol};
+use crate::reloc::{apply_deferred, Relocations};
+use crate::resolve::{NeededLibrary, Resolver};
+use crate::symbol::{lossy, Library, Symbol};
 
 /// A shared object loaded by memdl's own loader.
-#[derive(Debug)]
+///
+/// Dropping it runs the finalisers (`DT_FINI_ARRAY` in reverse, then
+/// `DT_FINI`), unmaps the image and closes the libraries it needed; an image
+/// marked `DF_1_NODELETE` stays mapped, as with the system loader.
 pub struct ElfImage {
-    base: usize,
+    // Declared before `needed` so the image's memory goes before the
+    // libraries its code called into.
+    mapping: Option<Mapping>,
+    bias: usize,
+    loads: Vec<Segment>,
+    symbols: SymbolTable,
+    fini: Option<Table>,
+    fini_fn: Option<u64>,
+    nodelete: bool,
+    soname: Option<String>,
+    needed: Vec<NeededLibrary>,
+}
+
+// SAFETY: after load the image's metadata is immutable; lookups only read
+// read-only pages. Dropping on another thread runs the finalisers there,
+// as dlclose on another thread would.
+unsafe impl Send for ElfImage {}
+// SAFETY: see above; `&ElfImage` only allows lookups.
+unsafe impl Sync for ElfImage {}
+
+impl fmt::Debug for ElfImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ElfImage")
+            .field("base", &format_args!("{:#x}", self.bias))
+            .field("soname", &self.soname)
+            .field("segments", &self.loads.len())
+            .finish()
+    }
 }
 
 impl ElfImage {
     /// Loads an ELF shared object from `bytes` with default [`Options`].
+    ///
+    /// The segments are copied; `bytes` may be dropped afterwards.
     pub fn load(bytes: &[u8]) -> Result<Self> {
         Self::load_with(bytes, &Options::default())
     }
 
     /// Loads `bytes` under `options`.
-    pub fn load_with(_bytes: &[u8], _options: &Options) -> Result<Self> {
-        Err(Error::Unsupported("loader not written yet"))
+    pub fn load_with(bytes: &[u8], options: &Options) -> Result<Self> {
+        let page = page_size() as u64;
+        let limits = &options.limits;
+
+        // Validate what the file header and program headers promise.
+        let layout = Layout::parse(bytes, page, limits)?;
+        if layout.tls.is_some() {
+            return Err(Error::Unsupported("thread-local storage (PT_TLS)"));
+        }
+
+        // Reserve one range for the whole image and copy each segment;
+        // anonymous memory is already zero, which is the bss.
+        let mapping = Mapping::reserve(
+            layout.span() as usize,
+            layout.align as usize,
+            layout.span_start as usize,
+        )?;
+        let bias = mapping.base().wrapping_sub(layout.span_start as usize);
+        for seg in &layout.loads {
+            let src = &bytes[seg.offset as usize..(seg.offset + seg.filesz) as usize];
+            // SAFETY: the destination lies inside the mapping (the span
+            // covers every segment's memory, filesz <= memsz) and is
+            // read-write; the source was bounds-checked at parse.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    src.as_ptr(),
+                    (bias.wrapping_add(seg.vaddr as usize)) as *mut u8,
+                    src.len(),
+                )
+            };
+        }
+        let mem = Memory {
+            bias,
+            loads: &layout.loads,
+        };
+
+        // Read the dynamic section and the tables it names.
+        let dynamic = Dynamic::parse(&mem, layout.dynamic.0, layout.dynamic.1, limits.max_needed)?;
+        if dynamic.textrel {
+            return Err(Error::TextRelocations);
+        }
+        let symbols = SymbolTable::parse(&mem, &dynamic, limits)?;
+        let relocations = Relocations::parse(&mem, &dynamic, limits)?;
+        let init = dynamic.init.map(|v| code(&mem, v, "DT_INIT")).transpose()?;
+        let fini_fn = dynamic.fini.map(|v| code(&mem, v, "DT_FINI").map(|_| v)).transpose()?;
+        let init_array = function_array(&mem, dynamic.init_array, "DT_INIT_ARRAY")?;
+        function_array(&mem, dynamic.fini_array, "DT_FINI_ARRAY")?;
+        let soname = dynamic
+            .soname
+            .and_then(|o| symbols.strings.get(o).ok())
+            .map(lossy);
+
+        // Resolve every import, then relocate.
+        let needed_names = dynamic
+            .needed
+            .iter()
+            .map(|&o| symbols.strings.get(o))
+            .collect::<Result<Vec<_>>>()?;
+        let resolver = Resolver::new(
+            &options.host_symbols,
+            options.deny_host_lookups,
+            &needed_names,
+        )?;
+        let resolved = relocations.resolve(&mem, &symbols, &resolver)?;
+        let needed = resolver.into_needed();
+        let deferred = relocations.apply(&mem, &resolved)?;
+        // Init/fini arrays hold relocated pointers now: all must be code.
+        check_function_array(&mem, init_array)?;
+        check_function_array(&mem, function_array(&mem, dynamic.fini_array, "DT_FINI_ARRAY")?)?;
+
+        // Final protections: code becomes executable (never while writable),
+        // writable segments stay writable.
+        let plan = protection_plan(&layout, page)?;
+        for r in &plan {
+            let start = bias.wrapping_add(r.start as usize);
+            let len = (r.end - r.start) as usize;
+            if r.prot & libc::PROT_EXEC != 0 {
+                arch::flush_icache(start, len);
+            }
+            if r.prot != libc::PROT_READ | libc::PROT_WRITE {
+                mapping.protect(start, len, r.prot)?;
+            }
+        }
+
+        // From here on the library's own code runs: ifunc resolvers first,
+        // while RELRO is still writable, then seal RELRO.
+        // SAFETY: code is executable, targets are in writable segments and
+        // each resolver was checked to lie in an executable segment.
+        unsafe { apply_deferred(&deferred) };
+        if let Some((addr, size)) = layout.relro {
+            let start = (addr & !(page - 1)) as usize;
+            let end = ((addr + size) & !(page - 1)) as usize;
+            if end > start {
+                mapping.protect(bias.wrapping_add(start), end - start, libc::PROT_READ)?;
+            }
+        }
+
+        let image = ElfImage {
+            mapping: Some(mapping),
+            bias,
+            loads: layout.loads.clone(),
+            symbols,
+            fini: dynamic.fini_array,
+            fini_fn,
+            nodelete: dynamic.flags_1 & DF_1_NODELETE != 0,
+            soname,
+            needed,
+        };
+
+        // Initialisers: DT_INIT, then DT_INIT_ARRAY in order.
+        let args = process_args();
+        if let Some(f) = init {
+            // SAFETY: checked to lie in an executable segment; the image is
+            // fully relocated and protected, as its initialisers expect.
+            unsafe { call_init(f, args) };
+        }
+        if let Some((addr, count)) = init_array {
+            for i in 0..count {
+                // SAFETY: entry i of an array checked to lie in the image.
+                let f: usize = unsafe { read(addr + i * 8) };
+                if image.is_code(f) {
+                    // SAFETY: as for DT_INIT.
+                    unsafe { call_init(f, args) };
+                }
+            }
+        }
+        Ok(image)
     }
 
     /// Looks up an exported symbol and types it as `T`.
     ///
+    /// Only symbols the image exports are found: defined, global or weak,
+    /// default or protected visibility, and the default version (`foo@@V2`
+    /// for `foo`; `foo@V1` is hidden from a plain-name lookup).
+    ///
     /// # Safety
-    /// `T` must be the symbol's true type.
+    /// `T` must be the symbol's true type (see [`Library::get`]).
     pub unsafe fn get<T>(&self, name: impl AsRef<[u8]>) -> Result<Symbol<'_, T>> {
         // SAFETY: forwarded caller promise.
         unsafe { Library::get(self, name) }
+    }
+
+    /// Looks up `name` at a specific version this image defines
+    /// (e.g. `("foo", "V1")` for `foo@V1`).
+    ///
+    /// # Safety
+    /// As [`ElfImage::get`].
+    pub unsafe fn get_versioned<T>(
+        &self,
+        name: impl AsRef<[u8]>,
+        version: impl AsRef<[u8]>,
+    ) -> Result<Symbol<'_, T>> {
+        let addr = self.address_of(name.as_ref(), Some(version.as_ref()))?;
+        // SAFETY: forwarded caller promise.
+        unsafe { Symbol::from_addr(addr) }
+    }
+
+    /// The `DT_SONAME`, if the image has one.
+    pub fn soname(&self) -> Option<&str> {
+        self.soname.as_deref()
+    }
+
+    /// Every exported symbol (default versions) and its runtime address.
+    pub fn exports(&self) -> impl Iterator<Item = (&[u8], usize)> + '_ {
+        self.symbols
+            .exports()
+            .filter(|(_, sym, _)| sym.kind() != STT_TLS)
+            .map(|(_, sym, name)| (name, self.value_of(sym.value, sym.is_absolute())))
+    }
+
+    fn value_of(&self, value: u64, absolute: bool) -> usize {
+        if absolute {
+            value as usize
+        } else {
+            self.bias.wrapping_add(value as usize)
+        }
+    }
+
+    /// Whether `addr` lies in an executable segment of this image.
+    fn is_code(&self, addr: usize) -> bool {
+        let vaddr = addr.wrapping_sub(self.bias) as u64;
+        self.loads.iter().any(|s| s.executable() && s.contains(vaddr, 1))
+    }
+
+    fn address_of(&self, name: &[u8], version: Option<&[u8]>) -> Result<usize> {
+        let not_found = || Error::SymbolNotFound { name: lossy(name) };
+        let (_, sym) = self.symbols.lookup(name, version).ok_or_else(not_found)?;
+        if sym.kind() == STT_TLS {
+            return Err(Error::Unsupported("address of a thread-local symbol"));
+        }
+        if sym.is_absolute() {
+            return Ok(sym.value as usize);
+        }
+        // The end is inclusive: zero-sized markers like `_end` sit there.
+        let inside = self.loads.iter().any(|s| sym.value >= s.vaddr && sym.value <= s.end());
+        if !inside {
+            return Err(Error::SymbolOutOfBounds {
+                name: lossy(name),
+                value: sym.value,
+            });
+        }
+        let addr = self.value_of(sym.value, false);
+        if sym.kind() == STT_GNU_IFUNC {
+            if !self.is_code(addr) {
+                return Err(Error::SymbolOutOfBounds {
+                    name: lossy(name),
+                    value: sym.value,
+                });
+            }
+            // SAFETY: the resolver lies in an executable segment of this
+            // loaded, initialised image; dlsym calls it the same way.
+            return Ok(unsafe { arch::call_ifunc_resolver(addr) });
+        }
+        Ok(addr)
     }
 }
 
 impl Library for ElfImage {
     fn symbol_address(&self, name: &[u8]) -> Result<*const c_void> {
-        Err(Error::SymbolNotFound {
-            name: crate::symbol::lossy(name),
-        })
+        self.address_of(name, None).map(|a| a as *const c_void)
     }
     fn base_address(&self) -> usize {
-        self.base
+        self.bias
     }
     fn backend(&self) -> &'static str {
         "memdl"
     }
+}
+
+impl Drop for ElfImage {
+    fn drop(&mut self) {
+        if self.nodelete {
+            // The system loader never unloads such an object; neither do we.
+            if let Some(m) = self.mapping.take() {
+                m.leak();
+            }
+            std::mem::forget(std::mem::take(&mut self.needed));
+            return;
+        }
+        if let Some(t) = self.fini {
+            let addr = self.bias.wrapping_add(t.vaddr as usize);
+            for i in (0..(t.size / 8) as usize).rev() {
+                // SAFETY: the array was checked at load to lie in the image.
+                let f: usize = unsafe { read(addr + i * 8) };
+                if self.is_code(f) {
+                    // SAFETY: a finaliser of this image, in its own code.
+                    unsafe { call_fini(f) };
+                }
+            }
+        }
+        if let Some(v) = self.fini_fn {
+            let f = self.bias.wrapping_add(v as usize);
+            // SAFETY: checked at load to lie in an executable segment.
+            unsafe { call_fini(f) };
+        }
+    }
+}
+
+/// Checks an init/fini function address from the dynamic section.
+fn code(mem: &Memory<'_>, vaddr: u64, what: &'static str) -> Result<usize> {
+    if mem.loads.iter().any(|s| s.executable() && s.contains(vaddr, 1)) {
+        Ok(mem.bias.wrapping_add(vaddr as usize))
+    } else {
+        Err(Error::TableOutOfBounds {
+            table: what,
+            addr: vaddr,
+            size: 1,
+        })
+    }
+}
+
+/// Checks an init/fini array's place and shape: (address, entries).
+fn function_array(
+    mem: &Memory<'_>,
+    table: Option<Table>,
+    name: &'static str,
+) -> Result<Option<(usize, usize)>> {
+    let Some(t) = table else { return Ok(None) };
+    if t.size % 8 != 0 || t.vaddr % 8 != 0 {
+        return Err(Error::BadTableSize {
+            table: name,
+            size: t.size,
+            entsize: 8,
+        });
+    }
+    let addr = mem.table(name, t.vaddr, t.size)?;
+    Ok(Some((addr, (t.size / 8) as usize)))
+}
+
+/// Every entry of a relocated init/fini array must be this image's code
+/// (0 and -1 are tolerated and skipped, as old toolchains emit them).
+fn check_function_array(mem: &Memory<'_>, array: Option<(usize, usize)>) -> Result<()> {
+    let Some((addr, count)) = array else { return Ok(()) };
+    for i in 0..count {
+        // SAFETY: entry i of an array checked by `function_array`.
+        let f: usize = unsafe { read(addr + i * 8) };
+        if f == 0 || f == usize::MAX {
+            continue;
+        }
+        code(mem, f.wrapping_sub(mem.bias) as u64, "init/fini array entry")?;
+    }
+    Ok(())
+}
+
+/// argc, argv and envp as glibc passes them to initialisers.
+#[derive(Clone, Copy)]
+struct ProcessArgs {
+    argc: c_int,
+    argv: *const *const c_char,
+}
+
+// SAFETY: the pointers refer to a process-lifetime allocation never mutated.
+unsafe impl Send for ProcessArgs {}
+// SAFETY: as above.
+unsafe impl Sync for ProcessArgs {}
+
+fn process_args() -> ProcessArgs {
+    static ARGS: OnceLock<(Vec<CString>, Vec<usize>)> = OnceLock::new();
+    let (strings, ptrs) = ARGS.get_or_init(|| {
+        use std::os::unix::ffi::OsStringExt;
+        let strings: Vec<CString> = std::env::args_os()
+            .filter_map(|a| CString::new(a.into_vec()).ok())
+            .collect();
+        let mut ptrs: Vec<usize> = strings.iter().map(|s| s.as_ptr() as usize).collect();
+        ptrs.push(0);
+        (strings, ptrs)
+    });
+    ProcessArgs {
+        argc: strings.len() as c_int,
+        argv: ptrs.as_ptr().cast(),
+    }
+}
+
+extern "C" {
+    static environ: *const *const c_char;
+}
+
+/// Calls an initialiser as glibc does: `f(argc, argv, envp)`.
+///
+/// # Safety
+/// `f` must be an initialiser of a loaded image.
+unsafe fn call_init(f: usize, args: ProcessArgs) {
+    // SAFETY: the caller guarantees `f` is an initialiser; extra arguments
+    // are harmless to a `void (*)(void)` under the C calling convention.
+    let init: extern "C" fn(c_int, *const *const c_char, *const *const c_char) =
+        unsafe { std::mem::transmute(f) };
+    // SAFETY: reading the process's environment pointer.
+    let envp = unsafe { environ };
+    init(args.argc, args.argv, envp);
+}
+
+/// Calls a finaliser: `f()`.
+///
+/// # Safety
+/// `f` must be a finaliser of a loaded image.
+unsafe fn call_fini(f: usize) {
+    // SAFETY: the caller guarantees `f` is a finaliser.
+    let fini: extern "C" fn() = unsafe { std::mem::transmute(f) };
+    fini();
 }

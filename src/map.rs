@@ -1,1 +1,258 @@
-//! (work in progress)
+//! Address-space reservation, segment protections and the page size.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use libc::{c_int, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE};
+
+use crate::elf::Layout;
+use crate::error::{Error, Result};
+
+/// The system page size (`sysconf(_SC_PAGESIZE)`), never a constant: aarch64
+/// kernels run with 4, 16 or 64 KiB pages.
+pub fn page_size() -> usize {
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    match PAGE.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: sysconf has no preconditions.
+            let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            let p = if p > 0 { p as usize } else { 4096 };
+            PAGE.store(p, Ordering::Relaxed);
+            p
+        }
+        p => p,
+    }
+}
+
+/// One contiguous private anonymous mapping, unmapped on drop.
+///
+/// Every later step of a load works inside it, so dropping it on any error
+/// path leaves nothing behind.
+#[derive(Debug)]
+pub struct Mapping {
+    base: usize,
+    len: usize,
+}
+
+impl Mapping {
+    /// Maps `len` bytes readable and writable at an address congruent to
+    /// `congruent_to` modulo `align` (a power of two, at least a page).
+    pub fn reserve(len: usize, align: usize, congruent_to: usize) -> Result<Mapping> {
+        let page = page_size();
+        let align = align.max(page);
+        let extra = align - page;
+        let total = len.checked_add(extra).ok_or(Error::LimitExceeded {
+            what: "image span",
+            value: len as u64,
+            limit: usize::MAX as u64,
+        })?;
+        // SAFETY: a fresh anonymous mapping at an address of the kernel's
+        // choosing touches no existing memory.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                PROT_READ | PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(Error::last_map("mmap (reserve image span)"));
+        }
+        let raw = raw as usize;
+        let want = congruent_to & (align - 1);
+        let base = raw + ((want.wrapping_sub(raw)) & (align - 1));
+        // Give back what alignment did not need: the head and the tail.
+        let head = base - raw;
+        let tail = total - head - len;
+        // SAFETY: both ranges lie inside the mapping just created and are
+        // page-aligned (raw, base, len and align are page multiples).
+        unsafe {
+            if head != 0 {
+                libc::munmap(raw as *mut _, head);
+            }
+            if tail != 0 {
+                libc::munmap((base + len) as *mut _, tail);
+            }
+        }
+        Ok(Mapping { base, len })
+    }
+
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Changes the protection of `[start, start + len)`, which must lie
+    /// inside this mapping.
+    pub fn protect(&self, start: usize, len: usize, prot: c_int) -> Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        debug_assert!(start >= self.base && start + len <= self.base + self.len);
+        // SAFETY: the range lies inside this mapping (asserted by callers,
+        // which derive it from the validated layout).
+        if unsafe { libc::mprotect(start as *mut _, len, prot) } != 0 {
+            return Err(Error::last_map("mprotect"));
+        }
+        Ok(())
+    }
+
+    /// Keeps the memory mapped forever (`DF_1_NODELETE`).
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the range is exactly the mapping this value owns.
+        unsafe { libc::munmap(self.base as *mut _, self.len) };
+    }
+}
+
+/// Memory protection for `PF_*` flags.
+pub fn prot_of(flags: u32) -> c_int {
+    use goblin::elf::program_header::{PF_R, PF_W, PF_X};
+    let mut prot = PROT_NONE;
+    if flags & PF_R != 0 {
+        prot |= PROT_READ;
+    }
+    if flags & PF_W != 0 {
+        prot |= PROT_WRITE;
+    }
+    if flags & PF_X != 0 {
+        prot |= PROT_EXEC;
+    }
+    prot
+}
+
+/// A page-aligned range of the image (in ELF virtual addresses) and the
+/// protection it ends up with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProtectedRange {
+    pub start: u64,
+    pub end: u64,
+    pub prot: c_int,
+}
+
+/// Final protections of every page of the span: each segment's pages get its
+/// flags, gaps get `PROT_NONE`, a page shared by two segments (possible when
+/// the page size exceeds the link's `max-page-size`) gets the union, and
+/// neighbours with equal protection are merged so each change is one
+/// `mprotect`. Refuses any page that would be writable and executable.
+pub fn protection_plan(layout: &Layout, page: u64) -> Result<Vec<ProtectedRange>> {
+    let mut out: Vec<ProtectedRange> = Vec::with_capacity(layout.loads.len() * 2);
+    let push = |out: &mut Vec<ProtectedRange>, r: ProtectedRange| match out.last_mut() {
+        Some(last) if last.prot == r.prot && last.end == r.start => last.end = r.end,
+        _ if r.start < r.end => out.push(r),
+        _ => {}
+    };
+    for seg in &layout.loads {
+        let mut start = seg.vaddr & !(page - 1);
+        // Checked at parse: the page-rounded end of every segment fits.
+        let end = (seg.end() + page - 1) & !(page - 1);
+        let prot = prot_of(seg.flags);
+        if let Some(&last) = out.last() {
+            if last.end > start {
+                // The previous segment's last page is this one's first page.
+                let shared = ProtectedRange {
+                    start,
+                    end: last.end,
+                    prot: last.prot | prot,
+                };
+                if shared.prot & (PROT_WRITE | PROT_EXEC) == PROT_WRITE | PROT_EXEC {
+                    return Err(Error::WritableAndExecutable { index: seg.index });
+                }
+                let last = out.last_mut().expect("checked above");
+                last.end = start;
+                if last.start == last.end {
+                    out.pop();
+                }
+                push(&mut out, shared);
+                start = shared.end;
+            } else if last.end < start {
+                push(
+                    &mut out,
+                    ProtectedRange {
+                        start: last.end,
+                        end: start,
+                        prot: PROT_NONE,
+                    },
+                );
+            }
+        }
+        push(&mut out, ProtectedRange { start, end, prot });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elf::Segment;
+
+    fn layout(segs: &[(u64, u64, u32)]) -> Layout {
+        let loads: Vec<Segment> = segs
+            .iter()
+            .enumerate()
+            .map(|(index, &(vaddr, memsz, flags))| Segment {
+                index,
+                vaddr,
+                memsz,
+                offset: vaddr,
+                filesz: memsz,
+                flags,
+            })
+            .collect();
+        Layout {
+            span_start: 0,
+            span_end: 0,
+            align: 4096,
+            dynamic: (0, 0),
+            relro: None,
+            tls: None,
+            phdr_vaddr: None,
+            phnum: 0,
+            loads,
+        }
+    }
+
+    const R: u32 = 4;
+    const RX: u32 = 5;
+    const RW: u32 = 6;
+
+    #[test]
+    fn gaps_become_prot_none_and_equal_neighbours_merge() {
+        let l = layout(&[(0, 0x800, R), (0x1000, 0x100, R), (0x10000, 0x10, RX)]);
+        let plan = protection_plan(&l, 0x1000).unwrap();
+        assert_eq!(
+            plan,
+            vec![
+                ProtectedRange { start: 0, end: 0x2000, prot: PROT_READ },
+                ProtectedRange { start: 0x2000, end: 0x10000, prot: PROT_NONE },
+                ProtectedRange { start: 0x10000, end: 0x11000, prot: PROT_READ | PROT_EXEC },
+            ]
+        );
+    }
+
+    #[test]
+    fn shared_page_gets_union_and_wx_is_refused() {
+        // With 16 KiB pages, a 4 KiB-linked R then RX layout shares a page.
+        let l = layout(&[(0, 0x1800, R), (0x2000, 0x100, RX)]);
+        let plan = protection_plan(&l, 0x4000).unwrap();
+        assert_eq!(
+            plan,
+            vec![ProtectedRange { start: 0, end: 0x4000, prot: PROT_READ | PROT_EXEC }]
+        );
+        let l = layout(&[(0, 0x1800, RX), (0x2000, 0x100, RW)]);
+        assert!(matches!(
+            protection_plan(&l, 0x4000),
+            Err(Error::WritableAndExecutable { index: 1 })
+        ));
+    }
+}

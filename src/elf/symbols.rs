@@ -1,0 +1,549 @@
+//! Dynamic symbols: the string table, the symbol table, GNU and SysV hash
+//! lookup and symbol versions.
+//!
+//! Every table is validated once at load (it lies in a read-only loaded
+//! segment, its size follows from its header) so that lookups only need
+//! cheap index comparisons, never a system call or an allocation.
+
+use goblin::elf::section_header::{SHN_ABS, SHN_UNDEF};
+use goblin::elf::sym::{STB_GLOBAL, STB_GNU_UNIQUE, STB_WEAK, STV_DEFAULT, STV_PROTECTED};
+
+use super::dynamic::Dynamic;
+use super::{read, Memory};
+use crate::error::{Error, Result};
+use crate::options::Limits;
+
+const SYM_SIZE: u64 = 24;
+/// `VER_NDX_LOCAL`: the symbol is not visible outside the object.
+const VER_NDX_LOCAL: u16 = 0;
+/// Set in a `DT_VERSYM` entry for a non-default (`foo@V1`) version.
+const VERSYM_HIDDEN: u16 = 0x8000;
+
+/// One `Elf64_Sym`.
+#[derive(Clone, Copy, Debug)]
+pub struct Sym {
+    pub name: u32,
+    pub info: u8,
+    pub other: u8,
+    pub shndx: u16,
+    pub value: u64,
+    pub size: u64,
+}
+
+impl Sym {
+    pub fn bind(&self) -> u8 {
+        self.info >> 4
+    }
+    pub fn kind(&self) -> u8 {
+        self.info & 0xf
+    }
+    pub fn visibility(&self) -> u8 {
+        self.other & 0x3
+    }
+    pub fn is_defined(&self) -> bool {
+        self.shndx != SHN_UNDEF as u16
+    }
+    pub fn is_absolute(&self) -> bool {
+        self.shndx == SHN_ABS as u16
+    }
+    /// Defined, global or weak, and default or protected visibility.
+    fn is_exported(&self) -> bool {
+        self.is_defined()
+            && matches!(self.bind(), STB_GLOBAL | STB_WEAK | STB_GNU_UNIQUE)
+            && matches!(self.visibility(), STV_DEFAULT | STV_PROTECTED)
+    }
+}
+
+/// The dynamic string table.
+#[derive(Clone, Copy, Debug)]
+pub struct Strings {
+    addr: usize,
+    size: u64,
+}
+
+impl Strings {
+    /// The NUL-terminated string at `offset`, without its NUL.
+    pub fn get(&self, offset: u64) -> Result<&[u8]> {
+        let bad = Error::BadStringOffset {
+            offset,
+            size: self.size,
+        };
+        if offset >= self.size {
+            return Err(bad);
+        }
+        // SAFETY: `addr..addr + size` was checked to lie in a read-only
+        // loaded segment that stays mapped as long as `self` (owned by the
+        // image) lives, and `offset < size`.
+        let tail = unsafe {
+            std::slice::from_raw_parts(
+                (self.addr + offset as usize) as *const u8,
+                (self.size - offset) as usize,
+            )
+        };
+        match tail.iter().position(|&b| b == 0) {
+            Some(n) => Ok(&tail[..n]),
+            None => Err(bad),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct GnuHash {
+    nbuckets: u32,
+    symoffset: u32,
+    bloom_mask: u32,
+    bloom_shift: u32,
+    bloom: usize,
+    buckets: usize,
+    chains: usize,
+    chains_vaddr: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SysvHash {
+    nbucket: u32,
+    nchain: u32,
+    buckets: usize,
+    chains: usize,
+}
+
+/// GNU hash of a symbol name (the `DT_GNU_HASH` function, djb2).
+pub fn gnu_hash(name: &[u8]) -> u32 {
+    name.iter()
+        .fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(u32::from(c)))
+}
+
+/// SysV ELF hash of a symbol name (the `DT_HASH` function).
+pub fn sysv_hash(name: &[u8]) -> u32 {
+    let mut h = 0u32;
+    for &c in name {
+        h = (h << 4).wrapping_add(u32::from(c));
+        let g = h & 0xf000_0000;
+        if g != 0 {
+            h ^= g >> 24;
+        }
+        h &= !g;
+    }
+    h
+}
+
+/// The validated dynamic symbol table with its hash tables and versions.
+#[derive(Clone, Debug)]
+pub struct SymbolTable {
+    symtab: usize,
+    count: u32,
+    pub strings: Strings,
+    gnu: Option<GnuHash>,
+    sysv: Option<SysvHash>,
+    versym: Option<usize>,
+    /// Version index → string-table offset of the version name required by
+    /// an import (`DT_VERNEED`), e.g. `GLIBC_2.14`.
+    needed_versions: Vec<(u16, u64)>,
+    /// Version index → string-table offset of a version this object defines.
+    defined_versions: Vec<(u16, u64)>,
+}
+
+impl SymbolTable {
+    pub fn parse(mem: &Memory<'_>, dynamic: &Dynamic, limits: &Limits) -> Result<SymbolTable> {
+        let strtab = dynamic.strtab.ok_or(Error::BadDynamic {
+            reason: "no DT_STRTAB",
+        })?;
+        let strings = Strings {
+            addr: mem.readonly_table("DT_STRTAB", strtab, dynamic.strsz)?,
+            size: dynamic.strsz,
+        };
+        if dynamic.strsz == 0 {
+            return Err(Error::BadDynamic {
+                reason: "DT_STRSZ is zero",
+            });
+        }
+        let symtab_vaddr = dynamic.symtab.ok_or(Error::BadDynamic {
+            reason: "no DT_SYMTAB",
+        })?;
+        if let Some(ent) = dynamic.syment.filter(|&e| e != SYM_SIZE) {
+            return Err(Error::BadEntrySize {
+                table: "DT_SYMENT",
+                size: ent,
+                expected: SYM_SIZE,
+            });
+        }
+        let gnu = match dynamic.gnu_hash {
+            Some(v) => Some(parse_gnu_hash(mem, v)?),
+            None => None,
+        };
+        let sysv = match dynamic.hash {
+            Some(v) => Some(parse_sysv_hash(mem, v)?),
+            None => None,
+        };
+        // The symbol count: nchain is it by definition; without DT_HASH it
+        // is one past the last symbol any GNU hash chain reaches.
+        let count = match (sysv, gnu) {
+            (Some(h), _) => h.nchain,
+            (None, Some(g)) => gnu_symbol_count(mem, &g, limits)?,
+            (None, None) => {
+                return Err(Error::BadDynamic {
+                    reason: "neither DT_GNU_HASH nor DT_HASH",
+                })
+            }
+        };
+        if u64::from(count) > limits.max_symbols {
+            return Err(Error::LimitExceeded {
+                what: "dynamic symbols",
+                value: count.into(),
+                limit: limits.max_symbols,
+            });
+        }
+        if let Some(g) = gnu {
+            if g.symoffset > count {
+                return Err(Error::BadHashTable {
+                    table: "DT_GNU_HASH",
+                    reason: "symbol offset beyond the symbol table",
+                });
+            }
+            // Lookups read chain entries for every symbol from symoffset on.
+            mem.readonly_array(
+                "DT_GNU_HASH",
+                g.chains_vaddr,
+                u64::from(count - g.symoffset),
+                4,
+            )?;
+        }
+        let symtab = mem.readonly_array("DT_SYMTAB", symtab_vaddr, count.into(), SYM_SIZE)?;
+        let versym = match dynamic.versym {
+            Some(v) => Some(mem.readonly_array("DT_VERSYM", v, count.into(), 2)?),
+            None => None,
+        };
+        let needed_versions = match dynamic.verneed {
+            Some(v) => parse_verneed(mem, v, dynamic.verneednum)?,
+            None => Vec::new(),
+        };
+        let defined_versions = match dynamic.verdef {
+            Some(v) => parse_verdef(mem, v, dynamic.verdefnum)?,
+            None => Vec::new(),
+        };
+        Ok(SymbolTable {
+            symtab,
+            count,
+            strings,
+            gnu,
+            sysv,
+            versym,
+            needed_versions,
+            defined_versions,
+        })
+    }
+
+    /// Number of symbols.
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    /// Symbol `index`, or `None` past the end.
+    pub fn get(&self, index: u32) -> Option<Sym> {
+        if index >= self.count {
+            return None;
+        }
+        let at = self.symtab + index as usize * SYM_SIZE as usize;
+        // SAFETY: the whole table (count entries) was checked at parse and
+        // lies in a read-only segment mapped for the table's lifetime.
+        unsafe {
+            Some(Sym {
+                name: read(at),
+                info: read(at + 4),
+                other: read(at + 5),
+                shndx: read(at + 6),
+                value: read(at + 8),
+                size: read(at + 16),
+            })
+        }
+    }
+
+    /// The `DT_VERSYM` entry of symbol `index` (1, "global", without versions).
+    pub fn version_index(&self, index: u32) -> u16 {
+        match self.versym {
+            // SAFETY: the versym table has `count` entries (checked at parse)
+            // and callers pass `index < count`.
+            Some(v) if index < self.count => unsafe { read(v + index as usize * 2) },
+            _ => 1,
+        }
+    }
+
+    /// Name of the version an import requires, if it has one (`DT_VERNEED`).
+    pub fn required_version(&self, index: u32) -> Result<Option<&[u8]>> {
+        let ndx = self.version_index(index) & !VERSYM_HIDDEN;
+        match self.needed_versions.iter().find(|(i, _)| *i == ndx) {
+            Some(&(_, name)) => self.strings.get(name).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Name of a version this object defines (`DT_VERDEF`), by index.
+    pub fn defined_version(&self, ndx: u16) -> Option<&[u8]> {
+        let &(_, name) = self.defined_versions.iter().find(|(i, _)| *i == ndx)?;
+        self.strings.get(name).ok()
+    }
+
+    /// Name of symbol `sym`.
+    pub fn name(&self, sym: &Sym) -> Result<&[u8]> {
+        self.strings.get(sym.name.into())
+    }
+
+    /// Whether symbol `index` is visible to a plain-name lookup: exported,
+    /// and either unversioned or the default (`@@`) version.
+    fn visible(&self, index: u32, sym: &Sym, version: Option<&[u8]>) -> bool {
+        if !sym.is_exported() {
+            return false;
+        }
+        let v = self.version_index(index);
+        if v & !VERSYM_HIDDEN == VER_NDX_LOCAL {
+            return false;
+        }
+        match version {
+            None => v & VERSYM_HIDDEN == 0,
+            Some(want) => self.defined_version(v & !VERSYM_HIDDEN) == Some(want),
+        }
+    }
+
+    fn matches(&self, index: u32, name: &[u8], version: Option<&[u8]>) -> Option<Sym> {
+        let sym = self.get(index)?;
+        (self.name(&sym).ok()? == name && self.visible(index, &sym, version)).then_some(sym)
+    }
+
+    /// Finds the exported symbol `name` (the default version, or the given
+    /// one) through the hash table.
+    pub fn lookup(&self, name: &[u8], version: Option<&[u8]>) -> Option<(u32, Sym)> {
+        if let Some(g) = &self.gnu {
+            return self.gnu_lookup(g, name, version);
+        }
+        let h = self.sysv.as_ref()?;
+        let mut index = self.sysv_bucket(h, sysv_hash(name) % h.nbucket);
+        // A chain can visit each symbol once; more steps means a cycle.
+        for _ in 0..h.nchain {
+            if index == 0 || index >= h.nchain {
+                return None;
+            }
+            if let Some(sym) = self.matches(index, name, version) {
+                return Some((index, sym));
+            }
+            // SAFETY: the chain array has nchain entries and index < nchain.
+            index = unsafe { read::<u32>(h.chains + index as usize * 4) };
+        }
+        None
+    }
+
+    fn sysv_bucket(&self, h: &SysvHash, b: u32) -> u32 {
+        // SAFETY: b < nbucket and the bucket array was checked at parse.
+        unsafe { read(h.buckets + b as usize * 4) }
+    }
+
+    fn gnu_lookup(&self, g: &GnuHash, name: &[u8], version: Option<&[u8]>) -> Option<(u32, Sym)> {
+        let h = gnu_hash(name);
+        let word_index = (h / 64) & g.bloom_mask;
+        // SAFETY: word_index <= bloom_mask < bloom_size words, checked at parse.
+        let word: u64 = unsafe { read(g.bloom + word_index as usize * 8) };
+        let mask = (1u64 << (h % 64)) | (1u64 << ((h >> g.bloom_shift) % 64));
+        if word & mask != mask {
+            return None;
+        }
+        // SAFETY: h % nbuckets < nbuckets; the bucket array was checked.
+        let mut index: u32 = unsafe { read(g.buckets + (h % g.nbuckets) as usize * 4) };
+        if index < g.symoffset {
+            return None;
+        }
+        while index < self.count {
+            // SAFETY: symoffset <= index < count, and the chain array covers
+            // count - symoffset entries (checked at parse).
+            let chain: u32 = unsafe { read(g.chains + (index - g.symoffset) as usize * 4) };
+            if chain | 1 == h | 1 {
+                if let Some(sym) = self.matches(index, name, version) {
+                    return Some((index, sym));
+                }
+            }
+            if chain & 1 != 0 {
+                break;
+            }
+            index += 1;
+        }
+        None
+    }
+
+    /// Every exported, default-version symbol: (index, symbol, name).
+    pub fn exports(&self) -> impl Iterator<Item = (u32, Sym, &[u8])> + '_ {
+        (1..self.count).filter_map(move |i| {
+            let sym = self.get(i)?;
+            if !self.visible(i, &sym, None) {
+                return None;
+            }
+            Some((i, sym, self.name(&sym).ok()?))
+        })
+    }
+}
+
+fn hash_error(table: &'static str, reason: &'static str) -> Error {
+    Error::BadHashTable { table, reason }
+}
+
+fn parse_sysv_hash(mem: &Memory<'_>, vaddr: u64) -> Result<SysvHash> {
+    let header = mem.readonly_table("DT_HASH", vaddr, 8)?;
+    // SAFETY: the 8-byte header was checked above.
+    let (nbucket, nchain): (u32, u32) = unsafe { (read(header), read(header + 4)) };
+    if nbucket == 0 {
+        return Err(hash_error("DT_HASH", "zero buckets"));
+    }
+    let words = 2 + u64::from(nbucket) + u64::from(nchain);
+    mem.readonly_array("DT_HASH", vaddr, words, 4)?;
+    let buckets = header + 8;
+    Ok(SysvHash {
+        nbucket,
+        nchain,
+        buckets,
+        chains: buckets + nbucket as usize * 4,
+    })
+}
+
+fn parse_gnu_hash(mem: &Memory<'_>, vaddr: u64) -> Result<GnuHash> {
+    const T: &str = "DT_GNU_HASH";
+    let header = mem.readonly_table(T, vaddr, 16)?;
+    // SAFETY: the 16-byte header was checked above.
+    let (nbuckets, symoffset, bloom_size, bloom_shift): (u32, u32, u32, u32) = unsafe {
+        (
+            read(header),
+            read(header + 4),
+            read(header + 8),
+            read(header + 12),
+        )
+    };
+    if nbuckets == 0 {
+        return Err(hash_error(T, "zero buckets"));
+    }
+    if bloom_size == 0 || !bloom_size.is_power_of_two() {
+        return Err(hash_error(T, "bloom filter size is not a power of two"));
+    }
+    if bloom_shift >= 64 {
+        return Err(hash_error(T, "bloom shift is 64 or more"));
+    }
+    // Header, bloom words and buckets; the chains are checked once the
+    // symbol count is known.
+    let size = 16 + u64::from(bloom_size) * 8 + u64::from(nbuckets) * 4;
+    mem.readonly_table(T, vaddr, size)?;
+    let bloom = header + 16;
+    let buckets = bloom + bloom_size as usize * 8;
+    let chains_vaddr = vaddr + size;
+    let chains = buckets + nbuckets as usize * 4;
+    Ok(GnuHash {
+        nbuckets,
+        symoffset,
+        bloom_mask: bloom_size - 1,
+        bloom_shift,
+        bloom,
+        buckets,
+        chains,
+        chains_vaddr,
+    })
+}
+
+/// Number of symbols implied by a GNU hash table: one past the end of the
+/// chain that starts at the highest bucket. Checks the chain array covers
+/// every symbol from `symoffset` to that count.
+fn gnu_symbol_count(mem: &Memory<'_>, g: &GnuHash, limits: &Limits) -> Result<u32> {
+    const T: &str = "DT_GNU_HASH";
+    let mut last = 0u32;
+    for b in 0..g.nbuckets as usize {
+        // SAFETY: the bucket array (nbuckets entries) was checked at parse.
+        last = last.max(unsafe { read::<u32>(g.buckets + b * 4) });
+    }
+    if last == 0 {
+        return Ok(g.symoffset);
+    }
+    if last < g.symoffset {
+        return Err(hash_error(T, "bucket below the symbol offset"));
+    }
+    loop {
+        if u64::from(last) >= limits.max_symbols {
+            return Err(Error::LimitExceeded {
+                what: "dynamic symbols",
+                value: u64::from(last) + 1,
+                limit: limits.max_symbols,
+            });
+        }
+        let entry = u64::from(last - g.symoffset);
+        let at = mem.readonly_array(T, g.chains_vaddr, entry + 1, 4)? + entry as usize * 4;
+        // SAFETY: entries 0..=entry of the chain array were checked just above.
+        let chain: u32 = unsafe { read(at) };
+        if chain & 1 != 0 {
+            return Ok(last + 1);
+        }
+        last += 1;
+    }
+}
+
+/// A small bounded walk over a linked list of version records.
+const MAX_VERSION_RECORDS: usize = 1 << 16;
+
+fn too_many_versions() -> Error {
+    Error::BadDynamic {
+        reason: "version records form a list longer than 65536 entries",
+    }
+}
+
+fn advance(at: u64, by: u32) -> Result<u64> {
+    at.checked_add(u64::from(by)).ok_or(Error::BadDynamic {
+        reason: "version record offset overflows",
+    })
+}
+
+/// `DT_VERNEED`: (version index, name offset) of every required version.
+fn parse_verneed(mem: &Memory<'_>, vaddr: u64, count: u64) -> Result<Vec<(u16, u64)>> {
+    let mut out = Vec::new();
+    let mut at = vaddr;
+    for _ in 0..count {
+        let need = mem.readonly_table("DT_VERNEED", at, 16)?;
+        // SAFETY: the 16-byte Elf64_Verneed was checked just above.
+        let (cnt, aux, next): (u16, u32, u32) =
+            unsafe { (read(need + 2), read(need + 8), read(need + 12)) };
+        let mut aux_at = advance(at, aux)?;
+        for _ in 0..cnt {
+            let a = mem.readonly_table("DT_VERNEED", aux_at, 16)?;
+            // SAFETY: the 16-byte Elf64_Vernaux was checked just above.
+            let (other, name, anext): (u16, u32, u32) =
+                unsafe { (read(a + 6), read(a + 8), read(a + 12)) };
+            if out.len() >= MAX_VERSION_RECORDS {
+                return Err(too_many_versions());
+            }
+            out.push((other & !VERSYM_HIDDEN, u64::from(name)));
+            if anext == 0 {
+                break;
+            }
+            aux_at = advance(aux_at, anext)?;
+        }
+        if next == 0 {
+            break;
+        }
+        at = advance(at, next)?;
+    }
+    Ok(out)
+}
+
+/// `DT_VERDEF`: (version index, name offset) of every defined version.
+fn parse_verdef(mem: &Memory<'_>, vaddr: u64, count: u64) -> Result<Vec<(u16, u64)>> {
+    let mut out = Vec::new();
+    let mut at = vaddr;
+    for _ in 0..count {
+        let def = mem.readonly_table("DT_VERDEF", at, 20)?;
+        // SAFETY: the 20-byte Elf64_Verdef was checked just above.
+        let (ndx, aux, next): (u16, u32, u32) =
+            unsafe { (read(def + 4), read(def + 12), read(def + 16)) };
+        let aux_at = mem.readonly_table("DT_VERDEF", advance(at, aux)?, 8)?;
+        // SAFETY: the 8-byte Elf64_Verdaux was checked just above.
+        let name: u32 = unsafe { read(aux_at) };
+        if out.len() >= MAX_VERSION_RECORDS {
+            return Err(too_many_versions());
+        }
+        out.push((ndx & !VERSYM_HIDDEN, u64::from(name)));
+        if next == 0 {
+            break;
+        }
+        at = advance(at, next)?;
+    }
+    Ok(out)
+}
