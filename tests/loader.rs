@@ -1,0 +1,193 @@
+//! The custom loader on real libraries of the machine: protections, cleanup,
+//! the resolver chain and symbol lookup rules.
+
+use std::ffi::{c_char, c_ulong, c_void, CStr};
+
+use memdl::{ElfImage, Error, Library, Options};
+
+fn multiarch_lib(name: &str) -> Vec<u8> {
+    let dir = if cfg!(target_arch = "aarch64") {
+        "/usr/lib/aarch64-linux-gnu"
+    } else {
+        "/usr/lib/x86_64-linux-gnu"
+    };
+    std::fs::read(format!("{dir}/{name}")).unwrap_or_else(|e| panic!("{dir}/{name}: {e}"))
+}
+
+/// Mappings of /proc/self/maps that cover `addr..addr+len`: (start, end, perms).
+fn mappings_in(lo: usize, hi: usize) -> Vec<(usize, usize, String)> {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (range, perms) = (f.next()?, f.next()?);
+            let (s, e) = range.split_once('-')?;
+            let (s, e) = (
+                usize::from_str_radix(s, 16).ok()?,
+                usize::from_str_radix(e, 16).ok()?,
+            );
+            (s < hi && e > lo).then(|| (s, e, perms.to_owned()))
+        })
+        .collect()
+}
+
+fn no_writable_executable_mapping() {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    for l in maps.lines() {
+        let perms = l.split_whitespace().nth(1).unwrap();
+        assert!(
+            !(perms.contains('w') && perms.contains('x')),
+            "W+X mapping: {l}"
+        );
+    }
+}
+
+type CrcFn = unsafe extern "C" fn(c_ulong, *const u8, u32) -> c_ulong;
+
+#[test]
+fn zlib_loads_runs_and_honours_protections() {
+    let bytes = multiarch_lib("libz.so.1");
+    let img = ElfImage::load(&bytes).unwrap();
+    assert_eq!(img.soname(), Some("libz.so.1"));
+    let crc: memdl::Symbol<'_, CrcFn> = unsafe { img.get("crc32") }.unwrap();
+    assert_eq!(unsafe { crc(0, b"hello".as_ptr(), 5) }, 0x3610_a686);
+    let version: memdl::Symbol<'_, unsafe extern "C" fn() -> *const c_char> =
+        unsafe { img.get(b"zlibVersion") }.unwrap();
+    let v = unsafe { CStr::from_ptr(version()) }.to_str().unwrap();
+    assert!(v.starts_with("1."), "{v}");
+
+    no_writable_executable_mapping();
+    // The code is executable and read-only; RELRO is read-only.
+    let text = region::query(crc.as_ptr() as *const u8).unwrap();
+    assert!(text.is_executable() && !text.is_writable());
+    let f = *crc as usize;
+    let maps = mappings_in(f, f + 1);
+    assert_eq!(maps.len(), 1);
+    assert_eq!(&maps[0].2[..3], "r-x");
+}
+
+#[test]
+fn sqlite_resolves_its_imports_with_versions() {
+    let bytes = multiarch_lib("libsqlite3.so.0");
+    let img = ElfImage::load(&bytes).unwrap();
+    let v: memdl::Symbol<'_, unsafe extern "C" fn() -> *const c_char> =
+        unsafe { img.get("sqlite3_libversion") }.unwrap();
+    assert!(unsafe { CStr::from_ptr(v()) }
+        .to_str()
+        .unwrap()
+        .starts_with("3."));
+    let n: memdl::Symbol<'_, unsafe extern "C" fn() -> i32> =
+        unsafe { img.get("sqlite3_libversion_number") }.unwrap();
+    assert!(unsafe { n() } >= 3_000_000);
+    no_writable_executable_mapping();
+}
+
+#[test]
+fn drop_unmaps_everything() {
+    let bytes = multiarch_lib("libz.so.1");
+    let (lo, hi) = {
+        let img = ElfImage::load(&bytes).unwrap();
+        let lo = img.base_address();
+        let hi = img.exports().map(|(_, a)| a).max().unwrap() + 1;
+        assert!(!mappings_in(lo, hi).is_empty());
+        (lo, hi)
+    };
+    assert!(
+        mappings_in(lo, hi).is_empty(),
+        "image memory still mapped after drop: {:x?}",
+        mappings_in(lo, hi)
+    );
+}
+
+#[test]
+fn denied_host_lookups_report_every_missing_import_and_run_nothing() {
+    let bytes = multiarch_lib("libz.so.1");
+    let err = Options::new().deny_host_lookups().load(&bytes).unwrap_err();
+    let Error::UnresolvedSymbols { names } = err else {
+        panic!("expected UnresolvedSymbols, got {err:?}");
+    };
+    // zlib imports memcpy, malloc, free, ... with glibc versions, and all of
+    // them are listed, not only the first.
+    assert!(names.len() > 10, "{names:?}");
+    for want in ["malloc@GLIBC_2.", "free@GLIBC_2.", "memcpy@GLIBC_2."] {
+        assert!(names.iter().any(|n| n.starts_with(want)), "{want} in {names:?}");
+    }
+}
+
+#[test]
+fn host_symbols_come_before_the_global_scope() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    extern "C" fn counting_malloc(n: usize) -> *mut c_void {
+        CALLS.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: plain libc allocation.
+        unsafe { libc::malloc(n) }
+    }
+    let bytes = multiarch_lib("libz.so.1");
+    let img = Options::new()
+        .symbol("malloc", counting_malloc as *const c_void)
+        .load(&bytes)
+        .unwrap();
+    type Compress = unsafe extern "C" fn(*mut u8, *mut c_ulong, *const u8, c_ulong) -> i32;
+    let compress: memdl::Symbol<'_, Compress> = unsafe { img.get("compress") }.unwrap();
+    let src = vec![7u8; 4096];
+    let mut dst = vec![0u8; 8192];
+    let mut len = dst.len() as c_ulong;
+    let rc = unsafe { compress(dst.as_mut_ptr(), &mut len, src.as_ptr(), src.len() as c_ulong) };
+    assert_eq!(rc, 0);
+    assert!(CALLS.load(Ordering::SeqCst) > 0, "zlib allocated through the host's malloc");
+}
+
+#[test]
+fn lookups_find_exports_only() {
+    let bytes = multiarch_lib("libz.so.1");
+    let img = ElfImage::load(&bytes).unwrap();
+    // Imports are not exports.
+    assert!(matches!(
+        img.symbol_address(b"malloc"),
+        Err(Error::SymbolNotFound { .. })
+    ));
+    assert!(matches!(
+        img.symbol_address(b"no_such_symbol"),
+        Err(Error::SymbolNotFound { .. })
+    ));
+    assert!(matches!(img.symbol_address(b""), Err(Error::SymbolNotFound { .. })));
+    // Every listed export is found at its listed address.
+    let mut n = 0;
+    for (name, addr) in img.exports() {
+        assert_eq!(img.symbol_address(name).unwrap() as usize, addr);
+        n += 1;
+    }
+    assert!(n > 50);
+    // A versioned lookup names a version zlib defines; a plain lookup finds
+    // the default (`@@`) version at the same address.
+    let plain = img.symbol_address(b"crc32_z").unwrap();
+    let versioned: memdl::Symbol<'_, *const c_void> =
+        unsafe { img.get_versioned("crc32_z", "ZLIB_1.2.9") }.unwrap();
+    assert_eq!(versioned.as_ptr(), plain);
+    assert!(unsafe { img.get_versioned::<*const c_void>("crc32_z", "ZLIB_1.2.0") }.is_err());
+    // Symbol<T> must be pointer-sized.
+    assert!(matches!(
+        unsafe { img.get::<u8>("crc32") },
+        Err(Error::SymbolTypeSize { size: 1 })
+    ));
+}
+
+#[test]
+fn images_are_send_and_sync_and_usable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ElfImage>();
+    let bytes = multiarch_lib("libz.so.1");
+    let img = ElfImage::load(&bytes).unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                let crc: memdl::Symbol<'_, CrcFn> = unsafe { img.get("crc32") }.unwrap();
+                assert_eq!(unsafe { crc(0, b"hello".as_ptr(), 5) }, 0x3610_a686);
+            });
+        }
+    });
+    // Dropped on another thread.
+    std::thread::spawn(move || drop(img)).join().unwrap();
+}
