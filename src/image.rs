@@ -112,7 +112,10 @@ impl ElfImage {
         let symbols = SymbolTable::parse(&mem, &dynamic, limits)?;
         let relocations = Relocations::parse(&mem, &dynamic, limits)?;
         let init = dynamic.init.map(|v| code(&mem, v, "DT_INIT")).transpose()?;
-        let fini_fn = dynamic.fini.map(|v| code(&mem, v, "DT_FINI").map(|_| v)).transpose()?;
+        let fini_fn = dynamic
+            .fini
+            .map(|v| code(&mem, v, "DT_FINI").map(|_| v))
+            .transpose()?;
         let init_array = function_array(&mem, dynamic.init_array, "DT_INIT_ARRAY")?;
         function_array(&mem, dynamic.fini_array, "DT_FINI_ARRAY")?;
         let soname = dynamic
@@ -136,7 +139,10 @@ impl ElfImage {
         let deferred = relocations.apply(&mem, &resolved)?;
         // Init/fini arrays hold relocated pointers now: all must be code.
         check_function_array(&mem, init_array)?;
-        check_function_array(&mem, function_array(&mem, dynamic.fini_array, "DT_FINI_ARRAY")?)?;
+        check_function_array(
+            &mem,
+            function_array(&mem, dynamic.fini_array, "DT_FINI_ARRAY")?,
+        )?;
 
         // Final protections: code becomes executable (never while writable),
         // writable segments stay writable.
@@ -249,7 +255,9 @@ impl ElfImage {
     /// Whether `addr` lies in an executable segment of this image.
     fn is_code(&self, addr: usize) -> bool {
         let vaddr = addr.wrapping_sub(self.bias) as u64;
-        self.loads.iter().any(|s| s.executable() && s.contains(vaddr, 1))
+        self.loads
+            .iter()
+            .any(|s| s.executable() && s.contains(vaddr, 1))
     }
 
     fn address_of(&self, name: &[u8], version: Option<&[u8]>) -> Result<usize> {
@@ -262,7 +270,10 @@ impl ElfImage {
             return Ok(sym.value as usize);
         }
         // The end is inclusive: zero-sized markers like `_end` sit there.
-        let inside = self.loads.iter().any(|s| sym.value >= s.vaddr && sym.value <= s.end());
+        let inside = self
+            .loads
+            .iter()
+            .any(|s| sym.value >= s.vaddr && sym.value <= s.end());
         if !inside {
             return Err(Error::SymbolOutOfBounds {
                 name: lossy(name),
@@ -328,7 +339,11 @@ impl Drop for ElfImage {
 
 /// Checks an init/fini function address from the dynamic section.
 fn code(mem: &Memory<'_>, vaddr: u64, what: &'static str) -> Result<usize> {
-    if mem.loads.iter().any(|s| s.executable() && s.contains(vaddr, 1)) {
+    if mem
+        .loads
+        .iter()
+        .any(|s| s.executable() && s.contains(vaddr, 1))
+    {
         Ok(mem.bias.wrapping_add(vaddr as usize))
     } else {
         Err(Error::TableOutOfBounds {
@@ -360,14 +375,20 @@ fn function_array(
 /// Every entry of a relocated init/fini array must be this image's code
 /// (0 and -1 are tolerated and skipped, as old toolchains emit them).
 fn check_function_array(mem: &Memory<'_>, array: Option<(usize, usize)>) -> Result<()> {
-    let Some((addr, count)) = array else { return Ok(()) };
+    let Some((addr, count)) = array else {
+        return Ok(());
+    };
     for i in 0..count {
         // SAFETY: entry i of an array checked by `function_array`.
         let f: usize = unsafe { read(addr + i * 8) };
         if f == 0 || f == usize::MAX {
             continue;
         }
-        code(mem, f.wrapping_sub(mem.bias) as u64, "init/fini array entry")?;
+        code(
+            mem,
+            f.wrapping_sub(mem.bias) as u64,
+            "init/fini array entry",
+        )?;
     }
     Ok(())
 }

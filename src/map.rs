@@ -233,9 +233,21 @@ mod tests {
         assert_eq!(
             plan,
             vec![
-                ProtectedRange { start: 0, end: 0x2000, prot: PROT_READ },
-                ProtectedRange { start: 0x2000, end: 0x10000, prot: PROT_NONE },
-                ProtectedRange { start: 0x10000, end: 0x11000, prot: PROT_READ | PROT_EXEC },
+                ProtectedRange {
+                    start: 0,
+                    end: 0x2000,
+                    prot: PROT_READ
+                },
+                ProtectedRange {
+                    start: 0x2000,
+                    end: 0x10000,
+                    prot: PROT_NONE
+                },
+                ProtectedRange {
+                    start: 0x10000,
+                    end: 0x11000,
+                    prot: PROT_READ | PROT_EXEC
+                },
             ]
         );
     }
@@ -247,7 +259,11 @@ mod tests {
         let plan = protection_plan(&l, 0x4000).unwrap();
         assert_eq!(
             plan,
-            vec![ProtectedRange { start: 0, end: 0x4000, prot: PROT_READ | PROT_EXEC }]
+            vec![ProtectedRange {
+                start: 0,
+                end: 0x4000,
+                prot: PROT_READ | PROT_EXEC
+            }]
         );
         let l = layout(&[(0, 0x1800, RX), (0x2000, 0x100, RW)]);
         assert!(matches!(

@@ -102,11 +102,19 @@ impl Relocations {
         let mut r = Relocations::default();
         if let Some(t) = d.rel {
             let (addr, count) = table(mem, "DT_REL", "DT_RELENT", t, d.relent, REL_SIZE)?;
-            r.tables.push(RelocTable { addr, count, has_addend: false });
+            r.tables.push(RelocTable {
+                addr,
+                count,
+                has_addend: false,
+            });
         }
         if let Some(t) = d.rela {
             let (addr, count) = table(mem, "DT_RELA", "DT_RELAENT", t, d.relaent, RELA_SIZE)?;
-            r.tables.push(RelocTable { addr, count, has_addend: true });
+            r.tables.push(RelocTable {
+                addr,
+                count,
+                has_addend: true,
+            });
         }
         if let Some(t) = d.jmprel {
             let has_addend = d.pltrel == Some(DT_RELA);
@@ -116,10 +124,21 @@ impl Relocations {
                 (RELA_SIZE, d.relaent)
             };
             let (addr, count) = table(mem, "DT_JMPREL", "DT_PLTREL entry", t, ent, entsize)?;
-            r.tables.push(RelocTable { addr, count, has_addend });
+            r.tables.push(RelocTable {
+                addr,
+                count,
+                has_addend,
+            });
         }
         if let Some(t) = d.relr {
-            r.relr = Some(table(mem, "DT_RELR", "DT_RELRENT", t, d.relrent, RELR_SIZE)?);
+            r.relr = Some(table(
+                mem,
+                "DT_RELR",
+                "DT_RELRENT",
+                t,
+                d.relrent,
+                RELR_SIZE,
+            )?);
         }
         let total = r.tables.iter().map(|t| t.count as u64).sum::<u64>()
             + r.relr.map_or(0, |(_, n)| n as u64);
@@ -191,9 +210,7 @@ impl Relocations {
             }
             let sym = symbols.get(e.symbol).expect("index checked against len");
             if sym.kind() == STT_TLS {
-                return Err(Error::Unsupported(
-                    "thread-local symbols (TLS relocations)",
-                ));
+                return Err(Error::Unsupported("thread-local symbols (TLS relocations)"));
             }
             *slot = if sym.is_defined() {
                 let value = if sym.is_absolute() {
@@ -258,17 +275,30 @@ impl Relocations {
                 (RelocKind::Relative, _) => bias.wrapping_add(addend),
                 (RelocKind::IRelative, _) => {
                     let resolver = code_address(mem, addend, "IRELATIVE resolver")?;
-                    deferred.push(Deferred { target, resolver, addend: 0 });
+                    deferred.push(Deferred {
+                        target,
+                        resolver,
+                        addend: 0,
+                    });
                     continue;
                 }
                 (RelocKind::Absolute | RelocKind::Slot { .. }, Resolved::Ifunc(resolver)) => {
-                    let addend = if kind == (RelocKind::Slot { with_addend: false }) { 0 } else { addend };
-                    deferred.push(Deferred { target, resolver, addend });
+                    let addend = if kind == (RelocKind::Slot { with_addend: false }) {
+                        0
+                    } else {
+                        addend
+                    };
+                    deferred.push(Deferred {
+                        target,
+                        resolver,
+                        addend,
+                    });
                     continue;
                 }
-                (RelocKind::Absolute | RelocKind::Slot { with_addend: true }, Resolved::Address(s)) => {
-                    (s as u64).wrapping_add(addend)
-                }
+                (
+                    RelocKind::Absolute | RelocKind::Slot { with_addend: true },
+                    Resolved::Address(s),
+                ) => (s as u64).wrapping_add(addend),
                 (RelocKind::Slot { with_addend: false }, Resolved::Address(s)) => s as u64,
                 (RelocKind::Unsupported, _) | (_, _) => {
                     return Err(Error::UnsupportedRelocation {
@@ -320,7 +350,11 @@ fn writable_target(mem: &Memory<'_>, index: usize, offset: u64) -> Result<usize>
 /// The runtime address of code at `vaddr`, which must lie in an executable
 /// segment: the loader only ever calls into the image's own code.
 fn code_address(mem: &Memory<'_>, vaddr: u64, what: &'static str) -> Result<usize> {
-    if mem.loads.iter().any(|s| s.executable() && s.contains(vaddr, 1)) {
+    if mem
+        .loads
+        .iter()
+        .any(|s| s.executable() && s.contains(vaddr, 1))
+    {
         Ok(mem.bias.wrapping_add(vaddr as usize))
     } else {
         Err(Error::TableOutOfBounds {

@@ -44,14 +44,20 @@ struct IfuncArg {
 /// `addr` must be the address of an ifunc resolver in an executable page.
 pub unsafe fn call_ifunc_resolver(addr: usize) -> usize {
     // SAFETY: getauxval only reads the auxiliary vector.
-    let (hwcap, hwcap2) = unsafe { (libc::getauxval(libc::AT_HWCAP), libc::getauxval(libc::AT_HWCAP2)) };
+    let (hwcap, hwcap2) = unsafe {
+        (
+            libc::getauxval(libc::AT_HWCAP),
+            libc::getauxval(libc::AT_HWCAP2),
+        )
+    };
     let arg = IfuncArg {
         size: std::mem::size_of::<IfuncArg>() as u64,
         hwcap,
         hwcap2,
     };
     // SAFETY: the caller guarantees `addr` is a resolver with this ABI.
-    let resolver: extern "C" fn(u64, *const IfuncArg) -> usize = unsafe { std::mem::transmute(addr) };
+    let resolver: extern "C" fn(u64, *const IfuncArg) -> usize =
+        unsafe { std::mem::transmute(addr) };
     resolver(hwcap | IFUNC_ARG_HWCAP, &arg)
 }
 

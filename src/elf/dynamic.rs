@@ -148,8 +148,16 @@ impl Dynamic {
         d.rel = pair(rel, relsz, "DT_REL without DT_RELSZ")?;
         d.relr = pair(relr, relrsz, "DT_RELR without DT_RELRSZ")?;
         d.jmprel = pair(jmprel, pltrelsz, "DT_JMPREL without DT_PLTRELSZ")?;
-        d.init_array = pair(init_array, init_arraysz, "DT_INIT_ARRAY without DT_INIT_ARRAYSZ")?;
-        d.fini_array = pair(fini_array, fini_arraysz, "DT_FINI_ARRAY without DT_FINI_ARRAYSZ")?;
+        d.init_array = pair(
+            init_array,
+            init_arraysz,
+            "DT_INIT_ARRAY without DT_INIT_ARRAYSZ",
+        )?;
+        d.fini_array = pair(
+            fini_array,
+            fini_arraysz,
+            "DT_FINI_ARRAY without DT_FINI_ARRAYSZ",
+        )?;
         if d.jmprel.is_some() && !matches!(d.pltrel, Some(DT_RELA) | Some(DT_REL)) {
             return Err(bad("DT_PLTREL is neither DT_RELA nor DT_REL"));
         }

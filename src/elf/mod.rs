@@ -9,7 +9,9 @@
 pub mod dynamic;
 pub mod symbols;
 
-use goblin::elf::header::{EI_CLASS, EI_DATA, EI_VERSION, ELFCLASS64, ELFDATA2LSB, ET_DYN, EV_CURRENT};
+use goblin::elf::header::{
+    EI_CLASS, EI_DATA, EI_VERSION, ELFCLASS64, ELFDATA2LSB, ET_DYN, EV_CURRENT,
+};
 use goblin::elf::program_header::{PF_R, PF_W, PF_X, PT_DYNAMIC, PT_GNU_RELRO, PT_LOAD, PT_TLS};
 
 use crate::arch;
@@ -137,11 +139,13 @@ impl Layout {
         }
         let e_version = u32_at(bytes, 20);
         if bytes[EI_VERSION] != EV_CURRENT || e_version != u32::from(EV_CURRENT) {
-            return Err(Error::UnsupportedVersion(if bytes[EI_VERSION] != EV_CURRENT {
-                u32::from(bytes[EI_VERSION])
-            } else {
-                e_version
-            }));
+            return Err(Error::UnsupportedVersion(
+                if bytes[EI_VERSION] != EV_CURRENT {
+                    u32::from(bytes[EI_VERSION])
+                } else {
+                    e_version
+                },
+            ));
         }
         let e_type = u16_at(bytes, 16);
         if e_type != ET_DYN {
@@ -210,7 +214,11 @@ impl Layout {
             match p_type {
                 PT_LOAD => {
                     if !in_file {
-                        return Err(bad(index, kind, "file range lies past the end of the input"));
+                        return Err(bad(
+                            index,
+                            kind,
+                            "file range lies past the end of the input",
+                        ));
                     }
                     if filesz > memsz {
                         return Err(bad(index, kind, "p_filesz is larger than p_memsz"));
@@ -292,7 +300,13 @@ impl Layout {
             .end()
             .checked_add(page - 1)
             .map(|e| e & !(page - 1))
-            .ok_or_else(|| bad(last.index, "PT_LOAD", "end address overflows when page-rounded"))?;
+            .ok_or_else(|| {
+                bad(
+                    last.index,
+                    "PT_LOAD",
+                    "end address overflows when page-rounded",
+                )
+            })?;
         check_limit("image span", span_end - span_start, limits.max_span)?;
         // An alignment above the span limit cannot be honoured sensibly.
         check_limit("segment alignment", align, limits.max_span)?;

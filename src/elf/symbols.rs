@@ -109,8 +109,9 @@ struct SysvHash {
 
 /// GNU hash of a symbol name (the `DT_GNU_HASH` function, djb2).
 pub fn gnu_hash(name: &[u8]) -> u32 {
-    name.iter()
-        .fold(5381u32, |h, &c| h.wrapping_mul(33).wrapping_add(u32::from(c)))
+    name.iter().fold(5381u32, |h, &c| {
+        h.wrapping_mul(33).wrapping_add(u32::from(c))
+    })
 }
 
 /// SysV ELF hash of a symbol name (the `DT_HASH` function).
