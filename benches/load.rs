@@ -1,1 +1,70 @@
-fn main() {}
+//! Load+drop and symbol lookup: memdl's loader against the system backend,
+//! on a small test library and on the machine's zlib.
+//!
+//! `cargo bench --bench load`
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use memdl::{ElfImage, Library, SystemImage};
+
+fn multiarch_lib(name: &str) -> Vec<u8> {
+    let dir = if cfg!(target_arch = "aarch64") {
+        "/usr/lib/aarch64-linux-gnu"
+    } else {
+        "/usr/lib/x86_64-linux-gnu"
+    };
+    std::fs::read(format!("{dir}/{name}")).unwrap()
+}
+
+fn libraries() -> Vec<(&'static str, Vec<u8>, &'static [u8])> {
+    let example = std::fs::read(concat!(env!("MEMDL_TEST_LIB_DIR"), "/libexample.so")).unwrap();
+    vec![
+        ("example", example, b"add"),
+        ("zlib", multiarch_lib("libz.so.1"), b"crc32"),
+    ]
+}
+
+fn load_and_drop(c: &mut Criterion) {
+    for (name, bytes, _) in libraries() {
+        let mut g = c.benchmark_group(format!("load+drop/{name}"));
+        g.bench_function("memdl", |b| {
+            b.iter(|| drop(black_box(ElfImage::load(&bytes).unwrap())))
+        });
+        g.bench_function("memfd+dlopen", |b| {
+            b.iter(|| drop(black_box(SystemImage::load(&bytes).unwrap())))
+        });
+        g.finish();
+    }
+}
+
+fn lookup(c: &mut Criterion) {
+    for (name, bytes, symbol) in libraries() {
+        let custom = ElfImage::load(&bytes).unwrap();
+        let system = SystemImage::load(&bytes).unwrap();
+        let mut g = c.benchmark_group(format!("lookup/{name}"));
+        g.bench_function("memdl", |b| {
+            b.iter(|| custom.symbol_address(black_box(symbol)).unwrap())
+        });
+        g.bench_function("memfd+dlopen", |b| {
+            b.iter(|| system.symbol_address(black_box(symbol)).unwrap())
+        });
+        g.bench_function("memdl miss", |b| {
+            b.iter(|| custom.symbol_address(black_box(b"no_such_symbol")).is_err())
+        });
+        g.bench_function("memfd+dlopen miss", |b| {
+            b.iter(|| system.symbol_address(black_box(b"no_such_symbol")).is_err())
+        });
+        g.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(30)
+        .warm_up_time(std::time::Duration::from_millis(300))
+        .measurement_time(std::time::Duration::from_secs(1));
+    targets = load_and_drop, lookup
+}
+criterion_main!(benches);

@@ -83,10 +83,6 @@ impl Mapping {
         self.base
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
     /// Changes the protection of `[start, start + len)`, which must lie
     /// inside this mapping.
     pub fn protect(&self, start: usize, len: usize, prot: c_int) -> Result<()> {
@@ -216,8 +212,6 @@ mod tests {
             dynamic: (0, 0),
             relro: None,
             tls: None,
-            phdr_vaddr: None,
-            phnum: 0,
             loads,
         }
     }

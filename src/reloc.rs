@@ -152,11 +152,6 @@ impl Relocations {
         Ok(r)
     }
 
-    /// Number of REL/RELA/JMPREL entries plus RELR words.
-    pub fn count(&self) -> usize {
-        self.tables.iter().map(|t| t.count).sum::<usize>() + self.relr.map_or(0, |(_, n)| n)
-    }
-
     /// Every REL/RELA entry in application order, numbered across tables.
     pub fn entries(&self) -> impl Iterator<Item = (usize, Entry)> + '_ {
         self.tables

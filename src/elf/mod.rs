@@ -93,9 +93,6 @@ pub struct Layout {
     /// `PT_GNU_RELRO`: address and size, if any.
     pub relro: Option<(u64, u64)>,
     pub tls: Option<TlsTemplate>,
-    /// Address of the program header table in memory, if a segment maps it.
-    pub phdr_vaddr: Option<u64>,
-    pub phnum: u16,
 }
 
 fn bad(index: usize, kind: &'static str, reason: &'static str) -> Error {
@@ -185,12 +182,11 @@ impl Layout {
             });
         };
         let table = &bytes[phoff as usize..table_end as usize];
-        Self::from_program_headers(table, phoff, len, page, limits)
+        Self::from_program_headers(table, len, page, limits)
     }
 
     fn from_program_headers(
         table: &[u8],
-        phoff: u64,
         file_len: u64,
         page: u64,
         limits: &Limits,
@@ -339,13 +335,6 @@ impl Layout {
                 });
             }
         }
-        // The program header table is visible in memory when a segment maps
-        // its file range (needed later by dl_iterate_phdr users).
-        let table_len = table.len() as u64;
-        let phdr_vaddr = loads
-            .iter()
-            .find(|s| phoff >= s.offset && phoff + table_len <= s.offset + s.filesz)
-            .map(|s| s.vaddr + (phoff - s.offset));
         Ok(Layout {
             loads,
             span_start,
@@ -354,8 +343,6 @@ impl Layout {
             dynamic,
             relro,
             tls,
-            phdr_vaddr,
-            phnum: (table.len() / PHDR_SIZE) as u16,
         })
     }
 

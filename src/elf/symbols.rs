@@ -27,7 +27,6 @@ pub struct Sym {
     pub other: u8,
     pub shndx: u16,
     pub value: u64,
-    pub size: u64,
 }
 
 impl Sym {
@@ -254,7 +253,6 @@ impl SymbolTable {
                 other: read(at + 5),
                 shndx: read(at + 6),
                 value: read(at + 8),
-                size: read(at + 16),
             })
         }
     }
