@@ -37,4 +37,4 @@ pub use error::{Error, Result};
 pub use image::ElfImage;
 pub use options::{Limits, Options, SystemStrategy};
 pub use symbol::{Library, Symbol};
-pub use system::SystemImage;
+pub use system::{SystemImage, SystemStrategyUsed};
