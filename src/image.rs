@@ -7,6 +7,7 @@
 
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::fmt;
+use std::os::fd::AsFd;
 use std::sync::OnceLock;
 
 use goblin::elf::dynamic::DF_1_NODELETE;
@@ -17,7 +18,7 @@ use crate::elf::dynamic::{Dynamic, Table};
 use crate::elf::symbols::SymbolTable;
 use crate::elf::{read, Layout, Memory, Segment};
 use crate::error::{Error, Result};
-use crate::map::{page_size, protection_plan, Mapping};
+use crate::map::{page_size, protection_plan, FileView, Mapping};
 use crate::options::Options;
 use crate::reloc::{apply_deferred, Relocations};
 use crate::resolve::{NeededLibrary, Resolver};
@@ -34,6 +35,7 @@ pub struct ElfImage {
     mapping: Option<Mapping>,
     bias: usize,
     loads: Vec<Segment>,
+    placements: Vec<Placement>,
     symbols: SymbolTable,
     fini: Option<Table>,
     fini_fn: Option<u64>,
@@ -70,35 +72,110 @@ impl ElfImage {
     /// Loads `bytes` under `options`.
     pub fn load_with(bytes: &[u8], options: &Options) -> Result<Self> {
         let page = page_size() as u64;
-        let limits = &options.limits;
+        let layout = Layout::parse(bytes, page, &options.limits)?;
+        let mapping = reserve(&layout)?;
+        let bias = mapping.base().wrapping_sub(layout.span_start as usize);
+        for seg in &layout.loads {
+            copy_segment(bytes, bias, seg);
+        }
+        let placements = vec![Placement::Copied; layout.loads.len()];
+        Self::link(mapping, layout, placements, options)
+    }
 
-        // Validate what the file header and program headers promise.
-        let layout = Layout::parse(bytes, page, limits)?;
+    /// Loads the ELF that lies at `offset` in `fd` and is `len` bytes long
+    /// (a library inside a larger container file), with default [`Options`].
+    ///
+    /// Where the file offset of a segment and its address agree modulo the
+    /// page size, the segment is mapped straight from the file (private:
+    /// the page cache pages are shared, only pages the loader writes become
+    /// private copies); otherwise it is copied. [`ElfImage::segments`]
+    /// reports which path each segment took. The file must not shrink while
+    /// loading (a sealed memfd, see `SealedElf`, cannot).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), memdl::Error> {
+    /// let container = std::fs::File::open("model.bin").unwrap();
+    /// let img = memdl::ElfImage::load_fd(&container, 4096, 81_920)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn load_fd(fd: impl AsFd, offset: u64, len: u64) -> Result<Self> {
+        Self::load_fd_with(fd, offset, len, &Options::default())
+    }
+
+    /// [`ElfImage::load_fd`] under `options`.
+    pub fn load_fd_with(fd: impl AsFd, offset: u64, len: u64, options: &Options) -> Result<Self> {
+        let fd = fd.as_fd();
+        let page = page_size() as u64;
+        let view = FileView::new(fd, offset, len)?;
+        let layout = Layout::parse(view.bytes(), page, &options.limits)?;
+        let mapping = reserve(&layout)?;
+        let bias = mapping.base().wrapping_sub(layout.span_start as usize);
+        let mut placements = Vec::with_capacity(layout.loads.len());
+        for (i, seg) in layout.loads.iter().enumerate() {
+            let file_offset = offset + seg.offset;
+            let own_pages = |other: Option<&Segment>, before: bool| match other {
+                None => true,
+                Some(o) if before => page_end(o.end(), page) <= page_start(seg.vaddr, page),
+                Some(o) => page_end(seg.end(), page) <= page_start(o.vaddr, page),
+            };
+            let zero_copy = seg.filesz > 0
+                && file_offset % page == seg.vaddr % page
+                && own_pages(i.checked_sub(1).and_then(|p| layout.loads.get(p)), true)
+                && own_pages(layout.loads.get(i + 1), false);
+            if !zero_copy {
+                copy_segment(view.bytes(), bias, seg);
+                placements.push(Placement::Copied);
+                continue;
+            }
+            let start = page_start(seg.vaddr, page);
+            let file_end = page_end(seg.vaddr + seg.filesz, page);
+            // The bss that shares the last file page must read as zero, so
+            // that page is written (and becomes private).
+            let bss_in_page = seg.memsz > seg.filesz;
+            let prot = if seg.writable() || bss_in_page {
+                libc::PROT_READ | libc::PROT_WRITE
+            } else {
+                libc::PROT_READ
+            };
+            mapping.map_file(
+                bias.wrapping_add(start as usize),
+                (file_end - start) as usize,
+                prot,
+                fd,
+                file_offset - (seg.vaddr - start),
+            )?;
+            if bss_in_page {
+                let zero_from = seg.vaddr + seg.filesz;
+                let zero_to = file_end.min(seg.end());
+                // SAFETY: inside the segment's pages, just mapped read-write.
+                unsafe {
+                    std::ptr::write_bytes(
+                        bias.wrapping_add(zero_from as usize) as *mut u8,
+                        0,
+                        (zero_to - zero_from) as usize,
+                    )
+                };
+            }
+            placements.push(Placement::Mapped);
+        }
+        drop(view);
+        Self::link(mapping, layout, placements, options)
+    }
+
+    /// Everything after the segments are in place: dynamic section,
+    /// symbols, imports, relocation, protections, initialisers.
+    fn link(
+        mapping: Mapping,
+        layout: Layout,
+        placements: Vec<Placement>,
+        options: &Options,
+    ) -> Result<Self> {
+        let page = page_size() as u64;
+        let limits = &options.limits;
         if layout.tls.is_some() {
             return Err(Error::Unsupported("thread-local storage (PT_TLS)"));
         }
-
-        // Reserve one range for the whole image and copy each segment;
-        // anonymous memory is already zero, which is the bss.
-        let mapping = Mapping::reserve(
-            layout.span() as usize,
-            layout.align as usize,
-            layout.span_start as usize,
-        )?;
         let bias = mapping.base().wrapping_sub(layout.span_start as usize);
-        for seg in &layout.loads {
-            let src = &bytes[seg.offset as usize..(seg.offset + seg.filesz) as usize];
-            // SAFETY: the destination lies inside the mapping (the span
-            // covers every segment's memory, filesz <= memsz) and is
-            // read-write; the source was bounds-checked at parse.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    src.as_ptr(),
-                    (bias.wrapping_add(seg.vaddr as usize)) as *mut u8,
-                    src.len(),
-                )
-            };
-        }
         let mem = Memory {
             bias,
             loads: &layout.loads,
@@ -175,6 +252,7 @@ impl ElfImage {
             mapping: Some(mapping),
             bias,
             loads: layout.loads.clone(),
+            placements,
             symbols,
             fini: dynamic.fini_array,
             fini_fn,
@@ -234,6 +312,19 @@ impl ElfImage {
     /// The `DT_SONAME`, if the image has one.
     pub fn soname(&self) -> Option<&str> {
         self.soname.as_deref()
+    }
+
+    /// The loaded segments, in address order, with how each was placed.
+    pub fn segments(&self) -> impl Iterator<Item = SegmentInfo> + '_ {
+        self.loads
+            .iter()
+            .zip(&self.placements)
+            .map(|(s, &placement)| SegmentInfo {
+                address: self.bias.wrapping_add(s.vaddr as usize),
+                size: s.memsz,
+                flags: s.flags,
+                placement,
+            })
     }
 
     /// Every exported symbol (default versions) and its runtime address.
@@ -335,6 +426,62 @@ impl Drop for ElfImage {
             unsafe { call_fini(f) };
         }
     }
+}
+
+/// How a segment got into memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Placement {
+    /// Copied into anonymous memory.
+    Copied,
+    /// Mapped privately from the file (zero-copy until written).
+    Mapped,
+}
+
+/// One loaded segment, as [`ElfImage::segments`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Runtime address of the segment's first byte.
+    pub address: usize,
+    /// Bytes in memory (`p_memsz`).
+    pub size: u64,
+    /// `PF_R | PF_W | PF_X` of the program header.
+    pub flags: u32,
+    pub placement: Placement,
+}
+
+fn page_start(addr: u64, page: u64) -> u64 {
+    addr & !(page - 1)
+}
+
+/// Page-rounded end; the layout checked that segment ends round without overflow.
+fn page_end(addr: u64, page: u64) -> u64 {
+    (addr + page - 1) & !(page - 1)
+}
+
+/// One range for the whole image, aligned as its segments require.
+fn reserve(layout: &Layout) -> Result<Mapping> {
+    Mapping::reserve(
+        layout.span() as usize,
+        layout.align as usize,
+        layout.span_start as usize,
+    )
+}
+
+/// Copies a segment's file bytes into the reservation; anonymous memory is
+/// already zero, which is the bss.
+fn copy_segment(bytes: &[u8], bias: usize, seg: &Segment) {
+    let src = &bytes[seg.offset as usize..(seg.offset + seg.filesz) as usize];
+    // SAFETY: the destination lies inside the reservation (the span covers
+    // every segment's memory and filesz <= memsz) and is read-write; the
+    // source range was bounds-checked by Layout::parse.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            src.as_ptr(),
+            bias.wrapping_add(seg.vaddr as usize) as *mut u8,
+            src.len(),
+        )
+    };
 }
 
 /// Checks an init/fini function address from the dynamic section.

@@ -34,7 +34,7 @@ mod symbol;
 mod system;
 
 pub use error::{Error, Result};
-pub use image::ElfImage;
+pub use image::{ElfImage, Placement, SegmentInfo};
 pub use options::{Limits, Options, SystemStrategy};
 pub use symbol::{Library, Symbol};
 pub use system::{SystemImage, SystemStrategyUsed};

@@ -1,5 +1,6 @@
 //! Address-space reservation, segment protections and the page size.
 
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libc::{c_int, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE};
@@ -83,6 +84,38 @@ impl Mapping {
         self.base
     }
 
+    /// Maps `len` bytes of `fd` at file offset `file_offset` over
+    /// `[start, start + len)`, which must lie page-aligned inside this
+    /// mapping: private, so pages the loader writes become private copies
+    /// while the rest stay shared with the page cache.
+    pub fn map_file(
+        &self,
+        start: usize,
+        len: usize,
+        prot: c_int,
+        fd: BorrowedFd<'_>,
+        file_offset: u64,
+    ) -> Result<()> {
+        debug_assert!(start >= self.base && start + len <= self.base + self.len);
+        // SAFETY: MAP_FIXED replaces pages inside the range this value owns
+        // (asserted by callers, which derive it from the validated layout);
+        // nothing else refers to that memory yet.
+        let p = unsafe {
+            libc::mmap(
+                start as *mut _,
+                len,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_FIXED,
+                fd.as_raw_fd(),
+                file_offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Error::last_map("mmap (segment from file)"));
+        }
+        Ok(())
+    }
+
     /// Changes the protection of `[start, start + len)`, which must lie
     /// inside this mapping.
     pub fn protect(&self, start: usize, len: usize, prot: c_int) -> Result<()> {
@@ -108,6 +141,76 @@ impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: the range is exactly the mapping this value owns.
         unsafe { libc::munmap(self.base as *mut _, self.len) };
+    }
+}
+
+/// A read-only view of `len` bytes at `offset` of a file, for parsing
+/// without reading the file into a buffer; unmapped on drop.
+///
+/// The file must not shrink while the view exists (a sealed memfd cannot).
+#[derive(Debug)]
+pub struct FileView {
+    map: usize,
+    map_len: usize,
+    skip: usize,
+    len: usize,
+}
+
+impl FileView {
+    pub fn new(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<FileView> {
+        // SAFETY: fstat writes into the zeroed struct it is given.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `fd` is a valid borrowed descriptor and `st` is writable.
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+            return Err(Error::last_os("fstat"));
+        }
+        let size = st.st_size.max(0) as u64;
+        if len == 0 || offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(Error::Truncated {
+                what: "file range",
+                offset,
+                size: len,
+                len: size,
+            });
+        }
+        let page = page_size() as u64;
+        let start = offset & !(page - 1);
+        let skip = (offset - start) as usize;
+        let map_len = skip + len as usize;
+        // SAFETY: a fresh read-only private mapping of a file range that
+        // exists (checked against fstat above).
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                PROT_READ,
+                libc::MAP_PRIVATE,
+                fd.as_raw_fd(),
+                start as libc::off_t,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(Error::last_map("mmap (file view)"));
+        }
+        Ok(FileView {
+            map: map as usize,
+            map_len,
+            skip,
+            len: len as usize,
+        })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping covers skip + len readable bytes for as long
+        // as `self` lives.
+        unsafe { std::slice::from_raw_parts((self.map + self.skip) as *const u8, self.len) }
+    }
+}
+
+impl Drop for FileView {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping this value owns.
+        unsafe { libc::munmap(self.map as *mut _, self.map_len) };
     }
 }
 
