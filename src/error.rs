@@ -122,6 +122,13 @@ pub enum Error {
         r_type: u32,
         name: &'static str,
     },
+    /// The image uses the initial-exec (static) TLS model, which needs room
+    /// in every thread's static TLS area that only the system loader has.
+    #[error("static TLS (initial-exec model, {what}) is not supported; build with -ftls-model=global-dynamic")]
+    StaticTls { what: &'static str },
+    /// The image imports a thread-local variable from another object.
+    #[error("imported thread-local symbol {name} is not supported")]
+    ImportedTls { name: String },
     /// A feature of the file that this loader refuses.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),

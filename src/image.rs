@@ -10,7 +10,7 @@ use std::fmt;
 use std::os::fd::AsFd;
 use std::sync::OnceLock;
 
-use goblin::elf::dynamic::DF_1_NODELETE;
+use goblin::elf::dynamic::{DF_1_NODELETE, DF_STATIC_TLS};
 use goblin::elf::sym::{STT_GNU_IFUNC, STT_TLS};
 
 use crate::arch;
@@ -23,6 +23,7 @@ use crate::options::Options;
 use crate::reloc::{apply_deferred, Relocations};
 use crate::resolve::{NeededLibrary, Resolver};
 use crate::symbol::{lossy, Library, Symbol};
+use crate::tls::TlsModule;
 
 /// A shared object loaded by memdl's own loader.
 ///
@@ -41,6 +42,8 @@ pub struct ElfImage {
     fini_fn: Option<u64>,
     nodelete: bool,
     soname: Option<String>,
+    /// This image's TLS module; every thread's block is freed with it.
+    tls: Option<TlsModule>,
     needed: Vec<NeededLibrary>,
 }
 
@@ -172,9 +175,7 @@ impl ElfImage {
     ) -> Result<Self> {
         let page = page_size() as u64;
         let limits = &options.limits;
-        if layout.tls.is_some() {
-            return Err(Error::Unsupported("thread-local storage (PT_TLS)"));
-        }
+
         let bias = mapping.base().wrapping_sub(layout.span_start as usize);
         let mem = Memory {
             bias,
@@ -213,7 +214,21 @@ impl ElfImage {
         )?;
         let resolved = relocations.resolve(&mem, &symbols, &resolver)?;
         let needed = resolver.into_needed();
-        let deferred = relocations.apply(&mem, &resolved)?;
+        let mut tls = match layout.tls {
+            Some(t) => {
+                if dynamic.flags & DF_STATIC_TLS != 0 {
+                    return Err(Error::StaticTls {
+                        what: "DF_STATIC_TLS",
+                    });
+                }
+                let data = mem.table("PT_TLS", t.vaddr, t.filesz)?;
+                Some(TlsModule::register(
+                    data, t.filesz, t.memsz, t.align, t.vaddr,
+                )?)
+            }
+            None => None,
+        };
+        let deferred = relocations.apply(&mem, &resolved, tls.as_mut())?;
         // Init/fini arrays hold relocated pointers now: all must be code.
         check_function_array(&mem, init_array)?;
         check_function_array(
@@ -258,6 +273,7 @@ impl ElfImage {
             fini_fn,
             nodelete: dynamic.flags_1 & DF_1_NODELETE != 0,
             soname,
+            tls,
             needed,
         };
 
@@ -312,6 +328,13 @@ impl ElfImage {
     /// The `DT_SONAME`, if the image has one.
     pub fn soname(&self) -> Option<&str> {
         self.soname.as_deref()
+    }
+
+    /// How many threads currently hold a block of this image's thread-local
+    /// storage (0 without `PT_TLS`). Blocks are allocated on a thread's first
+    /// access and freed when the thread exits or the image is dropped.
+    pub fn live_tls_blocks(&self) -> usize {
+        self.tls.as_ref().map_or(0, TlsModule::live_blocks)
     }
 
     /// The loaded segments, in address order, with how each was placed.

@@ -32,6 +32,7 @@ mod reloc;
 mod resolve;
 mod symbol;
 mod system;
+mod tls;
 
 pub use error::{Error, Result};
 pub use image::{ElfImage, Placement, SegmentInfo};

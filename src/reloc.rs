@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::options::Limits;
 use crate::resolve::Resolver;
 use crate::symbol::lossy;
+use crate::tls::TlsModule;
 
 const RELA_SIZE: u64 = 24;
 const REL_SIZE: u64 = 16;
@@ -53,6 +54,8 @@ pub enum Resolved {
     Address(usize),
     /// A `STT_GNU_IFUNC` symbol of the image: its resolver's address.
     Ifunc(usize),
+    /// A thread-local symbol of the image: its offset in the TLS block.
+    Tls(u64),
 }
 
 /// A relocation that waits for an ifunc resolver: `*target = resolver() + addend`.
@@ -204,10 +207,14 @@ impl Relocations {
                 continue;
             }
             let sym = symbols.get(e.symbol).expect("index checked against len");
-            if sym.kind() == STT_TLS {
-                return Err(Error::Unsupported("thread-local symbols (TLS relocations)"));
-            }
-            *slot = if sym.is_defined() {
+            *slot = if sym.kind() == STT_TLS {
+                if !sym.is_defined() {
+                    return Err(Error::ImportedTls {
+                        name: lossy(symbols.name(&sym)?),
+                    });
+                }
+                Resolved::Tls(sym.value)
+            } else if sym.is_defined() {
                 let value = if sym.is_absolute() {
                     sym.value as usize
                 } else {
@@ -245,7 +252,12 @@ impl Relocations {
 
     /// Pass 2: applies every relocation that needs no library code to run.
     /// Returns the relocations that wait for an ifunc resolver.
-    pub fn apply(&self, mem: &Memory<'_>, resolved: &[Resolved]) -> Result<Vec<Deferred>> {
+    pub fn apply(
+        &self,
+        mem: &Memory<'_>,
+        resolved: &[Resolved],
+        mut tls: Option<&mut TlsModule>,
+    ) -> Result<Vec<Deferred>> {
         if let Some((addr, count)) = self.relr {
             apply_relr(mem, addr, count, self.tables.iter().map(|t| t.count).sum())?;
         }
@@ -256,7 +268,8 @@ impl Relocations {
             if kind == RelocKind::None {
                 continue;
             }
-            let target = writable_target(mem, index, e.offset)?;
+            let size = if kind == RelocKind::TlsDesc { 16 } else { 8 };
+            let target = writable_target(mem, index, e.offset, size)?;
             // SAFETY: `target` is 8 bytes inside a writable segment of the
             // image, mapped read-write during relocation.
             let addend = e
@@ -295,6 +308,38 @@ impl Relocations {
                     Resolved::Address(s),
                 ) => (s as u64).wrapping_add(addend),
                 (RelocKind::Slot { with_addend: false }, Resolved::Address(s)) => s as u64,
+                (RelocKind::TlsTpOffset, _) => {
+                    return Err(Error::StaticTls {
+                        what: arch::relocation_name(e.r_type),
+                    })
+                }
+                (RelocKind::TlsModule | RelocKind::TlsOffset | RelocKind::TlsDesc, sym) => {
+                    let module = tls.as_deref_mut().ok_or(Error::BadDynamic {
+                        reason: "TLS relocation in an object without PT_TLS",
+                    })?;
+                    let offset = match sym {
+                        Resolved::Tls(value) => value.wrapping_add(addend),
+                        _ if e.symbol == 0 => addend,
+                        _ => {
+                            return Err(Error::UnsupportedRelocation {
+                                index,
+                                r_type: e.r_type,
+                                name: arch::relocation_name(e.r_type),
+                            })
+                        }
+                    };
+                    match kind {
+                        RelocKind::TlsModule => module.id(),
+                        RelocKind::TlsOffset => offset,
+                        _ => {
+                            arch::prepare_tls_descriptors()?;
+                            let desc = module.descriptor(offset) as u64;
+                            // SAFETY: 16 bytes at `target` were checked above.
+                            unsafe { std::ptr::write_unaligned((target + 8) as *mut u64, desc) };
+                            arch::tlsdesc_dynamic as *const () as u64
+                        }
+                    }
+                }
                 (RelocKind::Unsupported, _) | (_, _) => {
                     return Err(Error::UnsupportedRelocation {
                         index,
@@ -323,12 +368,12 @@ fn needs_symbol(kind: RelocKind) -> bool {
     )
 }
 
-/// The runtime address of an 8-byte relocation target, which must lie in a
+/// The runtime address of a relocation target of `size` bytes, which must lie in a
 /// writable segment of the image.
-fn writable_target(mem: &Memory<'_>, index: usize, offset: u64) -> Result<usize> {
+fn writable_target(mem: &Memory<'_>, index: usize, offset: u64, size: u64) -> Result<usize> {
     let mut inside = false;
     for s in mem.loads {
-        if s.contains(offset, 8) {
+        if s.contains(offset, size) {
             if s.writable() {
                 return Ok(mem.bias.wrapping_add(offset as usize));
             }
@@ -365,7 +410,7 @@ fn code_address(mem: &Memory<'_>, vaddr: u64, what: &'static str) -> Result<usiz
 fn apply_relr(mem: &Memory<'_>, addr: usize, count: usize, first_index: usize) -> Result<()> {
     let bias = mem.bias as u64;
     let relocate = |index: usize, offset: u64| -> Result<()> {
-        let target = writable_target(mem, index, offset)?;
+        let target = writable_target(mem, index, offset, 8)?;
         // SAFETY: 8 bytes in a writable segment, mapped read-write now.
         unsafe {
             let p = target as *mut u64;

@@ -6,7 +6,8 @@
 //! 3. the image's `DT_NEEDED` libraries, opened through the system loader.
 //!
 //! Steps 2 and 3 are skipped entirely under
-//! [`crate::Options::deny_host_lookups`].
+//! [`crate::Options::deny_host_lookups`]. Between steps 1 and 2 come memdl's
+//! own loader services (`__tls_get_addr`), which every policy allows.
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
@@ -105,6 +106,9 @@ impl<'a> Resolver<'a> {
         if let Some(&addr) = self.host.get(name) {
             return Some(addr);
         }
+        if let Some(addr) = builtin(name) {
+            return Some(addr);
+        }
         if !self.global_scope {
             return None;
         }
@@ -126,6 +130,16 @@ impl<'a> Resolver<'a> {
     /// lifetime, since its code calls into them.
     pub fn into_needed(self) -> Vec<NeededLibrary> {
         self.needed
+    }
+}
+
+/// The loader services memdl provides itself, as `ld.so` does for the
+/// objects it loads: they know about memdl's images and hand everything else
+/// to the system's implementation.
+fn builtin(name: &[u8]) -> Option<usize> {
+    match name {
+        b"__tls_get_addr" => Some(crate::arch::tls_get_addr as *const () as usize),
+        _ => None,
     }
 }
 

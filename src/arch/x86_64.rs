@@ -36,3 +36,105 @@ pub unsafe fn call_ifunc_resolver(addr: usize) -> usize {
 
 /// x86 keeps instruction and data caches coherent: nothing to do.
 pub fn flush_icache(_start: usize, _len: usize) {}
+
+/// `__tls_get_addr` as memdl binds it for loaded images. GCC may call it
+/// with a stack that is not 16-byte aligned (GCC PR58066), so it realigns
+/// before entering Rust.
+#[unsafe(naked)]
+pub extern "C" fn tls_get_addr(_ti: *const crate::tls::TlsIndex) -> *mut u8 {
+    core::arch::naked_asm!(
+        "push rbp",
+        "mov rbp, rsp",
+        "and rsp, -16",
+        "call {imp}",
+        "mov rsp, rbp",
+        "pop rbp",
+        "ret",
+        imp = sym crate::tls::tls_get_addr,
+    )
+}
+
+/// Bytes `xsave` needs for the state components the OS enabled, rounded to
+/// 64; 0 until [`prepare_tls_descriptors`] ran.
+static XSAVE_SIZE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Checks the CPU can run [`tlsdesc_dynamic`] (it needs `xsave`) and sizes
+/// its save area.
+pub fn prepare_tls_descriptors() -> crate::Result<()> {
+    use std::sync::atomic::Ordering;
+    if XSAVE_SIZE.load(Ordering::Relaxed) != 0 {
+        return Ok(());
+    }
+    let leaf1 = core::arch::x86_64::__cpuid(1);
+    if leaf1.ecx & (1 << 27) == 0 {
+        return Err(crate::Error::Unsupported(
+            "TLS descriptors on a CPU without OS-enabled XSAVE",
+        ));
+    }
+    // Leaf 0xD exists when OSXSAVE is set.
+    let size = core::arch::x86_64::__cpuid_count(0xd, 0).ebx as usize;
+    XSAVE_SIZE.store((size.max(576) + 63) & !63, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The TLS descriptor function for memdl's dynamic TLS (`-mtls-dialect=gnu2`).
+///
+/// Called with `rax` = the descriptor, whose second word points to a
+/// [`crate::tls::TlsIndex`]; returns in `rax` the variable's offset from the
+/// thread pointer. The descriptor ABI lets it clobber nothing else, so it
+/// saves the integer scratch registers and, with `xsave`, every vector and
+/// mask register the OS enabled, before calling into Rust.
+#[unsafe(naked)]
+pub extern "C" fn tlsdesc_dynamic() {
+    core::arch::naked_asm!(
+        "push rbp",
+        "mov rbp, rsp",
+        "push rbx",
+        "push rdi",
+        "push rsi",
+        "push rdx",
+        "push rcx",
+        "push r8",
+        "push r9",
+        "push r10",
+        "push r11",
+        "mov rbx, [rax + 8]",
+        "sub rsp, [rip + {xsave_size}]",
+        "and rsp, -64",
+        // The XSAVE header must start zeroed for xrstor to accept it.
+        "xor eax, eax",
+        "mov [rsp + 512], rax",
+        "mov [rsp + 520], rax",
+        "mov [rsp + 528], rax",
+        "mov [rsp + 536], rax",
+        "mov [rsp + 544], rax",
+        "mov [rsp + 552], rax",
+        "mov [rsp + 560], rax",
+        "mov [rsp + 568], rax",
+        "mov eax, -1",
+        "mov edx, -1",
+        "xsave64 [rsp]",
+        "mov rdi, rbx",
+        "call {imp}",
+        "mov rbx, rax",
+        "mov eax, -1",
+        "mov edx, -1",
+        "xrstor64 [rsp]",
+        "mov rax, rbx",
+        "sub rax, fs:0",
+        "lea rsp, [rbp - 72]",
+        "pop r11",
+        "pop r10",
+        "pop r9",
+        "pop r8",
+        "pop rcx",
+        "pop rdx",
+        "pop rsi",
+        "pop rdi",
+        "pop rbx",
+        "pop rbp",
+        "ret",
+        xsave_size = sym XSAVE_SIZE,
+        imp = sym crate::tls::tlsdesc_address,
+    )
+}
