@@ -111,7 +111,10 @@ fn denied_host_lookups_report_every_missing_import_and_run_nothing() {
     // them are listed, not only the first.
     assert!(names.len() > 10, "{names:?}");
     for want in ["malloc@GLIBC_2.", "free@GLIBC_2.", "memcpy@GLIBC_2."] {
-        assert!(names.iter().any(|n| n.starts_with(want)), "{want} in {names:?}");
+        assert!(
+            names.iter().any(|n| n.starts_with(want)),
+            "{want} in {names:?}"
+        );
     }
 }
 
@@ -134,9 +137,19 @@ fn host_symbols_come_before_the_global_scope() {
     let src = vec![7u8; 4096];
     let mut dst = vec![0u8; 8192];
     let mut len = dst.len() as c_ulong;
-    let rc = unsafe { compress(dst.as_mut_ptr(), &mut len, src.as_ptr(), src.len() as c_ulong) };
+    let rc = unsafe {
+        compress(
+            dst.as_mut_ptr(),
+            &mut len,
+            src.as_ptr(),
+            src.len() as c_ulong,
+        )
+    };
     assert_eq!(rc, 0);
-    assert!(CALLS.load(Ordering::SeqCst) > 0, "zlib allocated through the host's malloc");
+    assert!(
+        CALLS.load(Ordering::SeqCst) > 0,
+        "zlib allocated through the host's malloc"
+    );
 }
 
 #[test]
@@ -152,7 +165,10 @@ fn lookups_find_exports_only() {
         img.symbol_address(b"no_such_symbol"),
         Err(Error::SymbolNotFound { .. })
     ));
-    assert!(matches!(img.symbol_address(b""), Err(Error::SymbolNotFound { .. })));
+    assert!(matches!(
+        img.symbol_address(b""),
+        Err(Error::SymbolNotFound { .. })
+    ));
     // Every listed export is found at its listed address.
     let mut n = 0;
     for (name, addr) in img.exports() {
