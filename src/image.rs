@@ -8,7 +8,7 @@
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::fmt;
 use std::os::fd::AsFd;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use goblin::elf::dynamic::{DF_1_NODELETE, DF_STATIC_TLS};
 use goblin::elf::sym::{STT_GNU_IFUNC, STT_TLS};
@@ -16,50 +16,66 @@ use goblin::elf::sym::{STT_GNU_IFUNC, STT_TLS};
 use crate::arch;
 use crate::elf::dynamic::{Dynamic, Table};
 use crate::elf::symbols::SymbolTable;
-use crate::elf::{read, Layout, Memory, Segment};
+use crate::elf::{read, Layout, Memory, Phdr, Segment};
 use crate::error::{Error, Result};
 use crate::map::{page_size, protection_plan, FileView, Mapping};
 use crate::options::Options;
+use crate::registry;
 use crate::reloc::{apply_deferred, Relocations};
 use crate::resolve::{NeededLibrary, Resolver};
 use crate::symbol::{lossy, Library, Symbol};
 use crate::tls::TlsModule;
+use crate::unwind::FrameRegistration;
 
 /// A shared object loaded by memdl's own loader.
 ///
 /// Dropping it runs the finalisers (`DT_FINI_ARRAY` in reverse, then
 /// `DT_FINI`), unmaps the image and closes the libraries it needed; an image
-/// marked `DF_1_NODELETE` stays mapped, as with the system loader.
+/// marked `DF_1_NODELETE` stays mapped, as with the system loader. While a
+/// thread-exit destructor the image registered is pending, its code stays
+/// mapped (and its finalisers wait) until that destructor has run.
 pub struct ElfImage {
-    // Declared before `needed` so the image's memory goes before the
-    // libraries its code called into.
-    mapping: Option<Mapping>,
-    bias: usize,
-    loads: Vec<Segment>,
+    core: Arc<Loaded>,
     placements: Vec<Placement>,
-    symbols: SymbolTable,
-    fini: Option<Table>,
-    fini_fn: Option<u64>,
-    nodelete: bool,
     soname: Option<String>,
-    /// This image's TLS module; every thread's block is freed with it.
-    tls: Option<TlsModule>,
-    needed: Vec<NeededLibrary>,
 }
 
-// SAFETY: after load the image's metadata is immutable; lookups only read
-// read-only pages. Dropping on another thread runs the finalisers there,
-// as dlclose on another thread would.
-unsafe impl Send for ElfImage {}
-// SAFETY: see above; `&ElfImage` only allows lookups.
-unsafe impl Sync for ElfImage {}
+/// Everything that must live as long as the image's code may run: shared
+/// by the [`ElfImage`], the registry of loaded images, and thread-exit
+/// destructors the image registered.
+pub(crate) struct Loaded {
+    pub bias: usize,
+    /// Lowest and one-past-highest address of the image.
+    pub range: (usize, usize),
+    pub loads: Vec<Segment>,
+    pub symbols: SymbolTable,
+    /// `DT_SONAME`, or a made-up `memdl:<address>` name.
+    pub name: CString,
+    pub phdrs: Vec<Phdr>,
+    fini: Option<Table>,
+    fini_fn: Option<u64>,
+    pub nodelete: bool,
+    // Dropped in this order after the finalisers ran: unwind information,
+    // thread-local storage, the memory, then the libraries it called into.
+    _frames: Option<FrameRegistration>,
+    pub tls: Option<TlsModule>,
+    _mapping: Mapping,
+    _needed: Vec<NeededLibrary>,
+}
+
+// SAFETY: after load the image's metadata is immutable and lookups only read
+// read-only pages; TLS state is behind its own lock. Dropping on another
+// thread runs the finalisers there, as dlclose on another thread would.
+unsafe impl Send for Loaded {}
+// SAFETY: see above; shared references only allow lookups.
+unsafe impl Sync for Loaded {}
 
 impl fmt::Debug for ElfImage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ElfImage")
-            .field("base", &format_args!("{:#x}", self.bias))
+            .field("base", &format_args!("{:#x}", self.core.bias))
             .field("soname", &self.soname)
-            .field("segments", &self.loads.len())
+            .field("segments", &self.core.loads.len())
             .finish()
     }
 }
@@ -196,11 +212,6 @@ impl ElfImage {
             .transpose()?;
         let init_array = function_array(&mem, dynamic.init_array, "DT_INIT_ARRAY")?;
         function_array(&mem, dynamic.fini_array, "DT_FINI_ARRAY")?;
-        let soname = dynamic
-            .soname
-            .and_then(|o| symbols.strings.get(o).ok())
-            .map(lossy);
-
         // Resolve every import, then relocate.
         let needed_names = dynamic
             .needed
@@ -263,18 +274,45 @@ impl ElfImage {
             }
         }
 
-        let image = ElfImage {
-            mapping: Some(mapping),
+        let span = (
+            bias.wrapping_add(layout.span_start as usize),
+            bias.wrapping_add(layout.span_end as usize),
+        );
+        let soname = dynamic
+            .soname
+            .and_then(|o| symbols.strings.get(o).ok())
+            .map(lossy);
+        let name = CString::new(
+            soname
+                .clone()
+                .unwrap_or_else(|| format!("memdl:{:#x}", span.0)),
+        )
+        .unwrap_or_default();
+        let frames = layout
+            .eh_frame_hdr
+            .and_then(|hdr| FrameRegistration::new(&mem, hdr));
+        let core = Arc::new(Loaded {
             bias,
+            range: span,
             loads: layout.loads.clone(),
-            placements,
             symbols,
+            name,
+            phdrs: layout.phdrs,
             fini: dynamic.fini_array,
             fini_fn,
             nodelete: dynamic.flags_1 & DF_1_NODELETE != 0,
-            soname,
+            _frames: frames,
             tls,
-            needed,
+            _mapping: mapping,
+            _needed: needed,
+        });
+        // Visible to dladdr, dl_iterate_phdr and find_symbol before any of
+        // its initialisers run, as the system loader does.
+        registry::register(&core);
+        let image = ElfImage {
+            core,
+            placements,
+            soname,
         };
 
         // Initialisers: DT_INIT, then DT_INIT_ARRAY in order.
@@ -288,7 +326,7 @@ impl ElfImage {
             for i in 0..count {
                 // SAFETY: entry i of an array checked to lie in the image.
                 let f: usize = unsafe { read(addr + i * 8) };
-                if image.is_code(f) {
+                if image.core.is_code(f) {
                     // SAFETY: as for DT_INIT.
                     unsafe { call_init(f, args) };
                 }
@@ -320,7 +358,9 @@ impl ElfImage {
         name: impl AsRef<[u8]>,
         version: impl AsRef<[u8]>,
     ) -> Result<Symbol<'_, T>> {
-        let addr = self.address_of(name.as_ref(), Some(version.as_ref()))?;
+        let addr = self
+            .core
+            .address_of(name.as_ref(), Some(version.as_ref()))?;
         // SAFETY: forwarded caller promise.
         unsafe { Symbol::from_addr(addr) }
     }
@@ -334,30 +374,35 @@ impl ElfImage {
     /// storage (0 without `PT_TLS`). Blocks are allocated on a thread's first
     /// access and freed when the thread exits or the image is dropped.
     pub fn live_tls_blocks(&self) -> usize {
-        self.tls.as_ref().map_or(0, TlsModule::live_blocks)
+        self.core.tls.as_ref().map_or(0, TlsModule::live_blocks)
     }
 
     /// The loaded segments, in address order, with how each was placed.
     pub fn segments(&self) -> impl Iterator<Item = SegmentInfo> + '_ {
-        self.loads
+        self.core
+            .loads
             .iter()
             .zip(&self.placements)
             .map(|(s, &placement)| SegmentInfo {
-                address: self.bias.wrapping_add(s.vaddr as usize),
+                address: self.core.bias.wrapping_add(s.vaddr as usize),
                 size: s.memsz,
                 flags: s.flags,
                 placement,
             })
     }
 
-    /// Every exported symbol (default versions) and its runtime address.
+    /// Every exported symbol (default versions) and its runtime address
+    /// (thread-local symbols are left out: they have one per thread).
     pub fn exports(&self) -> impl Iterator<Item = (&[u8], usize)> + '_ {
-        self.symbols
+        self.core
+            .symbols
             .exports()
             .filter(|(_, sym, _)| sym.kind() != STT_TLS)
-            .map(|(_, sym, name)| (name, self.value_of(sym.value, sym.is_absolute())))
+            .map(|(_, sym, name)| (name, self.core.value_of(sym.value, sym.is_absolute())))
     }
+}
 
+impl Loaded {
     fn value_of(&self, value: u64, absolute: bool) -> usize {
         if absolute {
             value as usize
@@ -367,18 +412,30 @@ impl ElfImage {
     }
 
     /// Whether `addr` lies in an executable segment of this image.
-    fn is_code(&self, addr: usize) -> bool {
+    pub fn is_code(&self, addr: usize) -> bool {
         let vaddr = addr.wrapping_sub(self.bias) as u64;
         self.loads
             .iter()
             .any(|s| s.executable() && s.contains(vaddr, 1))
     }
 
-    fn address_of(&self, name: &[u8], version: Option<&[u8]>) -> Result<usize> {
+    /// Whether `addr` lies inside the image's address range.
+    pub fn contains(&self, addr: usize) -> bool {
+        addr >= self.range.0 && addr < self.range.1
+    }
+
+    /// Runtime address of the exported symbol `name` (for a thread-local
+    /// symbol: the calling thread's instance, as `dlsym` gives it).
+    pub fn address_of(&self, name: &[u8], version: Option<&[u8]>) -> Result<usize> {
         let not_found = || Error::SymbolNotFound { name: lossy(name) };
         let (_, sym) = self.symbols.lookup(name, version).ok_or_else(not_found)?;
         if sym.kind() == STT_TLS {
-            return Err(Error::Unsupported("address of a thread-local symbol"));
+            let module = self.tls.as_ref().ok_or_else(not_found)?;
+            let index = crate::tls::TlsIndex {
+                module: module.id(),
+                offset: sym.value,
+            };
+            return crate::tls::block_address(&index).ok_or_else(not_found);
         }
         if sym.is_absolute() {
             return Ok(sym.value as usize);
@@ -412,10 +469,10 @@ impl ElfImage {
 
 impl Library for ElfImage {
     fn symbol_address(&self, name: &[u8]) -> Result<*const c_void> {
-        self.address_of(name, None).map(|a| a as *const c_void)
+        self.core.address_of(name, None).map(|a| a as *const c_void)
     }
     fn base_address(&self) -> usize {
-        self.bias
+        self.core.bias
     }
     fn backend(&self) -> &'static str {
         "memdl"
@@ -424,14 +481,16 @@ impl Library for ElfImage {
 
 impl Drop for ElfImage {
     fn drop(&mut self) {
-        if self.nodelete {
-            // The system loader never unloads such an object; neither do we.
-            if let Some(m) = self.mapping.take() {
-                m.leak();
-            }
-            std::mem::forget(std::mem::take(&mut self.needed));
-            return;
+        // A DF_1_NODELETE image is never unloaded, as with the system
+        // loader: the registry keeps it (and its memory) alive for good.
+        if !self.core.nodelete {
+            registry::unregister(&self.core);
         }
+    }
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
         if let Some(t) = self.fini {
             let addr = self.bias.wrapping_add(t.vaddr as usize);
             for i in (0..(t.size / 8) as usize).rev() {

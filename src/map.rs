@@ -130,11 +130,6 @@ impl Mapping {
         }
         Ok(())
     }
-
-    /// Keeps the memory mapped forever (`DF_1_NODELETE`).
-    pub fn leak(self) {
-        std::mem::forget(self);
-    }
 }
 
 impl Drop for Mapping {
@@ -315,6 +310,9 @@ mod tests {
             dynamic: (0, 0),
             relro: None,
             tls: None,
+            eh_frame_hdr: None,
+            phdrs: Vec::new(),
+
             loads,
         }
     }

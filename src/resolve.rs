@@ -7,7 +7,8 @@
 //!
 //! Steps 2 and 3 are skipped entirely under
 //! [`crate::Options::deny_host_lookups`]. Between steps 1 and 2 come memdl's
-//! own loader services (`__tls_get_addr`), which every policy allows.
+//! own loader services (`__tls_get_addr`, `dlsym`, `dladdr`, ...: see
+//! `interpose.rs`), which every policy allows.
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
@@ -106,7 +107,7 @@ impl<'a> Resolver<'a> {
         if let Some(&addr) = self.host.get(name) {
             return Some(addr);
         }
-        if let Some(addr) = builtin(name) {
+        if let Some(addr) = crate::interpose::builtin(name) {
             return Some(addr);
         }
         if !self.global_scope {
@@ -130,16 +131,6 @@ impl<'a> Resolver<'a> {
     /// lifetime, since its code calls into them.
     pub fn into_needed(self) -> Vec<NeededLibrary> {
         self.needed
-    }
-}
-
-/// The loader services memdl provides itself, as `ld.so` does for the
-/// objects it loads: they know about memdl's images and hand everything else
-/// to the system's implementation.
-fn builtin(name: &[u8]) -> Option<usize> {
-    match name {
-        b"__tls_get_addr" => Some(crate::arch::tls_get_addr as *const () as usize),
-        _ => None,
     }
 }
 

@@ -12,7 +12,9 @@ pub mod symbols;
 use goblin::elf::header::{
     EI_CLASS, EI_DATA, EI_VERSION, ELFCLASS64, ELFDATA2LSB, ET_DYN, EV_CURRENT,
 };
-use goblin::elf::program_header::{PF_R, PF_W, PF_X, PT_DYNAMIC, PT_GNU_RELRO, PT_LOAD, PT_TLS};
+use goblin::elf::program_header::{
+    PF_R, PF_W, PF_X, PT_DYNAMIC, PT_GNU_EH_FRAME, PT_GNU_RELRO, PT_LOAD, PT_TLS,
+};
 
 use crate::arch;
 use crate::error::{Error, Result};
@@ -93,6 +95,24 @@ pub struct Layout {
     /// `PT_GNU_RELRO`: address and size, if any.
     pub relro: Option<(u64, u64)>,
     pub tls: Option<TlsTemplate>,
+    /// `PT_GNU_EH_FRAME`: address of `.eh_frame_hdr`, if any.
+    pub eh_frame_hdr: Option<u64>,
+    /// Every program header as the file has it, for `dl_iterate_phdr`.
+    pub phdrs: Vec<Phdr>,
+}
+
+/// `Elf64_Phdr`, as `dl_iterate_phdr` callers expect it in memory.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Phdr {
+    pub p_type: u32,
+    pub p_flags: u32,
+    pub p_offset: u64,
+    pub p_vaddr: u64,
+    pub p_paddr: u64,
+    pub p_filesz: u64,
+    pub p_memsz: u64,
+    pub p_align: u64,
 }
 
 fn bad(index: usize, kind: &'static str, reason: &'static str) -> Error {
@@ -195,7 +215,9 @@ impl Layout {
         let mut dynamic = None;
         let mut relro = None;
         let mut tls = None;
+        let mut eh_frame_hdr = None;
         let mut align = page;
+        let mut phdrs = Vec::with_capacity(table.len() / PHDR_SIZE);
         for (index, ph) in table.chunks_exact(PHDR_SIZE).enumerate() {
             let p_type = u32_at(ph, 0);
             let flags = u32_at(ph, 4);
@@ -204,6 +226,16 @@ impl Layout {
             let filesz = u64_at(ph, 32);
             let memsz = u64_at(ph, 40);
             let p_align = u64_at(ph, 48);
+            phdrs.push(Phdr {
+                p_type,
+                p_flags: flags,
+                p_offset: offset,
+                p_vaddr: vaddr,
+                p_paddr: u64_at(ph, 24),
+                p_filesz: filesz,
+                p_memsz: memsz,
+                p_align,
+            });
             let kind = goblin::elf::program_header::pt_to_str(p_type);
             let in_file = offset.checked_add(filesz).is_some_and(|e| e <= file_len);
             let addr_ok = vaddr.checked_add(memsz).is_some();
@@ -284,6 +316,7 @@ impl Layout {
                         align: p_align.max(1),
                     });
                 }
+                PT_GNU_EH_FRAME => eh_frame_hdr = Some(vaddr),
                 _ => {}
             }
         }
@@ -343,6 +376,8 @@ impl Layout {
             dynamic,
             relro,
             tls,
+            eh_frame_hdr,
+            phdrs,
         })
     }
 

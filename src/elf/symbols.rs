@@ -27,6 +27,7 @@ pub struct Sym {
     pub other: u8,
     pub shndx: u16,
     pub value: u64,
+    pub size: u64,
 }
 
 impl Sym {
@@ -253,6 +254,7 @@ impl SymbolTable {
                 other: read(at + 5),
                 shndx: read(at + 6),
                 value: read(at + 8),
+                size: read(at + 16),
             })
         }
     }
@@ -364,6 +366,25 @@ impl SymbolTable {
             index += 1;
         }
         None
+    }
+
+    /// The defined symbol whose range contains `vaddr` (or that sits exactly
+    /// at it, for zero-sized symbols), preferring exported ones.
+    pub fn containing(&self, vaddr: u64) -> Option<(Sym, &[u8])> {
+        let mut best: Option<Sym> = None;
+        for i in 1..self.count {
+            let Some(s) = self.get(i) else { break };
+            if !s.is_defined() || s.is_absolute() || s.kind() == goblin::elf::sym::STT_TLS {
+                continue;
+            }
+            let inside =
+                vaddr >= s.value && (vaddr - s.value < s.size || (s.size == 0 && vaddr == s.value));
+            if inside && best.is_none_or(|b| !b.is_exported() && s.is_exported()) {
+                best = Some(s);
+            }
+        }
+        let sym = best?;
+        Some((sym, self.name(&sym).ok()?))
     }
 
     /// Every exported, default-version symbol: (index, symbol, name).

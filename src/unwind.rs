@@ -1,0 +1,100 @@
+//! Makes a loaded image's unwind tables known to the unwinder.
+//!
+//! libgcc's unwinder finds frames of system-loaded objects through
+//! `_dl_find_object` / `dl_iterate_phdr`, which know nothing of memdl's
+//! images; but it searches frames registered with `__register_frame` first.
+//! memdl registers the image's `.eh_frame` (found through
+//! `PT_GNU_EH_FRAME`) after relocation and deregisters it when the image
+//! goes, so C++ exceptions, Rust panics and backtraces cross its frames.
+
+use std::ffi::c_void;
+
+use crate::elf::{read, Memory};
+
+// DWARF pointer encodings used by `.eh_frame_hdr`'s `eh_frame_ptr`.
+const DW_EH_PE_OMIT: u8 = 0xff;
+const DW_EH_PE_ABSPTR: u8 = 0x00;
+const DW_EH_PE_UDATA4: u8 = 0x03;
+const DW_EH_PE_UDATA8: u8 = 0x04;
+const DW_EH_PE_SDATA4: u8 = 0x0b;
+const DW_EH_PE_SDATA8: u8 = 0x0c;
+const DW_EH_PE_PCREL: u8 = 0x10;
+const DW_EH_PE_DATAREL: u8 = 0x30;
+
+type FrameFn = unsafe extern "C" fn(*const c_void);
+
+fn lookup(name: &std::ffi::CStr) -> Option<FrameFn> {
+    // SAFETY: a lookup of a NUL-terminated name in the global scope.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    // SAFETY: libgcc's __register_frame/__deregister_frame take one pointer.
+    (!p.is_null()).then(|| unsafe { std::mem::transmute::<*mut c_void, FrameFn>(p) })
+}
+
+/// A registered `.eh_frame`, deregistered on drop.
+#[derive(Debug)]
+pub struct FrameRegistration {
+    eh_frame: usize,
+    deregister: FrameFn,
+}
+
+impl FrameRegistration {
+    /// Registers the `.eh_frame` that the `.eh_frame_hdr` at `hdr_vaddr`
+    /// points to. `None` when the header is malformed or the process has no
+    /// libgcc unwinder to register with (unwinding through the image then
+    /// stops at its frames, nothing else changes).
+    pub fn new(mem: &Memory<'_>, hdr_vaddr: u64) -> Option<FrameRegistration> {
+        let hdr = mem.table(".eh_frame_hdr", hdr_vaddr, 4).ok()?;
+        // SAFETY: the 4-byte header was checked just above.
+        let (version, enc): (u8, u8) = unsafe { (read(hdr), read(hdr + 1)) };
+        if version != 1 || enc == DW_EH_PE_OMIT {
+            return None;
+        }
+        let field = hdr_vaddr + 4;
+        let value = match enc & 0x0f {
+            DW_EH_PE_ABSPTR | DW_EH_PE_UDATA8 | DW_EH_PE_SDATA8 => {
+                let at = mem.table(".eh_frame_hdr", field, 8).ok()?;
+                // SAFETY: checked just above.
+                unsafe { read::<u64>(at) }
+            }
+            DW_EH_PE_UDATA4 => {
+                let at = mem.table(".eh_frame_hdr", field, 4).ok()?;
+                // SAFETY: checked just above.
+                u64::from(unsafe { read::<u32>(at) })
+            }
+            DW_EH_PE_SDATA4 => {
+                let at = mem.table(".eh_frame_hdr", field, 4).ok()?;
+                // SAFETY: checked just above.
+                (unsafe { read::<i32>(at) }) as i64 as u64
+            }
+            _ => return None,
+        };
+
+        // The result is an address in the file's terms (pcrel/datarel are
+        // relative to vaddrs), except for an absolute pointer, which the
+        // relocations already turned into a runtime address.
+        let eh_frame_vaddr = match enc & 0x70 {
+            DW_EH_PE_PCREL => field.wrapping_add(value),
+            DW_EH_PE_DATAREL => hdr_vaddr.wrapping_add(value),
+            0 => value.wrapping_sub(mem.bias as u64),
+            _ => return None,
+        };
+        // The section starts with a CIE length word; an empty one has 0.
+        let eh_frame = mem.table(".eh_frame", eh_frame_vaddr, 4).ok()?;
+        let register = lookup(c"__register_frame")?;
+        let deregister = lookup(c"__deregister_frame")?;
+        // SAFETY: `eh_frame` is the start of the image's .eh_frame section
+        // (zero-terminated by crtend), mapped until this value is dropped.
+        unsafe { register(eh_frame as *const c_void) };
+        Some(FrameRegistration {
+            eh_frame,
+            deregister,
+        })
+    }
+}
+
+impl Drop for FrameRegistration {
+    fn drop(&mut self) {
+        // SAFETY: the same pointer registered in `new`, still mapped.
+        unsafe { (self.deregister)(self.eh_frame as *const c_void) };
+    }
+}
