@@ -8,6 +8,13 @@ use libc::{c_int, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE};
 use crate::elf::Layout;
 use crate::error::{Error, Result};
 
+/// Reserve address space without committing swap for it (Linux only; the
+/// pages are committed as they are touched anyway).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const MAP_NORESERVE: c_int = libc::MAP_NORESERVE;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const MAP_NORESERVE: c_int = 0;
+
 /// The system page size (`sysconf(_SC_PAGESIZE)`), never a constant: aarch64
 /// kernels run with 4, 16 or 64 KiB pages.
 pub fn page_size() -> usize {
@@ -53,7 +60,7 @@ impl Mapping {
                 std::ptr::null_mut(),
                 total,
                 PROT_READ | PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | MAP_NORESERVE,
                 -1,
                 0,
             )

@@ -91,3 +91,90 @@ pub fn flush_icache(start: usize, len: usize) {
     // SAFETY: barrier instructions have no memory-safety preconditions.
     unsafe { core::arch::asm!("dsb ish", "isb", options(nostack)) };
 }
+
+/// `__tls_get_addr` as memdl binds it for loaded images (the traditional
+/// dialect, `-mtls-dialect=trad`): a plain AAPCS64 call.
+pub extern "C" fn tls_get_addr(ti: *const crate::tls::TlsIndex) -> *mut u8 {
+    crate::tls::tls_get_addr(ti)
+}
+
+/// Nothing to prepare on AArch64: [`tlsdesc_dynamic`] saves registers with
+/// plain stores.
+pub fn prepare_tls_descriptors() -> crate::Result<()> {
+    Ok(())
+}
+
+/// The TLS descriptor function for memdl's dynamic TLS (the default dialect
+/// on AArch64).
+///
+/// Called with `x0` = the descriptor, whose second word points to a
+/// [`crate::tls::TlsIndex`]; returns in `x0` the variable's offset from
+/// `tpidr_el0`. The descriptor ABI lets it clobber only `x0` (the call
+/// sequence itself uses `x1` and `x30`), so it saves the other argument and
+/// scratch registers and all 32 SIMD registers before calling into Rust.
+#[unsafe(naked)]
+pub extern "C" fn tlsdesc_dynamic() {
+    core::arch::naked_asm!(
+        "stp x29, x30, [sp, #-16]!",
+        "mov x29, sp",
+        "stp x1, x2, [sp, #-16]!",
+        "stp x3, x4, [sp, #-16]!",
+        "stp x5, x6, [sp, #-16]!",
+        "stp x7, x8, [sp, #-16]!",
+        "stp x9, x10, [sp, #-16]!",
+        "stp x11, x12, [sp, #-16]!",
+        "stp x13, x14, [sp, #-16]!",
+        "stp x15, x16, [sp, #-16]!",
+        "stp x17, x18, [sp, #-16]!",
+        "sub sp, sp, #512",
+        "stp q0, q1, [sp, #0]",
+        "stp q2, q3, [sp, #32]",
+        "stp q4, q5, [sp, #64]",
+        "stp q6, q7, [sp, #96]",
+        "stp q8, q9, [sp, #128]",
+        "stp q10, q11, [sp, #160]",
+        "stp q12, q13, [sp, #192]",
+        "stp q14, q15, [sp, #224]",
+        "stp q16, q17, [sp, #256]",
+        "stp q18, q19, [sp, #288]",
+        "stp q20, q21, [sp, #320]",
+        "stp q22, q23, [sp, #352]",
+        "stp q24, q25, [sp, #384]",
+        "stp q26, q27, [sp, #416]",
+        "stp q28, q29, [sp, #448]",
+        "stp q30, q31, [sp, #480]",
+        "ldr x0, [x0, #8]",
+        "bl {imp}",
+        "mrs x1, tpidr_el0",
+        "sub x0, x0, x1",
+        "ldp q0, q1, [sp, #0]",
+        "ldp q2, q3, [sp, #32]",
+        "ldp q4, q5, [sp, #64]",
+        "ldp q6, q7, [sp, #96]",
+        "ldp q8, q9, [sp, #128]",
+        "ldp q10, q11, [sp, #160]",
+        "ldp q12, q13, [sp, #192]",
+        "ldp q14, q15, [sp, #224]",
+        "ldp q16, q17, [sp, #256]",
+        "ldp q18, q19, [sp, #288]",
+        "ldp q20, q21, [sp, #320]",
+        "ldp q22, q23, [sp, #352]",
+        "ldp q24, q25, [sp, #384]",
+        "ldp q26, q27, [sp, #416]",
+        "ldp q28, q29, [sp, #448]",
+        "ldp q30, q31, [sp, #480]",
+        "add sp, sp, #512",
+        "ldp x17, x18, [sp], #16",
+        "ldp x15, x16, [sp], #16",
+        "ldp x13, x14, [sp], #16",
+        "ldp x11, x12, [sp], #16",
+        "ldp x9, x10, [sp], #16",
+        "ldp x7, x8, [sp], #16",
+        "ldp x5, x6, [sp], #16",
+        "ldp x3, x4, [sp], #16",
+        "ldp x1, x2, [sp], #16",
+        "ldp x29, x30, [sp], #16",
+        "ret",
+        imp = sym crate::tls::tlsdesc_address,
+    )
+}
