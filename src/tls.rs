@@ -84,7 +84,7 @@ fn encode(slot: usize, generation: u32) -> u64 {
 }
 
 fn decode(module: u64) -> Option<(usize, u32)> {
-        (module & TAG_MASK == TAG).then_some((
+    (module & TAG_MASK == TAG).then_some((
         (module & 0xf_ffff) as usize,
         ((module >> 20) & 0xf_ffff) as u32,
     ))
@@ -96,7 +96,7 @@ fn decode(module: u64) -> Option<(usize, u32)> {
 pub struct TlsModule {
     slot: usize,
     generation: u32,
-        /// Arguments of this image's TLS descriptors. Boxed: relocated GOT
+    /// Arguments of this image's TLS descriptors. Boxed: relocated GOT
     /// entries point at them, so they must not move when the Vec grows.
     #[allow(clippy::vec_box)]
     descriptors: Vec<Box<TlsIndex>>,

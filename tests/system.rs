@@ -239,8 +239,8 @@ fn library_outliving_dlclose_does_not_shadow_later_loads() {
     // outlives its own dlclose under the name /proc/self/fd/N.
     let fontenc_path = lib_path("libfontenc.so.1");
     // .ci/run installs libfontenc1; a missing library is a failure, not a skip.
-    let fontenc_bytes = std::fs::read(&fontenc_path)
-        .unwrap_or_else(|e| panic!("{}: {e}", fontenc_path.display()));
+    let fontenc_bytes =
+        std::fs::read(&fontenc_path).unwrap_or_else(|e| panic!("{}: {e}", fontenc_path.display()));
     let z = SystemImage::load(&read_lib("libz.so.1")).expect("zlib");
     let fontenc = SystemImage::load(&fontenc_bytes).expect("fontenc");
     assert!(fontenc.symbol_address(b"FontEncFind").is_ok());
