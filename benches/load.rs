@@ -8,20 +8,14 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion};
 use memdl::{ElfImage, Library, SystemImage};
 
-fn multiarch_lib(name: &str) -> Vec<u8> {
-    let dir = if cfg!(target_arch = "aarch64") {
-        "/usr/lib/aarch64-linux-gnu"
-    } else {
-        "/usr/lib/x86_64-linux-gnu"
-    };
-    std::fs::read(format!("{dir}/{name}")).unwrap()
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{machine_lib, test_lib};
 
 fn libraries() -> Vec<(&'static str, Vec<u8>, &'static [u8])> {
-    let example = std::fs::read(concat!(env!("MEMDL_TEST_LIB_DIR"), "/libexample.so")).unwrap();
     vec![
-        ("example", example, b"add"),
-        ("zlib", multiarch_lib("libz.so.1"), b"crc32"),
+        ("example", test_lib("example"), b"add"),
+        ("zlib", machine_lib("libz.so.1"), b"crc32"),
     ]
 }
 

@@ -7,13 +7,11 @@ use std::path::PathBuf;
 
 use memdl::{ElfImage, Error, Placement};
 
+mod common;
+use common::page_size as page;
+
 fn zlib_path() -> PathBuf {
-    let dir = if cfg!(target_arch = "aarch64") {
-        "/usr/lib/aarch64-linux-gnu"
-    } else {
-        "/usr/lib/x86_64-linux-gnu"
-    };
-    PathBuf::from(dir).join("libz.so.1")
+    common::machine_lib_path("libz.so.1")
 }
 
 type CrcFn = unsafe extern "C" fn(c_ulong, *const u8, u32) -> c_ulong;
@@ -31,11 +29,6 @@ fn container(head: usize) -> (tempfile::TempPath, u64, u64) {
     f.write_all(&lib).unwrap();
     f.write_all(&[0x5a; 777]).unwrap();
     (f.into_temp_path(), head as u64, lib.len() as u64)
-}
-
-fn page() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
 }
 
 #[test]

@@ -5,43 +5,8 @@ use std::ffi::{c_char, c_ulong, c_void, CStr};
 
 use memdl::{ElfImage, Error, Library, Options};
 
-fn multiarch_lib(name: &str) -> Vec<u8> {
-    let dir = if cfg!(target_arch = "aarch64") {
-        "/usr/lib/aarch64-linux-gnu"
-    } else {
-        "/usr/lib/x86_64-linux-gnu"
-    };
-    std::fs::read(format!("{dir}/{name}")).unwrap_or_else(|e| panic!("{dir}/{name}: {e}"))
-}
-
-/// Mappings of /proc/self/maps that cover `addr..addr+len`: (start, end, perms).
-fn mappings_in(lo: usize, hi: usize) -> Vec<(usize, usize, String)> {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (range, perms) = (f.next()?, f.next()?);
-            let (s, e) = range.split_once('-')?;
-            let (s, e) = (
-                usize::from_str_radix(s, 16).ok()?,
-                usize::from_str_radix(e, 16).ok()?,
-            );
-            (s < hi && e > lo).then(|| (s, e, perms.to_owned()))
-        })
-        .collect()
-}
-
-fn no_writable_executable_mapping() {
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    for l in maps.lines() {
-        let perms = l.split_whitespace().nth(1).unwrap();
-        assert!(
-            !(perms.contains('w') && perms.contains('x')),
-            "W+X mapping: {l}"
-        );
-    }
-}
+mod common;
+use common::{assert_no_wx, machine_lib as multiarch_lib, mappings_in};
 
 type CrcFn = unsafe extern "C" fn(c_ulong, *const u8, u32) -> c_ulong;
 
@@ -57,14 +22,14 @@ fn zlib_loads_runs_and_honours_protections() {
     let v = unsafe { CStr::from_ptr(version()) }.to_str().unwrap();
     assert!(v.starts_with("1."), "{v}");
 
-    no_writable_executable_mapping();
+    assert_no_wx();
     // The code is executable and read-only; RELRO is read-only.
     let text = region::query(crc.as_ptr() as *const u8).unwrap();
     assert!(text.is_executable() && !text.is_writable());
     let f = *crc as usize;
     let maps = mappings_in(f, f + 1);
     assert_eq!(maps.len(), 1);
-    assert_eq!(&maps[0].2[..3], "r-x");
+    assert_eq!(&maps[0].perms[..3], "r-x");
 }
 
 #[test]
@@ -80,7 +45,7 @@ fn sqlite_resolves_its_imports_with_versions() {
     let n: memdl::Symbol<'_, unsafe extern "C" fn() -> i32> =
         unsafe { img.get("sqlite3_libversion_number") }.unwrap();
     assert!(unsafe { n() } >= 3_000_000);
-    no_writable_executable_mapping();
+    assert_no_wx();
 }
 
 #[test]

@@ -12,25 +12,8 @@ use goblin::elf::dynamic::*;
 use goblin::elf::program_header::*;
 use memdl::{Error, Limits, Options};
 
-fn multiarch_lib(name: &str) -> Vec<u8> {
-    let dir = if cfg!(target_arch = "aarch64") {
-        "/usr/lib/aarch64-linux-gnu"
-    } else {
-        "/usr/lib/x86_64-linux-gnu"
-    };
-    std::fs::read(format!("{dir}/{name}")).unwrap_or_else(|e| panic!("{dir}/{name}: {e}"))
-}
-
-fn maps_lines() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .count()
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
+mod common;
+use common::{machine_lib as multiarch_lib, maps_count as maps_lines, open_fds};
 
 /// The base library with helpers that find fields by meaning.
 #[derive(Clone)]

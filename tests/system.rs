@@ -9,10 +9,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use memdl::{Error, Library, Options, SystemImage, SystemStrategy, SystemStrategyUsed};
 
-#[cfg(target_arch = "x86_64")]
-const LIBDIR: &str = "/usr/lib/x86_64-linux-gnu";
-#[cfg(target_arch = "aarch64")]
-const LIBDIR: &str = "/usr/lib/aarch64-linux-gnu";
+mod common;
+use common::{machine_lib as read_lib, machine_lib_path as lib_path, open_fds};
 
 /// Every test opens file descriptors; the ones that count them must not see
 /// another test's, so all of them run one at a time.
@@ -20,19 +18,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn lib_path(name: &str) -> PathBuf {
-    Path::new(LIBDIR).join(name)
-}
-
-fn read_lib(name: &str) -> Vec<u8> {
-    let path = lib_path(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 type Crc32 = unsafe extern "C" fn(c_ulong, *const u8, c_uint) -> c_ulong;

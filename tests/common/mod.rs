@@ -1,0 +1,106 @@
+//! What the integration tests share: where the libraries are, and what the
+//! process's address space and fd table look like.
+//!
+//! Each test file includes it with `mod common;`; not every file uses every
+//! helper.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// The machine's multiarch library directory for the target architecture.
+pub const MULTIARCH_DIR: &str = if cfg!(target_arch = "aarch64") {
+    "/usr/lib/aarch64-linux-gnu"
+} else {
+    "/usr/lib/x86_64-linux-gnu"
+};
+
+/// Path of a library of the machine, e.g. `libz.so.1`.
+pub fn machine_lib_path(name: &str) -> PathBuf {
+    Path::new(MULTIARCH_DIR).join(name)
+}
+
+/// Bytes of a library of the machine. `.ci/run` installs every library the
+/// tests read: a missing one is a failure, never a skip.
+pub fn machine_lib(name: &str) -> Vec<u8> {
+    let path = machine_lib_path(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Path of a test library built by build.rs from `test-dylibs/`, by its
+/// short name (`"example"` is `libexample.so`).
+pub fn test_lib_path(name: &str) -> PathBuf {
+    Path::new(env!("MEMDL_TEST_LIB_DIR")).join(format!("lib{name}.so"))
+}
+
+/// Bytes of a test library built by build.rs.
+pub fn test_lib(name: &str) -> Vec<u8> {
+    let path = test_lib_path(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The system page size.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
+}
+
+/// One line of `/proc/self/maps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapEntry {
+    pub start: usize,
+    pub end: usize,
+    /// `rwxp` / `r-xs` ...
+    pub perms: String,
+    /// Path or pseudo-name (`[heap]`, `/memfd:x (deleted)`), possibly empty.
+    pub name: String,
+}
+
+/// Every mapping of this process.
+pub fn maps() -> Vec<MapEntry> {
+    std::fs::read_to_string("/proc/self/maps")
+        .expect("/proc/self/maps")
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (range, perms) = (f.next()?, f.next()?);
+            let name = f.nth(3).unwrap_or("").to_owned();
+            let (s, e) = range.split_once('-')?;
+            Some(MapEntry {
+                start: usize::from_str_radix(s, 16).ok()?,
+                end: usize::from_str_radix(e, 16).ok()?,
+                perms: perms.to_owned(),
+                name,
+            })
+        })
+        .collect()
+}
+
+/// Mappings overlapping `[lo, hi)`.
+pub fn mappings_in(lo: usize, hi: usize) -> Vec<MapEntry> {
+    maps()
+        .into_iter()
+        .filter(|m| m.start < hi && m.end > lo)
+        .collect()
+}
+
+/// Number of mappings of this process.
+pub fn maps_count() -> usize {
+    maps().len()
+}
+
+/// Number of open file descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
+}
+
+/// The W^X audit: no mapping of the process is writable and executable.
+pub fn assert_no_wx() {
+    for m in maps() {
+        assert!(
+            !(m.perms.contains('w') && m.perms.contains('x')),
+            "writable and executable mapping: {m:?}"
+        );
+    }
+}
