@@ -52,6 +52,39 @@ const DYLIBS: &[Dylib] = &[
     ),
     // libc imports: malloc/free, snprintf, qsort calling back a comparator.
     c("uselibc", &["uselibc.c"]),
+    // Initialiser/finaliser order: DT_INIT and DT_FINI named by the linker,
+    // prioritised and plain init/fini_array entries.
+    c_with(
+        "lifecycle",
+        &["lifecycle.c"],
+        &["-Wl,-init=lifecycle_dt_init", "-Wl,-fini=lifecycle_dt_fini"],
+    ),
+    // Weak undefined and defined weak symbols; hidden/protected visibility.
+    c("linkage", &["linkage.c"]),
+    // STT_GNU_IFUNC: exported (symbol lookup, JUMP_SLOT, R_*_64) and hidden
+    // (IRELATIVE).
+    c("ifunc", &["ifunc.c"]),
+    // foo@V1 and foo@@V2 from a version script.
+    c_with(
+        "versioned",
+        &["versioned.c"],
+        &["-Wl,--version-script=test-dylibs/versioned.map"],
+    ),
+    // The same pointer-heavy data with DT_RELR and with plain RELA.
+    c_with("relr", &["relr.c"], &["-Wl,-z,pack-relative-relocs"]),
+    c_with("norelr", &["relr.c"], &["-Wl,-z,nopack-relative-relocs"]),
+    // 64 MiB of bss after a partial data page.
+    c("bigbss", &["bigbss.c"]),
+    // The example with only a SysV hash table (no DT_GNU_HASH).
+    c_with(
+        "sysv",
+        &["example.c"],
+        &["-nostdlib", "-fno-stack-protector", "-Wl,--hash-style=sysv"],
+    ),
+    // DF_1_NODELETE: unloading keeps it.
+    c_with("nodelete", &["nodelete.c"], &["-Wl,-z,nodelete"]),
+    // Imports memdl_test_host_scale, which the test executable exports.
+    c("callback", &["callback.c"]),
 ];
 
 /// Flags every test library gets: position-independent, optimised, and
@@ -84,6 +117,10 @@ fn main() {
         build(lib, src, &out);
     }
     println!("cargo:rustc-env=MEMDL_TEST_LIB_DIR={}", out.display());
+    // Test executables export their `memdl_test_host_*` functions, so the
+    // system loader (and memdl's global-scope step) can bind test
+    // libraries' imports to them.
+    println!("cargo:rustc-link-arg-tests=-Wl,--export-dynamic-symbol=memdl_test_host_*");
     println!("cargo:rustc-cfg=memdl_test_dylibs");
 }
 
