@@ -10,9 +10,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{c_char, c_int, c_ulong, c_void, CStr, CString};
+use std::io::Write;
 use std::sync::Mutex;
 
-use memdl::{ElfImage, Library, Options, SystemImage};
+use goblin::elf::program_header::PF_W;
+use memdl::{ElfImage, Error, Library, Options, Placement, SystemImage};
 
 mod common;
 use common::{assert_no_wx, machine_lib, mappings_in, test_lib};
@@ -56,29 +58,53 @@ fn exports(lib: &dyn Library, name: &str) -> bool {
     lib.symbol_address(name.as_bytes()).is_ok()
 }
 
-/// `bytes` loaded by memdl (under `options`) and by the system loader.
-fn backends(bytes: &[u8], options: &Options) -> Vec<Box<dyn Library>> {
-    let custom = options.load(bytes).expect("memdl load");
+/// One load of a library, labelled with how it was loaded.
+struct Loaded {
+    how: &'static str,
+    lib: Box<dyn Library>,
+}
+
+/// `bytes` loaded three ways: by memdl from memory, by memdl from a file
+/// (where segments are mapped from the file, so the bss tail of a file page
+/// must be zeroed by hand), both under `options`, and by the system loader.
+fn backends(bytes: &[u8], options: &Options) -> Vec<Loaded> {
+    let from_bytes = options.load(bytes).expect("memdl load");
+    // The library sits at a 64 KiB offset in the file: congruent to its
+    // addresses for every page size, so its segments can be mapped.
+    let from_fd = ElfImage::load_fd_with(in_file(bytes), 65536, bytes.len() as u64, options)
+        .expect("memdl load_fd");
     let system = options.load_system(bytes).expect("system load");
     assert_no_wx();
-    vec![Box::new(custom), Box::new(system)]
+    vec![
+        Loaded {
+            how: "memdl from bytes",
+            lib: Box::new(from_bytes),
+        },
+        Loaded {
+            how: "memdl from a file",
+            lib: Box::new(from_fd),
+        },
+        Loaded {
+            how: "system loader",
+            lib: Box::new(system),
+        },
+    ]
 }
 
-/// Runs `exercise` on both backends and checks each result against the
-/// other and against `expected`.
+/// A temporary file holding 64 KiB of junk, then `bytes`.
+fn in_file(bytes: &[u8]) -> std::fs::File {
+    let mut file = tempfile::tempfile().expect("temporary file");
+    file.write_all(&[0x5a; 65536]).unwrap();
+    file.write_all(bytes).unwrap();
+    file
+}
+
+/// Runs `exercise` on every backend and checks each result against the
+/// others and against `expected`.
 fn differential(bytes: &[u8], exercise: fn(&dyn Library) -> Observations, expected: Observations) {
-    differential_with(bytes, &Options::new(), exercise, expected);
-}
-
-fn differential_with(
-    bytes: &[u8],
-    options: &Options,
-    exercise: fn(&dyn Library) -> Observations,
-    expected: Observations,
-) {
-    let results: Vec<(&str, Observations)> = backends(bytes, options)
+    let results: Vec<(&str, Observations)> = backends(bytes, &Options::new())
         .iter()
-        .map(|lib| (lib.backend(), exercise(&**lib)))
+        .map(|l| (l.how, exercise(&*l.lib)))
         .collect();
     compare(&results, &expected);
 }
@@ -417,8 +443,7 @@ fn lifecycle_order_and_arguments() {
     expected.extend(expect!["finalisers run" => [13, 12, 11, 14]]);
 
     let mut results = Vec::new();
-    for lib in backends(&bytes, &Options::new()) {
-        let backend = lib.backend();
+    for Loaded { how, lib } in backends(&bytes, &Options::new()) {
         let mut seen = exercise_lifecycle(&*lib);
         let finalised = Mutex::new(Vec::<c_int>::new());
         // SAFETY: lifecycle_set_sink(void (*)(void *, int), void *); the
@@ -435,7 +460,7 @@ fn lifecycle_order_and_arguments() {
             "finalisers run".to_owned(),
             format!("{:?}", finalised.into_inner().unwrap()),
         ));
-        results.push((backend, seen));
+        results.push((how, seen));
     }
     compare(&results, &expected);
 }
@@ -504,6 +529,52 @@ fn weak_symbols_and_visibility() {
     same_exports(&test_lib("linkage"));
 }
 
+/// Every import of liblinkage.so is weak, and none is defined anywhere: a
+/// load that may not look anything up in the host still succeeds, with each
+/// at 0, and the library works.
+#[test]
+fn weak_imports_need_no_host() {
+    let img = Options::new()
+        .deny_host_lookups()
+        .load(&test_lib("linkage"))
+        .unwrap();
+    let seen = exercise_linkage(&img);
+    assert_eq!(
+        seen[..3],
+        expect![
+            "absent_fn_address()" => 0u64,
+            "absent_data_address()" => 0u64,
+            "absent_fn_or(5, -1)" => -1,
+        ]
+    );
+    assert_eq!(seen[6], ("visible_combo(3)".to_owned(), "123".to_owned()));
+}
+
+/// Two loads of one library by the same backend have their own data.
+#[test]
+fn loads_do_not_share_state() {
+    let bytes = test_lib("example");
+    let (first, second) = (
+        backends(&bytes, &Options::new()),
+        backends(&bytes, &Options::new()),
+    );
+    type Counter = unsafe extern "C" fn() -> c_int;
+    for (a, b) in first.iter().zip(&second) {
+        // SAFETY: bump and get_counter are int (*)(void).
+        let (bump_a, get_b) = unsafe {
+            (
+                sym::<Counter>(&*a.lib, "bump"),
+                sym::<Counter>(&*b.lib, "get_counter"),
+            )
+        };
+        assert_ne!(a.lib.base_address(), b.lib.base_address(), "{}", a.how);
+        // SAFETY: as above.
+        unsafe {
+            assert_eq!((bump_a(), bump_a(), get_b()), (41, 42, 40), "{}", a.how);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // ifunc: lookup, JUMP_SLOT, R_*_64 and IRELATIVE all reach the chosen code.
 
@@ -559,35 +630,44 @@ fn symbol_versions() {
     let custom = ElfImage::load(&bytes).unwrap();
     let system = SystemImage::load(&bytes).unwrap();
     assert_no_wx();
-    // SAFETY: foo@V1 and foo@@V2 are int (*)(int).
-    let observe = |plain: &dyn Library, versioned: &dyn Fn(&str) -> Option<IntFn>| {
+    // `versioned(name, version)` is the backend's versioned lookup.
+    let observe = |plain: &dyn Library, versioned: &dyn Fn(&str, &str) -> Option<IntFn>| {
         let mut s = Seen::default();
-        // SAFETY: as above.
+        // SAFETY: foo@V1, foo@@V2 and bar@V1 are int (*)(int);
+        // versioned_plain is int (*)(void).
         unsafe {
             s.see("foo(10)", sym::<IntFn>(plain, "foo")(10));
             s.see(
                 "versioned_plain()",
                 sym::<unsafe extern "C" fn() -> c_int>(plain, "versioned_plain")(),
             );
-            for v in ["V1", "V2", "V3"] {
-                s.see(format!("foo@{v}(10)"), versioned(v).map(|f| f(10)));
+            for (name, v) in [
+                ("foo", "V1"),
+                ("foo", "V2"),
+                ("foo", "V3"),
+                ("bar", "V1"),
+                ("bar", "V2"),
+                ("versioned_plain", "V1"),
+            ] {
+                s.see(format!("{name}@{v}(10)"), versioned(name, v).map(|f| f(10)));
             }
         }
+        s.see("exports bar", exports(plain, "bar"));
         s.0
     };
     let results = [
         (
-            custom.backend(),
-            // SAFETY: see above.
-            observe(&custom, &|v| unsafe {
-                custom.get_versioned::<IntFn>("foo", v).ok().map(|f| *f)
+            "memdl",
+            // SAFETY: the caller of `versioned` names the true type.
+            observe(&custom, &|n, v| unsafe {
+                custom.get_versioned::<IntFn>(n, v).ok().map(|f| *f)
             }),
         ),
         (
-            system.backend(),
-            // SAFETY: see above.
-            observe(&system, &|v| unsafe {
-                system.get_versioned::<IntFn>("foo", v).ok().map(|f| *f)
+            "system loader",
+            // SAFETY: as above.
+            observe(&system, &|n, v| unsafe {
+                system.get_versioned::<IntFn>(n, v).ok().map(|f| *f)
             }),
         ),
     ];
@@ -599,6 +679,13 @@ fn symbol_versions() {
             "foo@V1(10)" => Some(11),
             "foo@V2(10)" => Some(12),
             "foo@V3(10)" => None::<c_int>,
+            "bar@V1(10)" => Some(100),
+            "bar@V2(10)" => None::<c_int>,
+            // Only called through its function pointer when found, which
+            // it must not be: it is defined at V2 only.
+            "versioned_plain@V1(10)" => None::<c_int>,
+            // bar exists only as a hidden version.
+            "exports bar" => false,
         ],
     );
     same_exports(&bytes);
@@ -697,6 +784,14 @@ fn large_bss() {
             "initialised_sum()" => 6,
         ],
     );
+    // From a file the data segment is mapped, not copied: the zeroes seen
+    // at the start of the bss were written by the loader over the file's
+    // bytes that follow the data in the same page.
+    let bytes = test_lib("bigbss");
+    let img = ElfImage::load_fd(in_file(&bytes), 65536, bytes.len() as u64).unwrap();
+    assert!(img
+        .segments()
+        .any(|s| s.placement == Placement::Mapped && s.flags & PF_W != 0));
 }
 
 // ---------------------------------------------------------------------------
@@ -716,8 +811,7 @@ fn nodelete_stays_after_drop() {
     type Bump = unsafe extern "C" fn() -> c_int;
     type SetSink = unsafe extern "C" fn(Option<extern "C" fn(c_int)>);
     let mut results = Vec::new();
-    for lib in backends(&bytes, &Options::new()) {
-        let backend = lib.backend();
+    for Loaded { how, lib } in backends(&bytes, &Options::new()) {
         let mut s = Seen::default();
         // SAFETY: the signatures of test-dylibs/nodelete.c. The raw
         // pointers are used after the drop only because DF_1_NODELETE
@@ -741,7 +835,7 @@ fn nodelete_stays_after_drop() {
             "finaliser ran",
             !NODELETE_FINALISED.lock().unwrap().is_empty(),
         );
-        results.push((backend, s.0));
+        results.push((how, s.0));
     }
     compare(
         &results,
@@ -802,6 +896,18 @@ fn host_callback_from_global_scope() {
             "bound to" => "memdl_test_host_scale",
         ],
     );
+}
+
+#[test]
+fn host_callback_missing_when_host_lookups_are_denied() {
+    let err = Options::new()
+        .deny_host_lookups()
+        .load(&test_lib("callback"))
+        .unwrap_err();
+    match err {
+        Error::UnresolvedSymbols { names } => assert_eq!(names, ["memdl_test_host_scale"]),
+        other => panic!("expected UnresolvedSymbols, got {other:?}"),
+    }
 }
 
 #[test]
@@ -915,18 +1021,19 @@ fn zlib_round_trip_and_checksums() {
         ],
     );
     // Each backend's zlib reads what the other wrote, byte for byte the same.
-    let libs = backends(&bytes, &Options::new());
+    let libs: Vec<Box<dyn Library>> = backends(&bytes, &Options::new())
+        .into_iter()
+        .map(|l| l.lib)
+        .collect();
     let text = zlib_text();
-    let (a, b) = (
-        zlib_compress(&*libs[0], &text).1,
-        zlib_compress(&*libs[1], &text).1,
-    );
-    assert_eq!(a, b);
+    let packed: Vec<Vec<u8>> = libs.iter().map(|l| zlib_compress(&**l, &text).1).collect();
+    assert!(packed.iter().all(|p| *p == packed[0]));
+    let (memdl, system) = (&*libs[0], &*libs[2]);
     assert_eq!(
-        zlib_uncompress(&*libs[1], &a, text.len()),
+        zlib_uncompress(system, &packed[0], text.len()),
         (0, text.clone())
     );
-    assert_eq!(zlib_uncompress(&*libs[0], &b, text.len()), (0, text));
+    assert_eq!(zlib_uncompress(memdl, &packed[2], text.len()), (0, text));
     same_exports(&bytes);
 }
 
