@@ -931,6 +931,45 @@ fn host_callback_from_options_comes_first() {
     );
 }
 
+/// Also defined by libcallback.so.
+#[no_mangle]
+pub extern "C" fn memdl_test_host_interposed() -> c_int {
+    2
+}
+
+/// A known difference: the system loader lets a definition in the global
+/// scope (here the test executable's) interpose on a library's references
+/// to its own default-visibility symbols; memdl binds them to the
+/// library's own definitions, as if it were linked with -Bsymbolic, so what
+/// the host process happens to export cannot redirect a loaded library's
+/// internal calls. A plain lookup finds the library's own definition on
+/// both.
+#[test]
+fn own_definitions_versus_interposition() {
+    type Get = unsafe extern "C" fn() -> c_int;
+    let results: Vec<(&str, [c_int; 2])> = backends(&test_lib("callback"), &Options::new())
+        .iter()
+        .map(|l| {
+            // SAFETY: both are int (*)(void).
+            let seen = unsafe {
+                [
+                    sym::<Get>(&*l.lib, "call_interposed")(),
+                    sym::<Get>(&*l.lib, "memdl_test_host_interposed")(),
+                ]
+            };
+            (l.how, seen)
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("memdl from bytes", [1, 1]),
+            ("memdl from a file", [1, 1]),
+            ("system loader", [2, 1]),
+        ]
+    );
+}
+
 // ---------------------------------------------------------------------------
 // zlib and SQLite of the machine.
 
