@@ -10,7 +10,12 @@
  * sections: DT_INIT (1), then DT_INIT_ARRAY in order: priority 101 (2),
  * priority 200 (3), unprioritised (4). At unload DT_FINI_ARRAY in reverse:
  * unprioritised (13), priority 200 (12), priority 101 (11), then DT_FINI
- * (14). */
+ * (14). An atexit handler registered by a library runs when it is
+ * unloaded: __cxa_finalize for the library's __dso_handle, called from the
+ * startup files' own .fini_array entry, which sits between the prioritised
+ * and the unprioritised entries: (15) after 13, before 12. */
+
+#include <stdlib.h>
 
 #define MAX_EVENTS 16
 
@@ -52,7 +57,11 @@ __attribute__((constructor(200))) static void init_200(int argc, char **argv, ch
     record(3, argc, argv, envp);
 }
 /* Placed in .init_array by hand, as an unprioritised constructor would be. */
-static void init_plain(int argc, char **argv, char **envp) { record(4, argc, argv, envp); }
+static void at_unload(void) { report(15); }
+static void init_plain(int argc, char **argv, char **envp) {
+    record(4, argc, argv, envp);
+    atexit(at_unload);
+}
 __attribute__((section(".init_array"), used)) static void (*const init_plain_entry)(int, char **, char **) =
     init_plain;
 
