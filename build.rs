@@ -41,6 +41,15 @@ const fn c_with(
     }
 }
 
+const fn cpp(name: &'static str, sources: &'static [&'static str]) -> Dylib {
+    Dylib {
+        name,
+        sources,
+        cpp: true,
+        flags: &[],
+    }
+}
+
 /// Every test library. Add one here and drop its sources in `test-dylibs/`.
 const DYLIBS: &[Dylib] = &[
     // The built-in example: arithmetic, data, pointer tables; no libc, no
@@ -85,6 +94,8 @@ const DYLIBS: &[Dylib] = &[
     c_with("nodelete", &["nodelete.c"], &["-Wl,-z,nodelete"]),
     // Imports memdl_test_host_scale, which the test executable exports.
     c("callback", &["callback.c"]),
+    // C++: static objects, exceptions through libstdc++, virtual calls.
+    cpp("cxx", &["cxx.cpp"]),
 ];
 
 /// Flags every test library gets: position-independent, optimised, and

@@ -227,6 +227,7 @@ fn both_backends_export_the_same_symbols_at_the_same_offsets() {
         "sysv",
         "nodelete",
         "callback",
+        "cxx",
     ] {
         same_exports(&test_lib(name));
     }
@@ -983,6 +984,76 @@ fn own_definitions_versus_interposition() {
             ("memdl from a file", [1, 1]),
             ("system loader", [2, 1]),
         ]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// cxx: C++ static objects, exceptions, virtual calls, libstdc++.
+
+fn exercise_cxx(lib: &dyn Library) -> Observations {
+    let mut s = Seen::default();
+    // SAFETY: the extern "C" signatures of test-dylibs/cxx.cpp; `err` is
+    // as long as the size passed.
+    unsafe {
+        s.see(
+            "cxx_static_ids()",
+            sym::<unsafe extern "C" fn() -> c_int>(lib, "cxx_static_ids")(),
+        );
+        type Parse = unsafe extern "C" fn(*const c_char, *mut c_char, c_ulong) -> i64;
+        let parse = sym::<Parse>(lib, "cxx_parse");
+        for text in [c"42", c"abc", c"-5", c"12x"] {
+            let mut err = [0 as c_char; 64];
+            let v = parse(text.as_ptr(), err.as_mut_ptr(), 64);
+            let err = CStr::from_ptr(err.as_ptr()).to_string_lossy().into_owned();
+            s.see(format!("cxx_parse({text:?})"), (v, err));
+        }
+        let sides = [3i64, 4, 5];
+        s.see(
+            "cxx_total_area([3, 4, 5])",
+            sym::<unsafe extern "C" fn(*const i64, c_int) -> i64>(lib, "cxx_total_area")(
+                sides.as_ptr(),
+                3,
+            ),
+        );
+    }
+    s.0
+}
+
+#[test]
+fn cxx_statics_exceptions_and_virtual_calls() {
+    let mut results = Vec::new();
+    for Loaded { how, lib } in backends(&test_lib("cxx"), &Options::new()) {
+        let mut seen = exercise_cxx(&*lib);
+        let destroyed = Mutex::new(Vec::<c_int>::new());
+        // SAFETY: cxx_set_sink(void (*)(void *, int), void *); the sink and
+        // `destroyed` outlive the image, dropped right after.
+        unsafe {
+            type SetSink = unsafe extern "C" fn(extern "C" fn(*mut c_void, c_int), *mut c_void);
+            sym::<SetSink>(&*lib, "cxx_set_sink")(
+                record_event,
+                &destroyed as *const _ as *mut c_void,
+            );
+        }
+        drop(lib);
+        seen.push((
+            "static objects destroyed".to_owned(),
+            format!("{:?}", destroyed.into_inner().unwrap()),
+        ));
+        results.push((how, seen));
+    }
+    compare(
+        &results,
+        &expect![
+            "cxx_static_ids()" => 12,
+            "cxx_parse(\"42\")" => (42i64, ""),
+            // std::stol's std::invalid_argument names the function.
+            "cxx_parse(\"abc\")" => (-1i64, "stol"),
+            "cxx_parse(\"-5\")" => (-1i64, "not a positive number: -5"),
+            "cxx_parse(\"12x\")" => (-1i64, "not a positive number: 12x"),
+            // 3*2 + 4*4 + 5*2
+            "cxx_total_area([3, 4, 5])" => 32i64,
+            "static objects destroyed" => [2, 1],
+        ],
     );
 }
 
