@@ -94,6 +94,24 @@ const DYLIBS: &[Dylib] = &[
     c_with("nodelete", &["nodelete.c"], &["-Wl,-z,nodelete"]),
     // Imports memdl_test_host_scale, which the test executable exports.
     c("callback", &["callback.c"]),
+    // Symbolic and relative relocations with positive and negative addends.
+    c_with("pointers", &["pointers.c"], &["-nostdlib"]),
+    // A thousand exports under each hash table style.
+    c_with(
+        "many_gnu",
+        &["many.c"],
+        &["-nostdlib", "-Wl,--hash-style=gnu"],
+    ),
+    c_with(
+        "many_sysv",
+        &["many.c"],
+        &["-nostdlib", "-Wl,--hash-style=sysv"],
+    ),
+    c_with(
+        "many_both",
+        &["many.c"],
+        &["-nostdlib", "-Wl,--hash-style=both"],
+    ),
     // C++: static objects, exceptions through libstdc++, virtual calls.
     cpp("cxx", &["cxx.cpp"]),
 ];

@@ -228,6 +228,10 @@ fn both_backends_export_the_same_symbols_at_the_same_offsets() {
         "nodelete",
         "callback",
         "cxx",
+        "pointers",
+        "many_gnu",
+        "many_sysv",
+        "many_both",
     ] {
         same_exports(&test_lib(name));
     }
@@ -985,6 +989,133 @@ fn own_definitions_versus_interposition() {
             ("system loader", [2, 1]),
         ]
     );
+}
+
+// ---------------------------------------------------------------------------
+// pointers: relocations with addends.
+
+fn exercise_pointers(lib: &dyn Library) -> Observations {
+    let mut s = Seen::default();
+    let numbers = lib.symbol_address(b"numbers").unwrap() as usize;
+    let message = lib.symbol_address(b"message").unwrap() as usize;
+    // SAFETY: the data types of test-dylibs/pointers.c; every pointer read
+    // is one the library's data holds, into arrays it defines.
+    unsafe {
+        let fourth_slot = sym::<*const *const c_int>(lib, "fourth");
+        // `int *const` with a relocation: .data.rel.ro, sealed after
+        // relocation (RELRO).
+        let perms: Vec<String> = mappings_in(fourth_slot as usize, fourth_slot as usize + 8)
+            .into_iter()
+            .map(|m| m.perms[..3].to_owned())
+            .collect();
+        s.see("protection of fourth (RELRO)", perms);
+        let fourth = *fourth_slot;
+        s.see("fourth == &numbers[3]", fourth as usize == numbers + 12);
+        s.see("*fourth", *fourth);
+        let before = *sym::<*const *const c_int>(lib, "before_numbers");
+        s.see(
+            "before_numbers + 1 == numbers",
+            before as usize + 4 == numbers,
+        );
+        s.see("before_numbers[1]", *before.add(1));
+        let tail = *sym::<*const *const c_char>(lib, "message_tail");
+        s.see("message_tail == message + 7", tail as usize == message + 7);
+        s.see("message_tail", CStr::from_ptr(tail).to_str().unwrap());
+        let third = *sym::<*const *const c_int>(lib, "local_third");
+        s.see("*local_third", *third);
+        s.see(
+            "local_third is inside the image",
+            (third as usize).wrapping_sub(lib.base_address()) < 0x100_0000,
+        );
+        *third.cast_mut() = 30;
+        s.see(
+            "local_number(2) after writing through local_third",
+            sym::<unsafe extern "C" fn(c_int) -> c_int>(lib, "local_number")(2),
+        );
+    }
+    s.0
+}
+
+#[test]
+fn relocations_with_addends() {
+    differential(
+        &test_lib("pointers"),
+        exercise_pointers,
+        expect![
+            "protection of fourth (RELRO)" => ["r--"],
+            "fourth == &numbers[3]" => true,
+            "*fourth" => 13,
+            "before_numbers + 1 == numbers" => true,
+            "before_numbers[1]" => 10,
+            "message_tail == message + 7" => true,
+            "message_tail" => "loader",
+            "*local_third" => 3,
+            "local_third is inside the image" => true,
+            "local_number(2) after writing through local_third" => 30,
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------
+// many_*: a thousand exports under GNU, SysV and both hash tables.
+
+fn exercise_many(lib: &dyn Library) -> Observations {
+    let mut s = Seen::default();
+    let mut wrong = Vec::new();
+    for i in 0..1000 {
+        let suffix = format!("{i:03}");
+        // SAFETY: many_NNN are const char *(*)(void) returning a literal.
+        let got = unsafe {
+            let f = sym::<unsafe extern "C" fn() -> *const c_char>(lib, &format!("many_{suffix}"));
+            CStr::from_ptr(f()).to_string_lossy().into_owned()
+        };
+        if got != suffix {
+            wrong.push((suffix, got));
+        }
+    }
+    s.see(
+        "lookups of many_000..many_999 reaching another function",
+        wrong,
+    );
+    for name in [
+        "many_1000",
+        "many_",
+        "many_0",
+        "many_00",
+        "many_0000",
+        "Many_001",
+    ] {
+        s.see(format!("exports {name}"), exports(lib, name));
+    }
+    s.0
+}
+
+#[test]
+fn a_thousand_exports_under_each_hash_style() {
+    use goblin::elf::dynamic::{DT_GNU_HASH, DT_HASH};
+    for (name, gnu, sysv) in [
+        ("many_gnu", true, false),
+        ("many_sysv", false, true),
+        ("many_both", true, true),
+    ] {
+        let bytes = test_lib(name);
+        assert_eq!(has_dynamic(&bytes, DT_GNU_HASH), gnu, "{name}");
+        assert_eq!(has_dynamic(&bytes, DT_HASH), sysv, "{name}");
+        let mut expected = expect![
+            "lookups of many_000..many_999 reaching another function" => Vec::<(String, String)>::new(),
+        ];
+        for missing in [
+            "many_1000",
+            "many_",
+            "many_0",
+            "many_00",
+            "many_0000",
+            "Many_001",
+        ] {
+            expected.extend(expect![format!("exports {missing}") => false]);
+        }
+        differential(&bytes, exercise_many, expected);
+    }
 }
 
 // ---------------------------------------------------------------------------
