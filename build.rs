@@ -134,6 +134,7 @@ fn main() {
     println!("cargo:rerun-if-changed=test-dylibs");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo::rustc-check-cfg=cfg(memdl_test_dylibs)");
+    println!("cargo::rustc-check-cfg=cfg(memdl_test_cxx)");
     let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
     if target_os != "linux" || target_env != "gnu" {
@@ -142,8 +143,24 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("test-dylibs");
     std::fs::create_dir_all(&out).expect("create test-dylibs output directory");
     let src = Path::new("test-dylibs");
+    // A cross toolchain often has a C compiler but no C++ one: the C++
+    // libraries (and their tests, behind `memdl_test_cxx`) are then left
+    // out with a warning. A native build requires the C++ compiler.
+    let cross = std::env::var("TARGET").ok() != std::env::var("HOST").ok();
+    let mut cxx = true;
     for lib in DYLIBS {
+        if lib.cpp && cross && !compiler_runs(true) {
+            println!(
+                "cargo:warning=no C++ cross compiler: test library {} not built",
+                lib.name
+            );
+            cxx = false;
+            continue;
+        }
         build(lib, src, &out);
+    }
+    if cxx {
+        println!("cargo:rustc-cfg=memdl_test_cxx");
     }
     println!("cargo:rustc-env=MEMDL_TEST_LIB_DIR={}", out.display());
     // Test executables export their `memdl_test_host_*` functions, so the
@@ -151,6 +168,19 @@ fn main() {
     // libraries' imports to them.
     println!("cargo:rustc-link-arg-tests=-Wl,--export-dynamic-symbol=memdl_test_host_*");
     println!("cargo:rustc-cfg=memdl_test_dylibs");
+}
+
+/// Whether cc's compiler for the target (C++ if `cpp`) can be run.
+fn compiler_runs(cpp: bool) -> bool {
+    let compiler = cc::Build::new()
+        .cpp(cpp)
+        .cargo_metadata(false)
+        .cargo_warnings(false)
+        .get_compiler();
+    Command::new(compiler.path())
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn build(lib: &Dylib, src: &Path, out: &Path) {
