@@ -7,8 +7,8 @@ char initialised[3000] = {1, 2, 3};
 static char big[BIG];
 
 unsigned long bigbss_size(void) { return BIG; }
-char bigbss_read(unsigned long i) { return i < BIG ? big[i] : -1; }
-void bigbss_write(unsigned long i, char v) {
+signed char bigbss_read(unsigned long i) { return i < BIG ? big[i] : -1; }
+void bigbss_write(unsigned long i, signed char v) {
     if (i < BIG)
         big[i] = v;
 }
