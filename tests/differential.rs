@@ -415,8 +415,8 @@ extern "C" {
 
 /// Appends finaliser events to the `Mutex<Vec<c_int>>` behind `ctx`.
 extern "C" fn record_event(ctx: *mut c_void, event: c_int) {
-    // SAFETY: `ctx` is the mutex `lifecycle_order_and_arguments` registered,
-    // alive until after the image is dropped.
+    // SAFETY: `ctx` is the mutex the test registered along with this sink;
+    // it outlives the image, whose finalisers are the only callers.
     let events = unsafe { &*(ctx as *const Mutex<Vec<c_int>>) };
     events.lock().unwrap().push(event);
 }
@@ -441,6 +441,11 @@ fn exercise_lifecycle(lib: &dyn Library) -> Observations {
             let (mut argv, mut envp) = (std::ptr::null(), std::ptr::null());
             let argc = args(event, &mut argv, &mut envp);
             s.see(format!("initialiser {event}: argc"), argc);
+            if argv.is_null() {
+                // The initialiser never ran (or got no argv): nothing to read.
+                s.see(format!("initialiser {event}: argv"), "NULL");
+                continue;
+            }
             let strings: Vec<String> = (0..argc.max(0) as usize)
                 .map(|i| CStr::from_ptr(*argv.add(i)).to_string_lossy().into_owned())
                 .collect();
