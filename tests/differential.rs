@@ -138,13 +138,15 @@ fn has_dynamic(bytes: &[u8], tag: u64) -> bool {
     dynamic_entry(bytes, tag).is_some()
 }
 
-/// Names an independent reading of the file says are exported: defined,
-/// global or weak, default or protected visibility, not thread-local, not a
-/// hidden (non-default) version. Absolute symbols (`SHN_ABS`, such as the
+/// Names an independent reading of the file says are exported: defined;
+/// global, weak or unique; default or protected visibility; not
+/// thread-local; not a hidden (non-default) version. Absolute symbols (`SHN_ABS`, such as the
 /// symbols naming version definitions) map to their value, others to `None`.
 fn exported_names(bytes: &[u8]) -> BTreeMap<String, Option<u64>> {
     use goblin::elf::section_header::SHN_ABS;
-    use goblin::elf::sym::{STB_GLOBAL, STB_WEAK, STT_TLS, STV_DEFAULT, STV_PROTECTED};
+    use goblin::elf::sym::{
+        STB_GLOBAL, STB_GNU_UNIQUE, STB_WEAK, STT_TLS, STV_DEFAULT, STV_PROTECTED,
+    };
     let elf = goblin::elf::Elf::parse(bytes).expect("parse");
     let mut names = BTreeMap::new();
     for (i, s) in elf.dynsyms.iter().enumerate() {
@@ -156,7 +158,7 @@ fn exported_names(bytes: &[u8]) -> BTreeMap<String, Option<u64>> {
             .and_then(|v| v.get_at(i))
             .is_some_and(|v| v.is_hidden());
         if s.st_shndx == 0
-            || !(bind == STB_GLOBAL || bind == STB_WEAK)
+            || !matches!(bind, STB_GLOBAL | STB_WEAK | STB_GNU_UNIQUE)
             || !(vis == STV_DEFAULT || vis == STV_PROTECTED)
             || s.st_type() == STT_TLS
             || hidden_version
