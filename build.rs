@@ -82,6 +82,13 @@ const DYLIBS: &[Dylib] = &[
     // The same pointer-heavy data with DT_RELR and with plain RELA.
     c_with("relr", &["relr.c"], &["-Wl,-z,pack-relative-relocs"]),
     c_with("norelr", &["relr.c"], &["-Wl,-z,nopack-relative-relocs"]),
+    // DT_RELR in a libc user: the linker adds a GLIBC_ABI_DT_RELR version
+    // need that no symbol refers to.
+    c_with(
+        "uselibc_relr",
+        &["uselibc.c"],
+        &["-Wl,-z,pack-relative-relocs"],
+    ),
     // 64 MiB of bss after a partial data page.
     c("bigbss", &["bigbss.c"]),
     // The example with only a SysV hash table (no DT_GNU_HASH).

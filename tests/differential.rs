@@ -229,6 +229,7 @@ fn both_backends_export_the_same_symbols_at_the_same_offsets() {
         "versioned",
         "relr",
         "norelr",
+        "uselibc_relr",
         "bigbss",
         "sysv",
         "nodelete",
@@ -392,10 +393,20 @@ fn exercise_uselibc(lib: &dyn Library) -> Observations {
     s.0
 }
 
+/// Also linked with DT_RELR, which adds a GLIBC_ABI_DT_RELR version need
+/// naming no symbol.
 #[test]
 fn uselibc_allocation_formatting_and_sorting() {
+    const DT_RELR: u64 = 36;
+    assert!(has_dynamic(&test_lib("uselibc_relr"), DT_RELR));
+    for name in ["uselibc", "uselibc_relr"] {
+        check_uselibc(name);
+    }
+}
+
+fn check_uselibc(name: &str) {
     differential(
-        &test_lib("uselibc"),
+        &test_lib(name),
         exercise_uselibc,
         expect![
             // ((((1*31+3)*31+5)*31+7)*31+9)
