@@ -1,5 +1,5 @@
-//! Differential tests: every test library of `test-dylibs/`, and zlib and
-//! SQLite of the machine, loaded three ways: by memdl from bytes, by memdl
+//! Differential tests: every test library of `test-dylibs/`, and zlib,
+//! SQLite, GMP and libuuid of the machine, loaded three ways: by memdl from bytes, by memdl
 //! from a file (segments mapped, not copied) and by the system loader (from
 //! a memfd). The same exercise runs once per load and returns what it
 //! observed; the lists must equal each other and values worked out by hand
@@ -217,7 +217,7 @@ fn same_exports(bytes: &[u8]) {
     }
 }
 
-/// Every test library and the machine's zlib and SQLite.
+/// Every test library and the machine's zlib, SQLite, GMP and libuuid.
 #[test]
 fn both_backends_export_the_same_symbols_at_the_same_offsets() {
     for name in [
@@ -246,6 +246,8 @@ fn both_backends_export_the_same_symbols_at_the_same_offsets() {
     }
     same_exports(&machine_lib("libz.so.1"));
     same_exports(&machine_lib("libsqlite3.so.0"));
+    same_exports(&machine_lib("libgmp.so.10"));
+    same_exports(&machine_lib("libuuid.so.1"));
 }
 
 // ---------------------------------------------------------------------------
@@ -1217,7 +1219,7 @@ fn cxx_statics_exceptions_and_virtual_calls() {
 }
 
 // ---------------------------------------------------------------------------
-// zlib and SQLite of the machine.
+// zlib, GMP, libuuid and SQLite of the machine.
 
 /// 300 lines of "line N of memdl\n": 5290 bytes.
 fn zlib_text() -> Vec<u8> {
@@ -1319,6 +1321,150 @@ fn zlib_round_trip_and_checksums() {
         (0, text.clone())
     );
     assert_eq!(zlib_uncompress(memdl, &packed[2], text.len()), (0, text));
+}
+
+/// GMP's `mpz_t`: `{ int _mp_alloc; int _mp_size; mp_limb_t *_mp_d; }`.
+#[repr(C)]
+struct Mpz {
+    alloc: c_int,
+    size: c_int,
+    limbs: *mut c_void,
+}
+
+fn exercise_gmp(lib: &dyn Library) -> Observations {
+    type Init = unsafe extern "C" fn(*mut Mpz);
+    type UiPowUi = unsafe extern "C" fn(*mut Mpz, c_ulong, c_ulong);
+    type FacUi = unsafe extern "C" fn(*mut Mpz, c_ulong);
+    type Mul = unsafe extern "C" fn(*mut Mpz, *const Mpz, *const Mpz);
+    type SetStr = unsafe extern "C" fn(*mut Mpz, *const c_char, c_int) -> c_int;
+    type GetStr = unsafe extern "C" fn(*mut c_char, c_int, *const Mpz) -> *mut c_char;
+    type FdivUi = unsafe extern "C" fn(*const Mpz, c_ulong) -> c_ulong;
+    let mut s = Seen::default();
+    // SAFETY: the GMP C API (mpz_* are macros for these __gmpz_* symbols);
+    // every mpz is initialised before use and cleared after; get_str with a
+    // NULL buffer returns a string from GMP's default allocator, malloc.
+    unsafe {
+        let init = sym::<Init>(lib, "__gmpz_init");
+        let clear = sym::<Init>(lib, "__gmpz_clear");
+        let get_str = sym::<GetStr>(lib, "__gmpz_get_str");
+        let text = |z: &Mpz, base: c_int| {
+            let p = get_str(std::ptr::null_mut(), base, z);
+            let t = CStr::from_ptr(p).to_string_lossy().into_owned();
+            libc::free(p.cast());
+            t
+        };
+        let mut z: [Mpz; 3] = std::mem::zeroed();
+        for m in &mut z {
+            init(m);
+        }
+        sym::<UiPowUi>(lib, "__gmpz_ui_pow_ui")(&mut z[0], 2, 200);
+        s.see("2^200", text(&z[0], 10));
+        s.see(
+            "2^200 mod 1000003",
+            sym::<FdivUi>(lib, "__gmpz_fdiv_ui")(&z[0], 1_000_003),
+        );
+        sym::<FacUi>(lib, "__gmpz_fac_ui")(&mut z[1], 50);
+        s.see("50!", text(&z[1], 10));
+        let set_str = sym::<SetStr>(lib, "__gmpz_set_str");
+        s.see(
+            "set_str(3^100 in hex)",
+            set_str(
+                &mut z[2],
+                c"5a4653ca673768565b41f775d6947d55cf3813d1".as_ptr(),
+                16,
+            ),
+        );
+        let z2: *const Mpz = &z[2];
+        sym::<Mul>(lib, "__gmpz_mul")(&mut z[2], z2, z2);
+        s.see("(3^100)^2 in base 36", text(&z[2], 36));
+        for m in &mut z {
+            clear(m);
+        }
+    }
+    s.0
+}
+
+#[test]
+fn gmp_big_numbers() {
+    // Values from Python's integers.
+    differential(
+        &machine_lib("libgmp.so.10"),
+        exercise_gmp,
+        expect![
+            "2^200" => "1606938044258990275541962092341162602522202993782792835301376",
+            "2^200 mod 1000003" => 973_692u64,
+            "50!" => "30414093201713378043612608166064768844377641568960512000000000000",
+            "set_str(3^100 in hex)" => 0,
+            "(3^100)^2 in base 36" =>
+                "3375wqjpxmrpeavhcpvslqcw6be4sb45nfy61n60v7llcxnro9dixzvozb0529",
+        ],
+    );
+}
+
+fn exercise_uuid(lib: &dyn Library) -> Observations {
+    type Parse = unsafe extern "C" fn(*const c_char, *mut u8) -> c_int;
+    type Unparse = unsafe extern "C" fn(*const u8, *mut c_char);
+    type Query = unsafe extern "C" fn(*const u8) -> c_int;
+    type Template = unsafe extern "C" fn(*const c_char) -> *const u8;
+    type Sha1 = unsafe extern "C" fn(*mut u8, *const u8, *const c_char, usize);
+    let mut s = Seen::default();
+    // SAFETY: libuuid's API: uuid_t is 16 bytes, unparsed text 37 with NUL;
+    // uuid_get_template returns a pointer to a static uuid_t.
+    unsafe {
+        let unparse = sym::<Unparse>(lib, "uuid_unparse_lower");
+        let text = |u: &[u8; 16]| {
+            let mut out = [0 as c_char; 37];
+            unparse(u.as_ptr(), out.as_mut_ptr());
+            CStr::from_ptr(out.as_ptr()).to_string_lossy().into_owned()
+        };
+        let parse = sym::<Parse>(lib, "uuid_parse");
+        let mut u = [0u8; 16];
+        let rc = parse(
+            c"123E4567-E89B-12D3-A456-426614174000".as_ptr(),
+            u.as_mut_ptr(),
+        );
+        s.see("parse", (rc, text(&u)));
+        s.see("uuid_type", sym::<Query>(lib, "uuid_type")(u.as_ptr()));
+        s.see(
+            "uuid_variant",
+            sym::<Query>(lib, "uuid_variant")(u.as_ptr()),
+        );
+        s.see(
+            "parse(\"not-a-uuid\")",
+            parse(c"not-a-uuid".as_ptr(), u.as_mut_ptr()),
+        );
+        let dns = sym::<Template>(lib, "uuid_get_template")(c"dns".as_ptr());
+        s.see("dns namespace", text(&*dns.cast::<[u8; 16]>()));
+        let mut v5 = [0u8; 16];
+        sym::<Sha1>(lib, "uuid_generate_sha1")(v5.as_mut_ptr(), dns, c"python.org".as_ptr(), 10);
+        s.see("uuid5(dns, \"python.org\")", text(&v5));
+        s.see("its type", sym::<Query>(lib, "uuid_type")(v5.as_ptr()));
+        sym::<unsafe extern "C" fn(*mut u8)>(lib, "uuid_clear")(v5.as_mut_ptr());
+        s.see(
+            "cleared is null",
+            sym::<Query>(lib, "uuid_is_null")(v5.as_ptr()),
+        );
+    }
+    s.0
+}
+
+#[test]
+fn uuid_parse_format_and_name_based() {
+    // Values from Python's uuid module.
+    differential(
+        &machine_lib("libuuid.so.1"),
+        exercise_uuid,
+        expect![
+            "parse" => (0, "123e4567-e89b-12d3-a456-426614174000"),
+            "uuid_type" => 1,    // time-based
+            "uuid_variant" => 1, // UUID_VARIANT_DCE (RFC 4122)
+            "parse(\"not-a-uuid\")" => -1,
+            "dns namespace" => "6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+            "uuid5(dns, \"python.org\")" => "886313e1-3b8a-5372-9b90-0c9aee199e5d",
+            "its type" => 5,
+            "cleared is null" => 1,
+        ],
+    );
 }
 
 /// Rows of a `sqlite3_exec` callback, as "col=value" strings.
