@@ -132,3 +132,99 @@ fn bss_sharing_the_last_file_page_reads_as_zero() {
         .expect("a writable segment");
     assert_eq!(data.placement, Placement::Mapped);
 }
+
+fn all_placed(img: &ElfImage, how: Placement) -> bool {
+    img.segments().all(|s| s.placement == how)
+}
+
+#[test]
+fn bytes_in_a_mapped_file_are_mapped_again_not_copied() {
+    // The whole library, mapped by the caller; the file closed at once.
+    let file = std::fs::File::open(zlib_path()).unwrap();
+    // SAFETY: the system's zlib is not truncated while the test runs.
+    let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+    drop(file);
+    let img = ElfImage::load_mapped(&map).unwrap();
+    check_crc(&img);
+    assert!(
+        all_placed(&img, Placement::Mapped),
+        "{:?}",
+        img.segments().collect::<Vec<_>>()
+    );
+    // The image holds the file itself, not the caller's mapping.
+    drop(map);
+    check_crc(&img);
+
+    // A library inside a container: page-aligned is zero-copy...
+    let (path, offset, len) = container(page() as usize * 2);
+    let file = std::fs::File::open(&path).unwrap();
+    // SAFETY: the container is this test's own file.
+    let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+    let slice = &map[offset as usize..(offset + len) as usize];
+    let img = ElfImage::load_mapped(slice).unwrap();
+    check_crc(&img);
+    assert!(all_placed(&img, Placement::Mapped));
+
+    // ...unaligned is copied from the slice.
+    let (path, offset, len) = container(1000);
+    let file = std::fs::File::open(&path).unwrap();
+    // SAFETY: as above.
+    let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+    let img = ElfImage::load_mapped(&map[offset as usize..(offset + len) as usize]).unwrap();
+    check_crc(&img);
+    assert!(all_placed(&img, Placement::Copied));
+}
+
+#[test]
+fn bytes_that_may_differ_from_any_file_are_copied() {
+    // Heap bytes: nothing to map, the same as ElfImage::load.
+    let heap = std::fs::read(zlib_path()).unwrap();
+    let img = ElfImage::load_mapped(&heap).unwrap();
+    check_crc(&img);
+    assert!(all_placed(&img, Placement::Copied));
+
+    // A private mapping the caller wrote to (copy-on-write): its pages no
+    // longer show the file, so the file must not be used.
+    let (path, offset, len) = container(page() as usize * 2);
+    let file = std::fs::File::open(&path).unwrap();
+    // SAFETY: the container is this test's own file.
+    let mut map = unsafe { memmap2::MmapOptions::new().map_copy(&file) }.unwrap();
+    map[0] ^= 0xff;
+    let img = ElfImage::load_mapped(&map[offset as usize..(offset + len) as usize]).unwrap();
+    check_crc(&img);
+    assert!(all_placed(&img, Placement::Copied));
+
+    // Errors are the loader's, whatever the backing.
+    assert!(matches!(
+        ElfImage::load_mapped(&map[1..(offset + len) as usize]),
+        Err(Error::BadMagic)
+    ));
+    // Empty input: the same answer as ElfImage::load gives.
+    assert!(matches!(ElfImage::load_mapped(&[]), Err(Error::BadMagic)));
+}
+
+#[test]
+fn a_mapped_sealed_memfd_is_found_and_shared() {
+    let sealed = memdl::SealedElf::new(&std::fs::read(zlib_path()).unwrap()).unwrap();
+    // SAFETY: a sealed memfd cannot shrink.
+    let map = unsafe { memdl_map(&sealed) };
+    let img = ElfImage::load_mapped(&map).unwrap();
+    check_crc(&img);
+    assert!(all_placed(&img, Placement::Mapped));
+    // Its text is the memfd's pages, not a copy.
+    let text = img.segments().find(|s| s.flags & 1 != 0).unwrap().address;
+    let m = common::maps()
+        .into_iter()
+        .find(|m| m.start <= text && text < m.end)
+        .unwrap();
+    assert!(m.name.starts_with("/memfd:memdl:"), "{m:?}");
+}
+
+/// A read-only shared map of a sealed memfd.
+///
+/// # Safety
+/// The file must not shrink while mapped.
+unsafe fn memdl_map(sealed: &memdl::SealedElf) -> memmap2::Mmap {
+    // SAFETY: forwarded.
+    unsafe { memmap2::Mmap::map(sealed) }.unwrap()
+}
