@@ -107,9 +107,14 @@ impl ElfImage {
     /// Where the file offset of a segment and its address agree modulo the
     /// page size, the segment is mapped straight from the file (private:
     /// the page cache pages are shared, only pages the loader writes become
-    /// private copies); otherwise it is copied. [`ElfImage::segments`]
-    /// reports which path each segment took. The file must not shrink while
-    /// loading (a sealed memfd, see `SealedElf`, cannot).
+    /// private copies); otherwise it is copied. Code on a `noexec` mount,
+    /// and a page two segments share, are copied too.
+    /// [`ElfImage::segments`] reports which path each segment took.
+    ///
+    /// The file must not change or shrink while the image lives: pages of a
+    /// private mapping that were never written still show later writes to
+    /// the file, and truncation turns them into `SIGBUS`. A sealed memfd
+    /// ([`crate::SealedElf`]) guarantees both.
     ///
     /// ```no_run
     /// # fn main() -> Result<(), memdl::Error> {
@@ -545,6 +550,9 @@ fn place_from_file(
     let mapping = reserve(&layout)?;
     let bias = mapping.base().wrapping_sub(layout.span_start as usize);
     let mut placements = Vec::with_capacity(layout.loads.len());
+    // On a noexec mount the kernel refuses executable mappings of the file:
+    // code is copied, the rest is still mapped.
+    let exec_allowed = !crate::map::on_noexec_mount(fd);
     for (i, seg) in layout.loads.iter().enumerate() {
         // Cannot overflow: the range was checked against the file size (or
         // lies in this process's memory) and the segment inside it.
@@ -559,6 +567,7 @@ fn place_from_file(
             Some(o) => page_end(seg.end(), page) <= page_start(o.vaddr, page),
         };
         let zero_copy = seg.filesz > 0
+            && (exec_allowed || !seg.executable())
             && file_offset % page == seg.vaddr % page
             && own_pages(i.checked_sub(1).and_then(|p| layout.loads.get(p)), true)
             && own_pages(layout.loads.get(i + 1), false);

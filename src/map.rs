@@ -216,6 +216,23 @@ impl Drop for FileView {
     }
 }
 
+/// Whether `fd`'s file lies on a `noexec` mount, where the kernel refuses
+/// `PROT_EXEC` for mappings of it (so code must be copied out first).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn on_noexec_mount(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: fstatvfs writes into the zeroed struct it is given.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is a valid borrowed descriptor and `st` is writable.
+    let rc = unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) };
+    rc == 0 && st.f_flag & libc::ST_NOEXEC != 0
+}
+
+/// Elsewhere the mount flag is not checked: mapping fails as it would.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn on_noexec_mount(_fd: BorrowedFd<'_>) -> bool {
+    false
+}
+
 /// The file behind a range of this process's memory, opened again: what
 /// [`file_backing`] finds.
 #[derive(Debug)]

@@ -7,6 +7,7 @@
 use std::ffi::{c_uint, c_ulong};
 use std::fs::File;
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
@@ -357,4 +358,136 @@ fn memfd_unavailable_falls_back_to_a_temp_file() {
         stdout.contains("child: memfd denied, temp file used"),
         "{stdout}"
     );
+}
+
+/// Set (to the directory with the noexec mount) in the re-executed child.
+const NOEXEC_CHILD: &str = "MEMDL_NOEXEC_DIR";
+
+fn child_on_noexec(dir: &Path) {
+    use memdl::{ElfImage, Placement};
+    let path = dir.join("libz.so");
+    std::fs::write(&path, machine_lib("libz.so.1")).unwrap();
+    let file = File::open(&path).unwrap();
+    let len = file.metadata().unwrap().len();
+    // SAFETY: fstatvfs into a zeroed struct, on an open fd.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::fstatvfs(file.as_raw_fd(), &mut st) }, 0);
+    assert_ne!(st.f_flag & libc::ST_NOEXEC, 0, "the mount is not noexec");
+
+    // The loader cannot map this file's code: Auto copies into a memfd...
+    let img = SystemImage::load_fd(&file, 0, len).expect("Auto");
+    assert_eq!(img.strategy(), SystemStrategyUsed::Memfd);
+    assert_eq!(crc_hello(&img), 0x3610_a686);
+    // ...and forcing the file itself is the loader's refusal.
+    let err = SystemImage::load_fd_with(&file, 0, len, &with(SystemStrategy::ProcFd)).unwrap_err();
+    assert!(matches!(err, Error::Dlopen { .. }), "{err:?}");
+
+    // memdl's loader copies the code and still maps everything else.
+    let img = ElfImage::load_fd(&file, 0, len).expect("ElfImage");
+    for s in img.segments() {
+        let want = if s.flags & 1 != 0 {
+            Placement::Copied
+        } else {
+            Placement::Mapped
+        };
+        assert_eq!(s.placement, want, "{s:?}");
+    }
+    // SAFETY: zlib's crc32.
+    let crc: memdl::Symbol<'_, Crc32> = unsafe { img.get("crc32") }.unwrap();
+    // SAFETY: a 5-byte buffer.
+    assert_eq!(unsafe { crc(0, b"hello".as_ptr(), 5) }, 0x3610_a686);
+    println!("child: noexec mount handled");
+}
+
+/// Writes `data` to `path` with raw system calls (safe between fork and
+/// exec, where nothing may allocate).
+fn write_proc_file(path: &std::ffi::CStr, data: &[u8]) -> std::io::Result<()> {
+    // SAFETY: NUL-terminated path; the buffer is valid for its length; the
+    // fd is closed before returning.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = libc::write(fd, data.as_ptr().cast(), data.len());
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if n != data.len() as isize {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn noexec_mount_falls_back_from_the_file_to_a_copy() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::CommandExt;
+    if let Some(dir) = std::env::var_os(NOEXEC_CHILD) {
+        return child_on_noexec(Path::new(&dir));
+    }
+    let _g = serial();
+    let dir = fresh_dir("noexec");
+    let cdir = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let uid_map = format!("0 {uid} 1");
+    let gid_map = format!("0 {gid} 1");
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "noexec_mount_falls_back_from_the_file_to_a_copy",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(NOEXEC_CHILD, &dir);
+    // SAFETY: between fork and exec only system calls run, on buffers
+    // prepared before the fork; nothing allocates.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The child gets its own mount namespace, so the noexec mount is
+            // invisible to everyone else and disappears with it. As root
+            // that is enough; otherwise a user namespace grants the right.
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                write_proc_file(c"/proc/self/setgroups", b"deny")?;
+                write_proc_file(c"/proc/self/uid_map", uid_map.as_bytes())?;
+                write_proc_file(c"/proc/self/gid_map", gid_map.as_bytes())?;
+            }
+            let none = std::ptr::null();
+            if libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                none.cast(),
+            ) != 0
+                || libc::mount(
+                    c"memdl-noexec".as_ptr(),
+                    cdir.as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    libc::MS_NOEXEC | libc::MS_NOSUID | libc::MS_NODEV,
+                    none.cast(),
+                ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd
+        .output()
+        .expect("a child in its own mount namespace (needs CAP_SYS_ADMIN or user namespaces)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("child: noexec mount handled"), "{stdout}");
+    // The mount died with the child: the directory here is empty.
+    assert_eq!(entries(&dir), 0);
+    std::fs::remove_dir(&dir).unwrap();
 }

@@ -311,7 +311,14 @@ impl SystemImage {
     }
 
     fn load_auto(source: Source<'_>) -> Result<Self> {
-        if matches!(source, Source::File { whole: true, .. }) && proc_fd_usable() {
+        let direct = match source {
+            // On a noexec mount the loader cannot map the file's code.
+            Source::File {
+                fd, whole: true, ..
+            } => !crate::map::on_noexec_mount(fd),
+            _ => false,
+        };
+        if direct && proc_fd_usable() {
             match Self::load_proc_fd(source) {
                 // E.g. the file's mount is `noexec`: a memfd copy can work.
                 Err(Error::Dlopen { .. }) => {}
