@@ -298,6 +298,28 @@ fn parse_smaps(text: &str) -> Vec<SmapsEntry> {
     out
 }
 
+/// (device major, device minor, inode) of a file, as `/proc/self/maps`
+/// spells a mapping's file.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn file_id(file: &std::fs::File) -> Option<((u64, u64), u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let md = file.metadata().ok()?;
+    let d = md.dev();
+    let major = ((d >> 8) & 0xfff) | ((d >> 32) & !0xfff);
+    let minor = (d & 0xff) | ((d >> 12) & !0xff);
+    Some(((major, minor), md.ino()))
+}
+
+/// The file identity of the mapping holding `addr` (0 inode: anonymous).
+#[cfg(target_os = "linux")]
+pub fn mapped_file_id(addr: usize) -> Option<((u64, u64), u64)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    parse_smaps(&maps)
+        .into_iter()
+        .find(|m| m.start <= addr && addr < m.end)
+        .map(|m| (m.dev, m.inode))
+}
+
 /// If `[addr, addr + len)` lies in mappings of one file at consecutive file
 /// offsets whose pages all show the file (shared mappings, or private ones
 /// never written to), and that file can be opened again here, the file and
@@ -344,15 +366,7 @@ pub fn file_backing(addr: usize, len: usize) -> Option<FileBacking> {
     if covered < end {
         return None;
     }
-    let same = |file: &std::fs::File| {
-        use std::os::unix::fs::MetadataExt;
-        file.metadata().is_ok_and(|md| {
-            let d = md.dev();
-            let major = ((d >> 8) & 0xfff) | ((d >> 32) & !0xfff);
-            let minor = (d & 0xff) | ((d >> 12) & !0xff);
-            md.ino() == head.inode && (major, minor) == head.dev
-        })
-    };
+    let same = |file: &std::fs::File| file_id(file) == Some((head.dev, head.inode));
     let by_map_files = || {
         let p = format!("/proc/self/map_files/{:x}-{:x}", head.start, head.end);
         std::fs::File::open(p).ok().filter(same)

@@ -275,6 +275,11 @@ fn both_backends_load_in_process_and_garbage_is_refused() {
     let sys = sealed.load_system().unwrap();
     assert_eq!(sys.strategy(), SystemStrategyUsed::ProcFd);
     assert_eq!(call_add(&sys, 40, 2), 42);
+    // Loading the same sealed file again shares the loader's object.
+    let sys2 = sealed.load_system().unwrap();
+    assert_eq!(sys2.base_address(), sys.base_address());
+    drop(sys);
+    assert_eq!(call_add(&sys2, 1, 2), 3);
     let clone = sealed.try_clone().unwrap();
     drop(sealed);
     assert_eq!(call_add(&clone.load().unwrap(), 1, 2), 3);

@@ -121,6 +121,30 @@ fn two_whole_files_at_once_stay_themselves() {
 }
 
 #[test]
+fn one_file_loaded_twice_is_one_shared_object() {
+    let _g = serial();
+    let before = open_fds();
+    let file = File::open(machine_lib_path("libz.so.1")).unwrap();
+    let len = file.metadata().unwrap().len();
+    // The loader recognises the file by device and inode, as a second
+    // dlopen of one path would: both images are the same object.
+    let a = SystemImage::load_fd(&file, 0, len).expect("first");
+    let b = SystemImage::load_fd(&file, 0, len).expect("second, same file");
+    assert_eq!(a.strategy(), SystemStrategyUsed::ProcFd);
+    assert_eq!(b.strategy(), SystemStrategyUsed::ProcFd);
+    assert_eq!(a.base_address(), b.base_address());
+    drop(a);
+    // The object stays while the other image holds its reference.
+    assert_eq!(crc_hello(&b), 0x3610_a686);
+    // A memfd copy of the same bytes is a different file: its own object.
+    let c = SystemImage::load_with(&machine_lib("libz.so.1"), &with(SystemStrategy::Memfd))
+        .expect("memfd copy");
+    assert_ne!(c.base_address(), b.base_address());
+    drop((b, c, file));
+    assert_eq!(open_fds(), before);
+}
+
+#[test]
 fn range_inside_a_container_is_copied_into_a_sealed_memfd() {
     let _g = serial();
     for head in [1000usize, page_size() as usize * 2] {

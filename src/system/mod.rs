@@ -290,7 +290,7 @@ impl<'a> Source<'a> {
             }
             Source::File {
                 fd, offset, len, ..
-            } => copy::copy_range(fd, offset, len, dst),
+            } => copy::copy_range(fd, offset, len, dst).map(|_| ()),
         }
     }
 }
@@ -397,6 +397,16 @@ impl SystemImage {
                     let info = dl::object_info(&handle);
                     return Self::from_parts(handle, info, Some(file), strategy);
                 }
+                // The loader also recognises a file by device and inode:
+                // the object may be this very file, loaded before (another
+                // image of it, or the process's own copy). Share it, as
+                // dlopen of one file twice does.
+                Some(known) if is_this_file(&known, &file) => {
+                    drop(known);
+                    let handle = dl::Handle::open(&path)?;
+                    let info = dl::object_info(&handle);
+                    return Self::from_parts(handle, info, Some(file), strategy);
+                }
                 Some(stale) => {
                     drop(stale);
                     let dup = file.try_clone().map_err(|source| Error::Io {
@@ -420,6 +430,16 @@ fn proc_fd_path(fd: std::os::fd::RawFd) -> std::ffi::CString {
     buf.extend_from_slice(fd.to_string().as_bytes());
     // "/proc/self/fd/" and decimal digits contain no NUL byte.
     std::ffi::CString::new(buf).unwrap_or_default()
+}
+
+/// Whether the loaded object behind `handle` is mapped from `file`.
+#[cfg(target_os = "linux")]
+fn is_this_file(handle: &dl::Handle, file: &File) -> bool {
+    let Ok(info) = dl::object_info(handle) else {
+        return false;
+    };
+    let id = crate::map::file_id(file);
+    id.is_some() && crate::map::mapped_file_id(info.start) == id
 }
 
 /// Whether `/proc/self/fd/N` paths can work at all (`/proc` is mounted).
