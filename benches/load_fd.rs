@@ -65,7 +65,7 @@ fn report(name: &str, load: &dyn Fn() -> Box<dyn Library>) {
     let (anon1, file1) = rss_kib();
     let faults1 = minor_faults();
     println!(
-        "{LIB} {name:<24} per image: {:>6} KiB anonymous, {:>6} KiB file-backed resident, {:>6} minor faults",
+        "{LIB} {name:<24} per image: {:>6} KiB anonymous, {:>6} KiB file+shmem resident, {:>6} minor faults",
         (anon1 - anon0) / N,
         (file1 - file0) / N,
         (faults1 - faults0) / N
