@@ -228,3 +228,77 @@ unsafe fn memdl_map(sealed: &memdl::SealedElf) -> memmap2::Mmap {
     // SAFETY: forwarded.
     unsafe { memmap2::Mmap::map(sealed) }.unwrap()
 }
+
+/// A linker script packing a read-only and a code segment into one page
+/// (as a 4 KiB-linked library looks on a 16 KiB kernel), data on the next.
+const SHARED_PAGE_LDS: &str = "
+PHDRS {
+  ro PT_LOAD FILEHDR PHDRS FLAGS(4);
+  code PT_LOAD FLAGS(5);
+  rw PT_LOAD FLAGS(6);
+  dyn PT_DYNAMIC FLAGS(6);
+}
+SECTIONS {
+  . = SIZEOF_HEADERS;
+  .hash : { *(.hash) } :ro
+  .gnu.hash : { *(.gnu.hash) } :ro
+  .dynsym : { *(.dynsym) } :ro
+  .dynstr : { *(.dynstr) } :ro
+  .rela.dyn : { *(.rela.dyn) } :ro
+  .rodata : { *(.rodata*) } :ro
+  . = ALIGN(16);
+  .text : { *(.text*) } :code
+  . = ALIGN(0x10000) + (. & 0xffff);
+  .dynamic : { *(.dynamic) } :rw :dyn
+  .data : { *(.data.rel.ro*) *(.data*) } :rw
+  .bss : { *(.bss*) } :rw
+  /DISCARD/ : { *(.note*) *(.eh_frame*) *(.comment) }
+}
+";
+
+#[test]
+fn segments_sharing_a_page_are_copied_the_rest_mapped() {
+    // Built here with the C compiler .ci/run installs: the layout needs a
+    // linker script no other test library wants.
+    let dir = tempfile::tempdir().unwrap();
+    let lds = dir.path().join("shared.lds");
+    std::fs::write(&lds, SHARED_PAGE_LDS).unwrap();
+    let lib = dir.path().join("libshared.so");
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/test-dylibs/example.c");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let status = std::process::Command::new(&cc)
+        .args([
+            "-shared",
+            "-fPIC",
+            "-O2",
+            "-nostdlib",
+            "-fno-stack-protector",
+        ])
+        .arg(format!("-Wl,-T,{}", lds.display()))
+        .args(["-Wl,--hash-style=both", "-Wl,--build-id=none", "-o"])
+        .arg(&lib)
+        .arg(src)
+        .status()
+        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
+    assert!(status.success());
+
+    let file = std::fs::File::open(&lib).unwrap();
+    let len = file.metadata().unwrap().len();
+    let img = ElfImage::load_fd(&file, 0, len).unwrap();
+    let segs: Vec<_> = img.segments().collect();
+    assert_eq!(segs.len(), 3, "{segs:?}");
+    // The first two share page 0: both copied. The data has its own pages.
+    assert_eq!(
+        segs.iter().map(|s| s.placement).collect::<Vec<_>>(),
+        [Placement::Copied, Placement::Copied, Placement::Mapped],
+        "{segs:?}"
+    );
+    let add: memdl::Symbol<'_, unsafe extern "C" fn(i32, i32) -> i32> =
+        unsafe { img.get("add") }.unwrap();
+    assert_eq!(unsafe { add(2, 3) }, 5);
+    // Data relocated in the mapped segment: a pointer table of functions.
+    let apply: memdl::Symbol<'_, unsafe extern "C" fn(i32, i32, i32) -> i32> =
+        unsafe { img.get("apply") }.unwrap();
+    assert_eq!(unsafe { apply(2, 6, 7) }, 42);
+    common::assert_no_wx();
+}
