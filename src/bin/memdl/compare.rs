@@ -97,11 +97,18 @@ pub fn run(args: &Args, out: &mut dyn Write) -> CliResult {
     writeln!(out, "library: {}", subject.describe())?;
     out.flush()?;
 
-    let mine = subject
-        .load_memdl()
-        .map_err(|e| Failure::new(format!("memdl cannot load it: {e}")))?;
-    let system = SystemImage::load(subject.bytes())
-        .map_err(|e| Failure::new(format!("the system loader cannot load it: {e}")))?;
+    let mine = subject.load_memdl().map_err(|e| {
+        Failure::new(format!(
+            "memdl's loader cannot load {}: {e}",
+            subject.describe()
+        ))
+    })?;
+    let system = SystemImage::load(subject.bytes()).map_err(|e| {
+        Failure::new(format!(
+            "the system loader cannot load {}: {e}",
+            subject.describe()
+        ))
+    })?;
 
     let (lo, hi) = mine.segments().fold((usize::MAX, 0), |(lo, hi), s| {
         (lo.min(s.address), hi.max(s.address + s.size as usize))
@@ -121,7 +128,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> CliResult {
     let total = compared.len() + mismatches.len();
     let absolute_note = if absolute > 0 {
         format!(
-            " ({absolute} absolute version symbols are values, not addresses, and were skipped)"
+            "; {absolute} absolute symbols (version names) are values, not addresses, and were not compared"
         )
     } else {
         String::new()
@@ -134,7 +141,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> CliResult {
     } else {
         writeln!(
             out,
-            "exports: the backends DISAGREE on {} of {total} symbols{absolute_note}:",
+            "exports: the backends DISAGREE on {} of {total} symbols{absolute_note}",
             mismatches.len()
         )?;
         for (name, memdl_offset, system_offset) in mismatches.iter().take(MISMATCHES_SHOWN) {
@@ -202,6 +209,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> CliResult {
         out,
         "{}",
         speed_summary("load + drop", a, load_mine, b, load_system)
+    )?;
+    writeln!(
+        out,
+        "({a}: memdl's own loader, ElfImage; {b}: the system loader fed from memory, SystemImage)"
     )?;
     if !mismatches.is_empty() {
         return Err(Failure::new(format!(

@@ -68,7 +68,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> CliResult {
 /// error like any other.
 pub fn parse(bytes: &[u8]) -> Result<Elf<'_>, String> {
     if !bytes.starts_with(b"\x7fELF") {
-        return Err("no ELF magic (\\x7fELF) at its start".to_owned());
+        return Err(
+            "no ELF magic (\\x7fELF) at its start (to find ELF images inside it: memdl extract)"
+                .to_owned(),
+        );
     }
     if bytes.len() >= 6 && bytes[..4] == *b"\x7fELF" && bytes[4] == 2 && bytes[5] == 1 {
         elfscan::probe(bytes)?;
