@@ -1,14 +1,16 @@
 //! `memdl compare [FILE]`: load one library with both backends, check that
 //! they export the same symbols at the same offsets, and time them.
 
+use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use goblin::elf::sym::STT_TLS;
 use memdl::{ElfImage, Library, SystemImage};
 
 use crate::input::{parse_number, Input, Source};
-use crate::{CliResult, Failure};
+use crate::{inspect, CliResult, Failure};
 
 /// The built-in example library (`test-dylibs/example.c`: arithmetic and
 /// data, no imports), so `memdl compare` works without any file.
@@ -77,8 +79,9 @@ enum Verdict {
     Same,
     /// An absolute symbol (e.g. a version name): a value, not an address.
     Absolute,
+    /// Offsets from each image's base; `None`: that backend lacks it.
     Differs {
-        memdl: usize,
+        memdl: Option<usize>,
         system: Option<usize>,
     },
 }
@@ -125,6 +128,22 @@ pub fn run(args: &Args, out: &mut dyn Write) -> CliResult {
             }
         }
     }
+    // memdl's list of exports is itself under test: every symbol the file
+    // exports by plain name that memdl omits must be absent from the system
+    // backend too.
+    if let Ok(elf) = inspect::parse(subject.bytes()) {
+        let listed: HashSet<&[u8]> = mine.exports().map(|(name, _)| name).collect();
+        for (name, sym) in inspect::static_exports(&elf) {
+            // Thread-local symbols are per thread, never in exports().
+            if sym.st_type() == STT_TLS || listed.contains(name.as_bytes()) {
+                continue;
+            }
+            if let Ok(found) = system.symbol_address(name.as_bytes()) {
+                let offset = (found as usize).wrapping_sub(system.base_address());
+                mismatches.push((name.to_owned(), None, Some(offset)));
+            }
+        }
+    }
     let total = compared.len() + mismatches.len();
     let absolute_note = if absolute > 0 {
         format!(
@@ -144,16 +163,15 @@ pub fn run(args: &Args, out: &mut dyn Write) -> CliResult {
             "exports: the backends DISAGREE on {} of {total} symbols{absolute_note}",
             mismatches.len()
         )?;
+        let place = |offset: &Option<usize>| {
+            offset.map_or("not found".to_owned(), |o| format!("base+{o:#x}"))
+        };
         for (name, memdl_offset, system_offset) in mismatches.iter().take(MISMATCHES_SHOWN) {
-            let system_text = system_offset.map_or("not found".to_owned(), |o| format!("{o:#x}"));
             writeln!(
                 out,
-                "  {name}: memdl at base+{memdl_offset:#x}, system at {}",
-                if system_offset.is_some() {
-                    format!("base+{system_text}")
-                } else {
-                    system_text
-                }
+                "  {name}: memdl {}, system {}",
+                place(memdl_offset),
+                place(system_offset)
             )?;
         }
         if mismatches.len() > MISMATCHES_SHOWN {
@@ -236,7 +254,7 @@ fn verdict(
     let memdl_offset = addr.wrapping_sub(mine.base_address());
     let Ok(found) = system.symbol_address(name) else {
         return Verdict::Differs {
-            memdl: memdl_offset,
+            memdl: Some(memdl_offset),
             system: None,
         };
     };
@@ -253,7 +271,7 @@ fn verdict(
         return Verdict::Same;
     }
     Verdict::Differs {
-        memdl: memdl_offset,
+        memdl: Some(memdl_offset),
         system: Some(system_offset),
     }
 }

@@ -123,17 +123,18 @@ pub fn scan(bytes: &[u8]) -> Vec<(u64, Probe)> {
     let mut at = 0usize;
     while let Some(pos) = bytes
         .get(at..)
-        .and_then(|rest| rest.windows(4).position(|w| w == b"\x7fELF"))
+        .and_then(|rest| rest.iter().position(|&b| b == 0x7f))
     {
         let start = at + pos;
-        match probe(&bytes[start..]) {
-            Ok(p) => {
+        if bytes[start..].starts_with(b"\x7fELF") {
+            if let Ok(p) = probe(&bytes[start..]) {
                 found.push((start as u64, p));
                 // extent >= 64, and the image lies inside `bytes`.
                 at = start + p.extent as usize;
+                continue;
             }
-            Err(_) => at = start + 1,
         }
+        at = start + 1;
     }
     found
 }

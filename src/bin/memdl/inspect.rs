@@ -337,15 +337,16 @@ fn file_range(phdrs: &[ProgramHeader], vaddr: u64, size: u64) -> Option<std::ops
     Some(start..start.checked_add(usize::try_from(size).ok()?)?)
 }
 
-fn exports(elf: &Elf<'_>, all: bool, out: &mut dyn Write) -> CliResult {
+/// The symbols a plain-name lookup finds: defined, global or weak, default
+/// or protected visibility, default version.
+pub fn static_exports<'a>(elf: &Elf<'a>) -> Vec<(&'a str, sym::Sym)> {
     let hidden = |i: usize| {
         elf.versym
             .as_ref()
             .and_then(|v| v.get_at(i))
             .is_some_and(|v| v.is_hidden())
     };
-    let mut list: Vec<(&str, sym::Sym)> = elf
-        .dynsyms
+    elf.dynsyms
         .iter()
         .enumerate()
         .filter(|(i, s)| {
@@ -363,7 +364,11 @@ fn exports(elf: &Elf<'_>, all: bool, out: &mut dyn Write) -> CliResult {
             let name = elf.dynstrtab.get_at(s.st_name)?;
             (!name.is_empty()).then_some((name, s))
         })
-        .collect();
+        .collect()
+}
+
+fn exports(elf: &Elf<'_>, all: bool, out: &mut dyn Write) -> CliResult {
+    let mut list = static_exports(elf);
     list.sort_by(|a, b| a.0.cmp(b.0));
     let shown = if all {
         list.len()
@@ -373,17 +378,11 @@ fn exports(elf: &Elf<'_>, all: bool, out: &mut dyn Write) -> CliResult {
     if shown < list.len() {
         writeln!(
             out,
-            "
-exports ({}, first {shown} shown; --all for all):",
+            "\nexports ({}, first {shown} shown; --all for all):",
             list.len()
         )?;
     } else {
-        writeln!(
-            out,
-            "
-exports ({}):",
-            list.len()
-        )?;
+        writeln!(out, "\nexports ({}):", list.len())?;
     }
     for (name, s) in &list[..shown] {
         let place = if s.st_shndx == goblin::elf::section_header::SHN_ABS as usize {
