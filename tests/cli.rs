@@ -447,3 +447,69 @@ fn bad_inputs_fail_with_one_line() {
     let r = memdl(["frobnicate"]);
     assert_one_line_error(&r, "frobnicate");
 }
+
+#[test]
+fn inspect_reports_why_memdl_cannot_load_a_library() {
+    // The example with its code segment made writable too: still a
+    // readable ELF, but memdl never maps a segment writable and executable.
+    let mut bytes = common::test_lib("example");
+    let phoff = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
+    let phnum = u16::from_le_bytes(bytes[56..58].try_into().unwrap()) as usize;
+    let code = (0..phnum)
+        .map(|i| phoff + i * 56)
+        .find(|&ph| {
+            let p_type = u32::from_le_bytes(bytes[ph..ph + 4].try_into().unwrap());
+            let flags = u32::from_le_bytes(bytes[ph + 4..ph + 8].try_into().unwrap());
+            p_type == 1 && flags & 1 != 0
+        })
+        .expect("an executable PT_LOAD");
+    bytes[code + 4] |= 2; // PF_W
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wx.so");
+    std::fs::write(&path, &bytes).unwrap();
+
+    let r = memdl([OsStr::new("inspect"), path.as_os_str()]);
+    assert_success(&r);
+    assert!(r.stdout.contains("rwx"), "{}", r.stdout);
+    let verdict = r.stdout.lines().find(|l| l.starts_with("load: ")).unwrap();
+    assert!(
+        verdict.starts_with("load: no, memdl cannot load it: program header")
+            && verdict.contains("writable and executable"),
+        "{verdict}"
+    );
+    let r = memdl([OsStr::new("compare"), path.as_os_str()]);
+    assert_one_line_error(&r, "memdl's loader cannot load");
+}
+
+#[test]
+fn inspect_counts_packed_relative_relocations() {
+    let libc = common::machine_lib_path("libc.so.6");
+    let r = memdl([OsStr::new("inspect"), libc.as_os_str()]);
+    assert_success(&r);
+    let out = &r.stdout;
+    let packed = format!(
+        "{} (packed, DT_RELR): ",
+        arch::RELATIVE.trim_end_matches(": ")
+    );
+    let has_relr = out.lines().any(|l| l.trim_start().starts_with("DT_RELR "));
+    // This machine's glibc is linked with -z pack-relative-relocs.
+    #[cfg(target_arch = "x86_64")]
+    assert!(has_relr, "{out}");
+    if has_relr {
+        assert!(count_after(out, &packed) > 100, "{out}");
+    }
+    // The total is the sum of the rows.
+    let total: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("relocations ("))
+        .and_then(|l| l.strip_suffix("):"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let rows: u64 = out
+        .lines()
+        .filter(|l| l.starts_with("  R_"))
+        .filter_map(|l| l.rsplit(": ").next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(total, rows, "{out}");
+}

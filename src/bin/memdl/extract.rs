@@ -21,6 +21,8 @@ pub struct Args {
 pub fn run(args: &Args, out: &mut dyn Write) -> CliResult {
     let (_file, map) = open_mapped(&args.file)?;
     let name = args.file.display();
+    // Read ahead for one pass; a failed hint changes nothing but speed.
+    let _ = map.advise(memmap2::Advice::Sequential);
     let found = elfscan::scan(&map);
     let plural = if found.len() == 1 { "" } else { "s" };
     writeln!(
