@@ -114,7 +114,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> CliResult {
     })?;
 
     let (lo, hi) = mine.segments().fold((usize::MAX, 0), |(lo, hi), s| {
-        (lo.min(s.address), hi.max(s.address + s.size as usize))
+        (
+            lo.min(s.address),
+            hi.max(s.address.saturating_add(s.size as usize)),
+        )
     });
     let mut compared = Vec::new();
     let mut absolute = 0usize;

@@ -73,7 +73,7 @@ pub fn parse(bytes: &[u8]) -> Result<Elf<'_>, String> {
                 .to_owned(),
         );
     }
-    if bytes.len() >= 6 && bytes[..4] == *b"\x7fELF" && bytes[4] == 2 && bytes[5] == 1 {
+    if bytes.get(4..6) == Some(&[2, 1]) {
         elfscan::probe(bytes)?;
     }
     let previous_hook = std::panic::take_hook();
