@@ -446,6 +446,10 @@ fn bad_inputs_fail_with_one_line() {
     assert_one_line_error(&r, "not a regular file");
     let r = memdl(["frobnicate"]);
     assert_one_line_error(&r, "frobnicate");
+    let r = memdl(["inspect"]);
+    assert_one_line_error(&r, "<FILE>");
+    let r = memdl(["compare", "--runs", "0"]);
+    assert_one_line_error(&r, "--runs");
 }
 
 #[test]

@@ -109,12 +109,17 @@ fn argument_error(e: clap::Error) -> ExitCode {
             ExitCode::FAILURE
         }
         _ => {
+            // clap's first paragraph is the error itself (it may wrap onto
+            // a second line, e.g. the names of missing arguments).
             let rendered = e.render().to_string();
-            let first = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
+            let first_paragraph = rendered
+                .trim_start()
+                .split("\n\n")
+                .next()
                 .unwrap_or("invalid arguments");
-            let message = first.strip_prefix("error: ").unwrap_or(first);
+            let message = first_paragraph
+                .strip_prefix("error: ")
+                .unwrap_or(first_paragraph);
             let _ = writeln!(
                 io::stderr(),
                 "memdl: {} (see memdl --help)",
