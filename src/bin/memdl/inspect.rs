@@ -384,6 +384,9 @@ fn exports(elf: &Elf<'_>, all: bool, out: &mut dyn Write) -> CliResult {
     } else {
         writeln!(out, "\nexports ({}):", list.len())?;
     }
+    if shown > 0 {
+        writeln!(out, "  {:<8} {:>10} {:>8}  name", "type", "value", "size")?;
+    }
     for (name, s) in &list[..shown] {
         let place = if s.st_shndx == goblin::elf::section_header::SHN_ABS as usize {
             "absolute".to_owned()
