@@ -302,3 +302,74 @@ fn segments_sharing_a_page_are_copied_the_rest_mapped() {
     assert_eq!(unsafe { apply(2, 6, 7) }, 42);
     common::assert_no_wx();
 }
+
+/// Mappings and descriptors of `path` this process still has.
+fn uses_of(path: &std::path::Path) -> (usize, usize) {
+    let real = std::fs::canonicalize(path).unwrap();
+    let name = real.to_string_lossy().into_owned();
+    let maps = common::maps()
+        .into_iter()
+        .filter(|m| m.name == name)
+        .count();
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| *t == real)
+        .count();
+    (maps, fds)
+}
+
+#[test]
+fn a_failure_after_segments_are_mapped_leaves_nothing_behind() {
+    // zlib with its dynamic section overwritten: the layout is fine, so the
+    // segments get mapped from the file, then reading the dynamic section
+    // fails.
+    let mut lib = std::fs::read(zlib_path()).unwrap();
+    let elf = goblin::elf::Elf::parse(&lib).unwrap();
+    let dynamic = elf
+        .program_headers
+        .iter()
+        .find(|p| p.p_type == goblin::elf::program_header::PT_DYNAMIC)
+        .unwrap();
+    let (off, size) = (dynamic.p_offset as usize, dynamic.p_filesz as usize);
+    drop(elf);
+    lib[off..off + size].fill(0xff);
+    let head = page() as usize * 4;
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(&vec![0; head]).unwrap();
+    f.write_all(&lib).unwrap();
+    let path = f.into_temp_path();
+    let file = std::fs::File::open(&path).unwrap();
+    assert_eq!(uses_of(&path), (0, 1));
+
+    let err = ElfImage::load_fd(&file, head as u64, lib.len() as u64).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::BadDynamic { .. } | Error::TableOutOfBounds { .. }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        uses_of(&path),
+        (0, 1),
+        "a mapping or fd of the file was left"
+    );
+
+    // SAFETY: the file is this test's own.
+    let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+    let err = ElfImage::load_mapped(&map[head..]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::BadDynamic { .. } | Error::TableOutOfBounds { .. }
+        ),
+        "{err:?}"
+    );
+    drop(map);
+    assert_eq!(
+        uses_of(&path),
+        (0, 1),
+        "a mapping or fd of the file was left"
+    );
+}
