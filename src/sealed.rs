@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::error::{Error, Result};
 use crate::options::Options;
-use crate::system::linux;
+use crate::system::{memfd_with, SEALS};
 use crate::{ElfImage, SystemImage};
 
 /// An ELF shared object in an anonymous memory file (`memfd`) sealed with
@@ -43,7 +43,7 @@ impl SealedElf {
     /// Copies `bytes` into a new sealed memfd. The bytes are not parsed
     /// here: loading validates them.
     pub fn new(bytes: &[u8]) -> Result<Self> {
-        let file = linux::memfd_with(bytes)?;
+        let file = memfd_with(bytes)?;
         Ok(SealedElf {
             file,
             len: bytes.len() as u64,
@@ -57,7 +57,7 @@ impl SealedElf {
         // SAFETY: F_GET_SEALS on a descriptor we own; it takes no argument.
         let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
         // Negative (EINVAL): not a memfd, or a file system without seals.
-        if seals < 0 || seals & linux::SEALS != linux::SEALS {
+        if seals < 0 || seals & SEALS != SEALS {
             return Err(Error::Unsupported(NOT_SEALED));
         }
         let file = File::from(fd);

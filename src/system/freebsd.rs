@@ -72,6 +72,15 @@ impl SystemImage {
     }
 }
 
+/// The seals that make a memfd's contents immutable for good.
+pub(crate) const SEALS: c_int =
+    libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+
+/// A sealed memfd holding `bytes`.
+pub(crate) fn memfd_with(bytes: &[u8]) -> Result<File> {
+    memfd(Source::Bytes(bytes))
+}
+
 /// A sealed anonymous memory file holding the library.
 fn memfd(source: Source<'_>) -> Result<File> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -93,9 +102,8 @@ fn memfd(source: Source<'_>) -> Result<File> {
         })?,
         Source::File { .. } => source.fill(&file)?,
     }
-    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
     // SAFETY: F_ADD_SEALS on an fd we own; the argument is an int bit set.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
         return Err(Error::last_os("seal memfd (F_ADD_SEALS)"));
     }
     Ok(file)

@@ -33,6 +33,12 @@ pub(crate) mod linux;
 #[cfg(unix)]
 mod tempfile;
 
+// Sealed memfds for `SealedElf`, from whichever module makes them here.
+#[cfg(target_os = "freebsd")]
+pub(crate) use freebsd::{memfd_with, SEALS};
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) use linux::{memfd_with, SEALS};
+
 use std::ffi::c_void;
 use std::fs::File;
 #[cfg(unix)]
