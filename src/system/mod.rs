@@ -110,8 +110,10 @@ pub struct SystemImage {
     #[cfg(unix)]
     info: dl::ObjectInfo,
     strategy: SystemStrategyUsed,
-    /// The file the loader opened by `/proc/self/fd/N` (`None` for a named
-    /// temporary file, which the loader knows by its unique path).
+    /// The file the loader read: opened by `/proc/self/fd/N` on Linux, a
+    /// memfd or unnamed temporary file elsewhere (`None` for a named
+    /// temporary file, which the loader knows by its unique path, and for
+    /// the caller's own descriptor on Android and FreeBSD).
     _file: Option<File>,
 }
 
@@ -150,9 +152,12 @@ impl SystemImage {
     /// close-on-exec duplicate kept open for the image's lifetime), on
     /// Android at any page-aligned offset (`android_dlopen_ext` with
     /// `ANDROID_DLEXT_USE_LIBRARY_FD_OFFSET`), on FreeBSD for a whole file
-    /// (`fdlopen`). Otherwise the range is copied inside the kernel
+    /// (`fdlopen`). Otherwise (and for a file on a `noexec` mount, whose
+    /// code the loader cannot map) the range is copied inside the kernel
     /// (`copy_file_range`, `sendfile`) into a sealed memfd, and failing
     /// that into a temporary file. [`SystemImage::strategy`] says which.
+    /// A second load of a file the loader already has (same device and
+    /// inode) shares that object, as `dlopen` of one path twice does.
     ///
     /// The loader maps the caller's file directly in the first case: the
     /// file must not change or shrink while the image lives (a sealed memfd,
@@ -163,9 +168,11 @@ impl SystemImage {
     }
 
     /// [`SystemImage::load_fd`] under `options`: a forced strategy is that
-    /// strategy or an error ([`SystemStrategy::ProcFd`] and
-    /// [`SystemStrategy::Fdlopen`] need the whole file; a range they cannot
-    /// take is [`Error::Unsupported`]).
+    /// strategy or an error. [`SystemStrategy::ProcFd`] takes only a whole
+    /// file (anything else is [`Error::Unsupported`]);
+    /// [`SystemStrategy::AndroidDlopenExt`] and [`SystemStrategy::Fdlopen`]
+    /// read the caller's file where their loader can, and a sealed memfd
+    /// copy otherwise.
     #[cfg(unix)]
     pub fn load_fd_with(fd: impl AsFd, offset: u64, len: u64, options: &Options) -> Result<Self> {
         let source = Source::file(fd.as_fd(), offset, len)?;
