@@ -400,7 +400,10 @@ fn exercise_uselibc(lib: &dyn Library) -> Observations {
 #[test]
 fn uselibc_allocation_formatting_and_sorting() {
     const DT_RELR: u64 = 36;
-    assert!(has_dynamic(&test_lib("uselibc_relr"), DT_RELR));
+    // As in packed_relative_relocations: x86_64 binutils always packs.
+    if cfg!(target_arch = "x86_64") {
+        assert!(has_dynamic(&test_lib("uselibc_relr"), DT_RELR));
+    }
     for name in ["uselibc", "uselibc_relr"] {
         check_uselibc(name);
     }
@@ -785,7 +788,11 @@ fn expected_relr() -> Observations {
 fn packed_relative_relocations() {
     const DT_RELR: u64 = 36;
     let packed = test_lib("relr");
-    assert!(has_dynamic(&packed, DT_RELR), "librelr.so has DT_RELR");
+    // GNU ld packs relative relocations for aarch64 only from binutils 2.41
+    // on (older ones warn and ignore the flag); x86_64 has had it since 2.38.
+    if cfg!(target_arch = "x86_64") {
+        assert!(has_dynamic(&packed, DT_RELR), "librelr.so has DT_RELR");
+    }
     differential(&packed, exercise_relr, expected_relr());
     let plain = test_lib("norelr");
     assert!(!has_dynamic(&plain, DT_RELR), "libnorelr.so has no DT_RELR");
