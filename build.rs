@@ -156,7 +156,7 @@ fn main() {
     let cross = std::env::var("TARGET").ok() != std::env::var("HOST").ok();
     let mut cxx = true;
     for lib in DYLIBS {
-        if lib.cpp && cross && !compiler_runs(true) {
+        if lib.cpp && cross && !cxx_compiler_runs() {
             println!(
                 "cargo:warning=no C++ cross compiler: test library {} not built",
                 lib.name
@@ -177,10 +177,10 @@ fn main() {
     println!("cargo:rustc-cfg=memdl_test_dylibs");
 }
 
-/// Whether cc's compiler for the target (C++ if `cpp`) can be run.
-fn compiler_runs(cpp: bool) -> bool {
+/// Whether cc's C++ compiler for the target can be run.
+fn cxx_compiler_runs() -> bool {
     let compiler = cc::Build::new()
-        .cpp(cpp)
+        .cpp(true)
         .cargo_metadata(false)
         .cargo_warnings(false)
         .get_compiler();

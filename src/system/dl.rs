@@ -358,7 +358,7 @@ pub(super) fn lookup_versioned(
     defined_here(handle, info, addr)
 }
 
-/// Without `dlvsym` (musl) no version can be asked for.
+/// Only glibc's `dlvsym` is used: elsewhere no version can be asked for.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub(super) fn lookup_versioned(
     _handle: &Handle,
