@@ -670,6 +670,20 @@ fn ifunc_resolved_for_lookups_and_relocations() {
             "exports negate" => false,
         ],
     );
+    // ElfImage::exports() lists an ifunc where the symbol table puts it,
+    // at its resolver; only a lookup calls the resolver.
+    let bytes = test_lib("ifunc");
+    let img = ElfImage::load(&bytes).unwrap();
+    let listed = img.exports().find(|(n, _)| *n == b"scale").unwrap().1;
+    let elf = goblin::elf::Elf::parse(&bytes).unwrap();
+    let st_value = elf
+        .dynsyms
+        .iter()
+        .find(|s| elf.dynstrtab.get_at(s.st_name) == Some("scale"))
+        .unwrap()
+        .st_value;
+    assert_eq!(listed, img.base_address() + st_value as usize);
+    assert_ne!(listed, img.symbol_address(b"scale").unwrap() as usize);
 }
 
 // ---------------------------------------------------------------------------
