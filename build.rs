@@ -119,6 +119,8 @@ const DYLIBS: &[Dylib] = &[
         &["many.c"],
         &["-nostdlib", "-Wl,--hash-style=both"],
     ),
+    // Thread-local variables, initialised and zeroed, exported and local.
+    c("threadlocal", &["threadlocal.c"]),
     // C++: static objects, exceptions through libstdc++, virtual calls.
     cpp("cxx", &["cxx.cpp"]),
 ];

@@ -238,6 +238,7 @@ fn both_backends_export_the_same_symbols_at_the_same_offsets() {
         "many_gnu",
         "many_sysv",
         "many_both",
+        "threadlocal",
     ] {
         same_exports(&test_lib(name));
     }
@@ -1163,6 +1164,103 @@ fn a_thousand_exports_under_each_hash_style() {
         }
         differential(&bytes, exercise_many, expected);
     }
+}
+
+// ---------------------------------------------------------------------------
+// threadlocal: one instance per thread, from the library and from lookups.
+
+/// What one thread sees of libthreadlocal.so; `mark` renames its instance.
+fn tls_thread_view(lib: &dyn Library, mark: u8) -> Vec<String> {
+    type Bump = unsafe extern "C" fn() -> c_int;
+    type Add = unsafe extern "C" fn(i64) -> i64;
+    type Address = unsafe extern "C" fn() -> *mut c_int;
+    type Name = unsafe extern "C" fn() -> *const c_char;
+    type SetName = unsafe extern "C" fn(c_char);
+    // SAFETY: the signatures of test-dylibs/threadlocal.c; the addresses
+    // are this thread's instances, alive while it runs.
+    unsafe {
+        let bump = sym::<Bump>(lib, "tls_bump");
+        let add = sym::<Add>(lib, "tls_add");
+        let name = || {
+            CStr::from_ptr(sym::<Name>(lib, "tls_name_get")())
+                .to_string_lossy()
+                .into_owned()
+        };
+        let mine = sym::<Address>(lib, "tls_counter_address")();
+        let looked_up = sym::<*mut c_int>(lib, "tls_counter");
+        let seen = vec![
+            format!("name {}", name()),
+            format!("bump {} {}", bump(), bump()),
+            format!("add {} {}", add(5), add(7)),
+            format!("lookup is this thread's instance {}", looked_up == mine),
+            format!("read through lookup {}", *looked_up),
+        ];
+        sym::<SetName>(lib, "tls_name_set")(mark as c_char);
+        let mut seen = seen;
+        seen.push(format!("renamed {}", name()));
+        seen.push(format!("instance {mine:p}"));
+        seen
+    }
+}
+
+fn exercise_threadlocal(lib: &dyn Library) -> Observations {
+    let mut s = Seen::default();
+    let main = tls_thread_view(lib, b'M');
+    let (other, again) = std::thread::scope(|scope| {
+        let other = scope.spawn(|| tls_thread_view(lib, b'T')).join().unwrap();
+        (other, tls_thread_view(lib, b'm'))
+    });
+    // Addresses differ between runs: compare them, then drop them.
+    let instance = |v: &[String]| v.last().cloned().unwrap();
+    s.see(
+        "threads have their own instance",
+        instance(&main) != instance(&other),
+    );
+    s.see(
+        "a thread keeps its instance",
+        instance(&main) == instance(&again),
+    );
+    for (who, view) in [
+        ("main", main),
+        ("other thread", other),
+        ("main again", again),
+    ] {
+        s.see(who, &view[..view.len() - 1]);
+    }
+    s.0
+}
+
+#[test]
+fn thread_local_storage() {
+    let fresh = |renamed: &str| {
+        vec![
+            "name initial".to_owned(),
+            "bump 101 102".to_owned(),
+            "add 5 12".to_owned(),
+            "lookup is this thread's instance true".to_owned(),
+            "read through lookup 102".to_owned(),
+            format!("renamed {renamed}"),
+        ]
+    };
+    differential(
+        &test_lib("threadlocal"),
+        exercise_threadlocal,
+        expect![
+            "threads have their own instance" => true,
+            "a thread keeps its instance" => true,
+            "main" => fresh("Mnitial"),
+            "other thread" => fresh("Tnitial"),
+            // The main thread's instance kept its state.
+            "main again" => [
+                "name Mnitial",
+                "bump 103 104",
+                "add 17 24",
+                "lookup is this thread's instance true",
+                "read through lookup 104",
+                "renamed mnitial",
+            ],
+        ],
+    );
 }
 
 // ---------------------------------------------------------------------------
