@@ -41,6 +41,15 @@ const fn c_with(
     }
 }
 
+const fn cpp(name: &'static str, sources: &'static [&'static str]) -> Dylib {
+    Dylib {
+        name,
+        sources,
+        cpp: true,
+        flags: &[],
+    }
+}
+
 /// Every test library. Add one here and drop its sources in `test-dylibs/`.
 const DYLIBS: &[Dylib] = &[
     // The built-in example: arithmetic, data, pointer tables; no libc, no
@@ -52,16 +61,78 @@ const DYLIBS: &[Dylib] = &[
     ),
     // libc imports: malloc/free, snprintf, qsort calling back a comparator.
     c("uselibc", &["uselibc.c"]),
+    // Initialiser/finaliser order: DT_INIT and DT_FINI named by the linker,
+    // prioritised and plain init/fini_array entries.
+    c_with(
+        "lifecycle",
+        &["lifecycle.c"],
+        &["-Wl,-init=lifecycle_dt_init", "-Wl,-fini=lifecycle_dt_fini"],
+    ),
+    // Weak undefined and defined weak symbols; hidden/protected visibility.
+    c("linkage", &["linkage.c"]),
+    // STT_GNU_IFUNC: exported (symbol lookup, JUMP_SLOT, R_*_64) and hidden
+    // (IRELATIVE).
+    c("ifunc", &["ifunc.c"]),
+    // foo@V1 and foo@@V2 from a version script.
+    c_with(
+        "versioned",
+        &["versioned.c"],
+        &["-Wl,--version-script=test-dylibs/versioned.map"],
+    ),
+    // The same pointer-heavy data with DT_RELR and with plain RELA.
+    c_with("relr", &["relr.c"], &["-Wl,-z,pack-relative-relocs"]),
+    c_with("norelr", &["relr.c"], &["-Wl,-z,nopack-relative-relocs"]),
+    // DT_RELR in a libc user: the linker adds a GLIBC_ABI_DT_RELR version
+    // need that no symbol refers to.
+    c_with(
+        "uselibc_relr",
+        &["uselibc.c"],
+        &["-Wl,-z,pack-relative-relocs"],
+    ),
+    // 64 MiB of bss after a partial data page.
+    c("bigbss", &["bigbss.c"]),
+    // The example with only a SysV hash table (no DT_GNU_HASH).
+    c_with(
+        "sysv",
+        &["example.c"],
+        &["-nostdlib", "-fno-stack-protector", "-Wl,--hash-style=sysv"],
+    ),
+    // DF_1_NODELETE: unloading keeps it.
+    c_with("nodelete", &["nodelete.c"], &["-Wl,-z,nodelete"]),
+    // Imports memdl_test_host_scale, which the test executable exports.
+    c("callback", &["callback.c"]),
+    // Symbolic and relative relocations with positive and negative addends.
+    c_with("pointers", &["pointers.c"], &["-nostdlib"]),
+    // A thousand exports under each hash table style.
+    c_with(
+        "many_gnu",
+        &["many.c"],
+        &["-nostdlib", "-Wl,--hash-style=gnu"],
+    ),
+    c_with(
+        "many_sysv",
+        &["many.c"],
+        &["-nostdlib", "-Wl,--hash-style=sysv"],
+    ),
+    c_with(
+        "many_both",
+        &["many.c"],
+        &["-nostdlib", "-Wl,--hash-style=both"],
+    ),
+    // Thread-local variables, initialised and zeroed, exported and local.
+    c("threadlocal", &["threadlocal.c"]),
+    // C++: static objects, exceptions through libstdc++, virtual calls.
+    cpp("cxx", &["cxx.cpp"]),
     // Thread-local storage in the default dialect for -fPIC code (TLS
     // descriptors on aarch64, __tls_get_addr on x86_64).
     c("tls", &["tls.c"]),
     // The same with initial-exec: static TLS, which memdl refuses.
     c_with("tls_ie", &["tls.c"], &["-ftls-model=initial-exec"]),
-    // Indirect functions: IRELATIVE, an exported STT_GNU_IFUNC, resolver
-    // arguments recorded.
+    // Indirect functions recording their resolver's arguments (hwcaps on
+    // aarch64): IRELATIVE, an exported STT_GNU_IFUNC.
     c_with(
-        "ifunc",
-        &["ifunc.c"],
+        "ifunc_hwcap",
+        &["ifunc_hwcap.c"],
         &["-nostdlib", "-fno-stack-protector"],
     ),
     // The example linked for each page size the loader must handle, code
@@ -134,6 +205,7 @@ fn main() {
     println!("cargo:rerun-if-changed=test-dylibs");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo::rustc-check-cfg=cfg(memdl_test_dylibs)");
+    println!("cargo::rustc-check-cfg=cfg(memdl_test_cxx)");
     let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
     if target_os != "linux" || target_env != "gnu" {
@@ -142,12 +214,45 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("test-dylibs");
     std::fs::create_dir_all(&out).expect("create test-dylibs output directory");
     let src = Path::new("test-dylibs");
+    // A cross toolchain often has a C compiler but no C++ one: the C++
+    // libraries (and their tests, behind `memdl_test_cxx`) are then left
+    // out with a warning. A native build requires the C++ compiler.
+    let cross = std::env::var("TARGET").ok() != std::env::var("HOST").ok();
+    let mut cxx = true;
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     for lib in DYLIBS.iter().chain(arch_dylibs(&arch)) {
+        if lib.cpp && cross && !cxx_compiler_runs() {
+            println!(
+                "cargo:warning=no C++ cross compiler: test library {} not built",
+                lib.name
+            );
+            cxx = false;
+            continue;
+        }
         build(lib, src, &out);
     }
+    if cxx {
+        println!("cargo:rustc-cfg=memdl_test_cxx");
+    }
     println!("cargo:rustc-env=MEMDL_TEST_LIB_DIR={}", out.display());
+    // Test executables export their `memdl_test_host_*` functions, so the
+    // system loader (and memdl's global-scope step) can bind test
+    // libraries' imports to them.
+    println!("cargo:rustc-link-arg-tests=-Wl,--export-dynamic-symbol=memdl_test_host_*");
     println!("cargo:rustc-cfg=memdl_test_dylibs");
+}
+
+/// Whether cc's C++ compiler for the target can be run.
+fn cxx_compiler_runs() -> bool {
+    let compiler = cc::Build::new()
+        .cpp(true)
+        .cargo_metadata(false)
+        .cargo_warnings(false)
+        .get_compiler();
+    Command::new(compiler.path())
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn build(lib: &Dylib, src: &Path, out: &Path) {

@@ -1,51 +1,24 @@
-/* GNU indirect functions, without libc (resolvers run before the library
- * could call into it safely).
- *
- * - which_hidden: a hidden ifunc; calls to it go through a PLT slot that
- *   an IRELATIVE relocation fills, and hidden_ptr stores its address in
- *   data.
- * - which: an exported ifunc (an STT_GNU_IFUNC symbol), as dlsym sees it.
- *
- * The resolver records the arguments it got: on AArch64 glibc passes
- * (AT_HWCAP | _IFUNC_ARG_HWCAP, &__ifunc_arg_t), on x86_64 nothing. */
-#include <stdint.h>
+/* STT_GNU_IFUNC: an exported ifunc (found by symbol lookup, called from
+ * inside through a JUMP_SLOT and taken as a data pointer through a
+ * symbolic relocation) and a hidden ifunc (R_*_IRELATIVE). The resolvers
+ * use nothing that needs relocating: they run while the loader relocates. */
 
-typedef int fn_t(void);
+static int times_three(int x) { return 3 * x; }
+static int negated(int x) { return -x; }
 
-uint64_t seen_hwcap;
-uint64_t seen_arg_size;
-uint64_t seen_hwcap2;
-int resolver_calls;
+typedef int (*int_fn)(int);
 
-static int impl_simd(void) { return 1; }
-__attribute__((unused)) static int impl_plain(void) { return 2; }
+static int_fn pick_scale(void) { return times_three; }
+static int_fn pick_negate(void) { return negated; }
 
-#if defined(__aarch64__)
-struct ifunc_arg {
-    uint64_t size, hwcap, hwcap2;
-};
-#define IFUNC_ARG_HWCAP (1ULL << 62)
-#define HWCAP_ASIMD (1ULL << 1)
-static fn_t *resolve(uint64_t hwcap, const struct ifunc_arg *arg) {
-    resolver_calls++;
-    seen_hwcap = hwcap;
-    if (hwcap & IFUNC_ARG_HWCAP) {
-        seen_arg_size = arg->size;
-        seen_hwcap2 = arg->hwcap2;
-    }
-    return (hwcap & HWCAP_ASIMD) ? impl_simd : impl_plain;
-}
-#else
-static fn_t *resolve(void) {
-    resolver_calls++;
-    return impl_simd;
-}
-#endif
+int scale(int) __attribute__((ifunc("pick_scale")));
+__attribute__((visibility("hidden"))) int negate(int) __attribute__((ifunc("pick_negate")));
 
-__attribute__((visibility("hidden"), ifunc("resolve"))) int which_hidden(void);
-int which(void) __attribute__((ifunc("resolve")));
+int_fn const scale_ptr = scale;
+int_fn const negate_ptr = negate;
 
-int call_hidden(void) { return which_hidden(); }
-fn_t *const hidden_ptr = which_hidden;
-int call_via_ptr(void) { return hidden_ptr(); }
-int call_exported(void) { return which(); }
+int call_scale(int x) { return scale(x) + 1; }
+int call_negate(int x) { return negate(x); }
+int call_scale_ptr(int x) { return scale_ptr(x); }
+int call_negate_ptr(int x) { return negate_ptr(x); }
+int_fn scale_address(void) { return scale_ptr; }

@@ -247,7 +247,7 @@ impl<L: Library + Sync> DynProbe for L {
 
 #[test]
 fn irelative_and_exported_ifuncs_agree_with_the_system_loader() {
-    let bytes = test_lib("ifunc");
+    let bytes = test_lib("ifunc_hwcap");
     assert!(
         relocation_types(&bytes).contains(&r::IRELATIVE),
         "the hidden ifunc must be bound by an IRELATIVE relocation"
@@ -255,7 +255,7 @@ fn irelative_and_exported_ifuncs_agree_with_the_system_loader() {
     let img = ElfImage::load(&bytes).unwrap();
     let sys = SystemImage::load(&bytes).unwrap();
     let seen = |lib: &dyn Fn(&str) -> usize| {
-        // SAFETY: addresses of uint64_t globals of test-dylibs/ifunc.c.
+        // SAFETY: addresses of uint64_t globals of test-dylibs/ifunc_hwcap.c.
         unsafe {
             (
                 *(lib("seen_hwcap") as *const u64),

@@ -183,7 +183,7 @@ mod page_sizes {
             ("example", 65536),
             ("uselibc", 65536),
             ("tls", 65536),
-            ("ifunc", 65536),
+            ("ifunc_hwcap", 65536),
         ] {
             for page in PAGES.into_iter().filter(|&p| p <= max_page) {
                 // Segments never share a page when the link's page is at
