@@ -41,6 +41,19 @@ const fn c_with(
     }
 }
 
+const fn cpp_with(
+    name: &'static str,
+    sources: &'static [&'static str],
+    flags: &'static [&'static str],
+) -> Dylib {
+    Dylib {
+        name,
+        sources,
+        cpp: true,
+        flags,
+    }
+}
+
 /// Every test library. Add one here and drop its sources in `test-dylibs/`.
 const DYLIBS: &[Dylib] = &[
     // The built-in example: arithmetic, data, pointer tables; no libc, no
@@ -52,7 +65,22 @@ const DYLIBS: &[Dylib] = &[
     ),
     // libc imports: malloc/free, snprintf, qsort calling back a comparator.
     c("uselibc", &["uselibc.c"]),
+    // Dynamic TLS through __tls_get_addr (general and local dynamic) ...
+    c("tls", &["tls.c"]),
+    // ... and the same source through TLS descriptors (x86_64's gnu2
+    // dialect; aarch64 uses descriptors by default).
+    c_with("tlsdesc", &["tls.c"], &["-mtls-dialect=gnu2"]),
+    // Initial-exec TLS, which the custom loader refuses.
+    c("tls_ie", &["tls_ie.c"]),
+    // dladdr, dlsym, dlerror, dl_iterate_phdr called from loaded code.
+    c_with("dlsvc", &["dlsvc.c"], &["-Wl,-soname,libdlsvc.so"]),
+    // C++: static ctors/dtors, std containers, thread_local, exceptions.
+    cpp_with("cxx", &["cxx.cpp"], &["-std=c++17"]),
 ];
+
+/// Rust cdylibs built with the rustc that builds this crate, for the same
+/// target: (output name, source in `test-dylibs/`).
+const RUST_DYLIBS: &[(&str, &str)] = &[("rustlib", "rustlib.rs")];
 
 /// Flags every test library gets: position-independent, optimised, and
 /// linked for the largest page size memdl supports (64 KiB), so the same
@@ -83,6 +111,9 @@ fn main() {
     for lib in DYLIBS {
         build(lib, src, &out);
     }
+    for &(name, source) in RUST_DYLIBS {
+        build_rust(name, &src.join(source), &out);
+    }
     println!("cargo:rustc-env=MEMDL_TEST_LIB_DIR={}", out.display());
     println!("cargo:rustc-cfg=memdl_test_dylibs");
 }
@@ -96,7 +127,13 @@ fn build(lib: &Dylib, src: &Path, out: &Path) {
         .get_compiler();
     let output = out.join(format!("lib{}.so", lib.name));
     let mut cmd = Command::new(compiler.path());
-    cmd.args(COMMON).args(lib.flags);
+    let aarch64 = std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("aarch64");
+    // gnu2 is x86's name for TLS descriptors; aarch64 calls them desc.
+    let flags = lib.flags.iter().map(|&f| match f {
+        "-mtls-dialect=gnu2" if aarch64 => "-mtls-dialect=desc",
+        f => f,
+    });
+    cmd.args(COMMON).args(flags);
     for s in lib.sources {
         cmd.arg(src.join(s));
     }
@@ -108,5 +145,60 @@ fn build(lib: &Dylib, src: &Path, out: &Path) {
         status.success(),
         "building test library {}: {cmd:?} failed",
         lib.name
+    );
+}
+
+/// Builds a Rust cdylib with `$RUSTC` for `$TARGET`, linked by the target's
+/// linker (`CARGO_TARGET_<T>_LINKER`, else the C compiler cc picks for the
+/// target), unwinding panics, same page-size layout as the C libraries.
+fn build_rust(name: &str, source: &Path, out: &Path) {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let target = std::env::var("TARGET").expect("TARGET");
+    let linker_var = format!(
+        "CARGO_TARGET_{}_LINKER",
+        target.to_uppercase().replace(['-', '.'], "_")
+    );
+    println!("cargo:rerun-if-env-changed={linker_var}");
+    let linker = std::env::var_os(&linker_var).unwrap_or_else(|| {
+        cc::Build::new()
+            .cargo_metadata(false)
+            .cargo_warnings(false)
+            .get_compiler()
+            .path()
+            .as_os_str()
+            .to_owned()
+    });
+    let mut linker_arg = std::ffi::OsString::from("linker=");
+    linker_arg.push(&linker);
+    let mut cmd = Command::new(&rustc);
+    cmd.args([
+        "--crate-type",
+        "cdylib",
+        "--edition",
+        "2021",
+        "--crate-name",
+        name,
+    ])
+    .args(["--target", &target])
+    .args([
+        "-C",
+        "panic=unwind",
+        "-C",
+        "opt-level=2",
+        "-C",
+        "debuginfo=0",
+    ])
+    .arg("-C")
+    .arg(linker_arg)
+    .args(["-C", "link-arg=-Wl,-z,max-page-size=65536"])
+    .arg("-o")
+    .arg(out.join(format!("lib{name}.so")))
+    .arg(source);
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running {rustc}: {e}"));
+    assert!(
+        status.success(),
+        "building Rust test library {name}: {cmd:?} failed"
     );
 }
