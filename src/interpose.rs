@@ -98,11 +98,18 @@ unsafe extern "C" fn dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_v
     } else {
         handle
     };
+    // Each call replaces the previous call's error, as the system's does.
+    let _ = DL_ERROR.try_with(|e| e.borrow_mut().0 = None);
     // SAFETY: the caller passes a handle and a NUL-terminated name.
     let found = unsafe { libc::dlsym(handle, name) };
     if !found.is_null() {
         return found;
     }
+    // The system's failure is not the caller's error (a memdl image may
+    // still have the name, or memdl reports its own): consume it so the
+    // caller's dlerror does not see it later.
+    // SAFETY: dlerror has no preconditions.
+    unsafe { libc::dlerror() };
     // SAFETY: as above.
     let name = unsafe { CStr::from_ptr(name) };
     for image in registry::snapshot() {
