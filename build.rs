@@ -70,6 +70,8 @@ const DYLIBS: &[Dylib] = &[
     // ... and the same source through TLS descriptors (x86_64's gnu2
     // dialect; aarch64 uses descriptors by default).
     c_with("tlsdesc", &["tls.c"], &["-mtls-dialect=gnu2"]),
+    // 48 MiB of tbss: leaked per-thread blocks show up as mappings.
+    c("tls_big", &["tls_big.c"]),
     // Initial-exec TLS, which the custom loader refuses.
     c("tls_ie", &["tls_ie.c"]),
     // dladdr, dlsym, dlerror, dl_iterate_phdr called from loaded code.

@@ -14,7 +14,7 @@ use goblin::elf::Elf;
 use memdl::{ElfImage, Error, Library, SystemImage};
 
 mod common;
-use common::{assert_no_wx, machine_lib, maps_count, test_lib};
+use common::{assert_no_wx, machine_lib, mappings_in, maps_count, test_lib};
 
 /// Tests that count mappings or live blocks must not see another test's
 /// loads: every test of this file runs alone.
@@ -441,4 +441,48 @@ fn uuid_roundtrip(lib: &impl Library) -> String {
         unparse(u.as_ptr(), buf.as_mut_ptr());
         CStr::from_ptr(buf.as_ptr()).to_str().unwrap().to_owned()
     }
+}
+
+/// Blocks of a 48 MiB TLS variable (each mapped by the allocator on its
+/// own): the memory of a thread's block is gone after that thread exits,
+/// and after the image is dropped while the thread still runs.
+#[test]
+fn big_blocks_are_returned_at_thread_exit_and_image_drop() {
+    let _g = serial();
+    let bytes = test_lib("tls_big");
+    let img = ElfImage::load(&bytes).unwrap();
+    // SAFETY: char *tls_big_touch(void).
+    let touch: unsafe extern "C" fn() -> *mut u8 = *unsafe { img.get("tls_big_touch") }.unwrap();
+    let mapped = |p: usize| !mappings_in(p, p + 1).is_empty();
+
+    // Thread exit.
+    let block = in_new_thread(|| {
+        // SAFETY: a function of the live image.
+        let p = unsafe { touch() } as usize;
+        assert!(mapped(p));
+        assert_eq!(img.live_tls_blocks(), 1);
+        p
+    });
+    assert_eq!(img.live_tls_blocks(), 0);
+    assert!(!mapped(block), "block of an exited thread still mapped");
+
+    // Image drop under a live thread.
+    let (to_main, touched) = std::sync::mpsc::channel();
+    let (to_thread, go) = std::sync::mpsc::channel::<()>();
+    let touch_addr = touch as usize;
+    let worker = std::thread::spawn(move || {
+        // SAFETY: the image is alive until main receives the address.
+        let touch: unsafe extern "C" fn() -> *mut u8 = unsafe { std::mem::transmute(touch_addr) };
+        to_main.send(unsafe { touch() } as usize).unwrap();
+        go.recv().unwrap();
+    });
+    let block = touched.recv().unwrap();
+    assert!(mapped(block));
+    drop(img);
+    assert!(
+        !mapped(block),
+        "block still mapped after the image was dropped"
+    );
+    to_thread.send(()).unwrap();
+    worker.join().unwrap();
 }
