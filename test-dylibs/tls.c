@@ -56,3 +56,16 @@ long tls_hammer(int rounds, long seed) {
         h = h * 3 + tls_tag[i];
     return h;
 }
+
+/* Values live in vector and integer registers across descriptor calls,
+ * which by the ABI clobber nothing but the result register: a descriptor
+ * function that lost any of them changes the result. */
+double tls_registers_survive(double a, double b, long i, long j) {
+    double x = a * b, y = a + b, z = a - b, w = a / b;
+    long k = i * j, l = i + j;
+    tls_counter += (int)x;
+    hidden_count += (int)y;
+    tls_big[1] += (long)z + k;
+    aligned_val += w + (double)l;
+    return x + y * 2 + z * 3 + w * 4 + (double)(k * 5 + l * 6) + tls_counter;
+}
