@@ -158,3 +158,30 @@ fn thread_locals_and_their_destructors_like_the_system_loader() {
     assert_eq!(ours.1, 8, "thread_local destructors run at exit");
     assert_eq!(ours, theirs);
 }
+
+/// The library's thread_local! destructor is pending on a thread when the
+/// image is dropped: the code stays mapped until that destructor ran at the
+/// thread's exit, and is unmapped right after.
+#[test]
+fn dropping_the_image_with_a_pending_thread_local_destructor() {
+    let _g = serial();
+    let img = ElfImage::load(&test_lib("rustlib")).unwrap();
+    let guard: unsafe extern "C" fn() -> u64 = sym(&img, "rust_tl_guard");
+    let code = guard as usize;
+    let mapped = || !common::mappings_in(code, code + 1).is_empty();
+    let (to_main, registered) = std::sync::mpsc::channel();
+    let (to_thread, go) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        // SAFETY: the image's code stays mapped while this thread's
+        // destructor is pending, which is what this test checks.
+        assert_eq!(unsafe { guard() }, 1);
+        to_main.send(()).unwrap();
+        go.recv().unwrap();
+    });
+    registered.recv().unwrap();
+    drop(img);
+    assert!(mapped(), "code unmapped while its destructor is pending");
+    to_thread.send(()).unwrap();
+    worker.join().unwrap();
+    assert!(!mapped(), "image still mapped after its last destructor");
+}
