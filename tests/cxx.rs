@@ -126,30 +126,29 @@ fn thread_locals(lib: &impl Library) -> ThreadLocalsResult {
     let sum: unsafe extern "C" fn() -> i64 = sym(lib, "cxx_tl_sum");
     let live: unsafe extern "C" fn() -> c_int = sym(lib, "cxx_tl_live");
     let destroyed: unsafe extern "C" fn() -> c_int = sym(lib, "cxx_tl_destroyed");
-    {
-        let before = unsafe { destroyed() };
-        // One thread after the other: each sees only its own object alive.
-        let sums: Vec<(c_int, i64)> = (0..4)
-            .map(|t| {
-                std::thread::spawn(move || {
-                    // SAFETY: the library outlives the thread (joined here).
-                    unsafe {
-                        let mut n = 0;
-                        for v in 0..3 {
-                            n = push(t * 10 + v);
-                        }
-                        assert_eq!(live(), 1, "live objects");
-                        (n, sum())
+    // SAFETY: functions of the live library.
+    let before = unsafe { destroyed() };
+    // One thread after the other: each sees only its own object alive.
+    let sums: Vec<(c_int, i64)> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                // SAFETY: the library outlives the thread (joined here).
+                unsafe {
+                    let mut n = 0;
+                    for v in 0..3 {
+                        n = push(t * 10 + v);
                     }
-                })
-                .join()
-                .unwrap()
+                    assert_eq!(live(), 1, "live objects");
+                    (n, sum())
+                }
             })
-            .collect();
-        // SAFETY: as above.
-        let (after, live_after) = unsafe { (destroyed(), live()) };
-        (sums, after - before, live_after, take_events())
-    }
+            .join()
+            .unwrap()
+        })
+        .collect();
+    // SAFETY: as above.
+    let (after, live_after) = unsafe { (destroyed(), live()) };
+    (sums, after - before, live_after, take_events())
 }
 
 /// A thread registers a thread_local destructor, the image is dropped while
