@@ -98,3 +98,13 @@ void dlsvc_bound(void **out) {
 }
 
 int *dlsvc_tls_addr(void) { return &dlsvc_tls; }
+
+/* dlsym through the handle of one system library. */
+void *dlsvc_dlsym_in(const char *lib, const char *name) {
+    void *h = dlopen(lib, RTLD_NOW | RTLD_NOLOAD);
+    if (!h)
+        return (void *)1;
+    void *p = dlsym(h, name);
+    dlclose(h);
+    return p;
+}

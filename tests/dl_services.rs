@@ -174,6 +174,17 @@ fn dlsym_from_loaded_code_finds_its_own_exports() {
             );
         }
     }
+    // The handle of one system library searches that library only.
+    let dlsym_in: unsafe extern "C" fn(*const c_char, *const c_char) -> *mut c_void =
+        sym(&img, "dlsvc_dlsym_in");
+    // SAFETY: NUL-terminated names.
+    unsafe {
+        assert!(dlsym_in(c"libc.so.6".as_ptr(), c"dlsvc_marker".as_ptr()).is_null());
+        assert_eq!(
+            dlsym_in(c"libc.so.6".as_ptr(), c"malloc".as_ptr()) as usize,
+            system_symbol(c"malloc")
+        );
+    }
     // A thread-local variable: the calling thread's instance.
     let dlsym: DlsymFn = sym(&img, "dlsvc_dlsym_default");
     let tls_addr: unsafe extern "C" fn() -> *mut c_int = sym(&img, "dlsvc_tls_addr");
