@@ -41,12 +41,16 @@ const fn c_with(
     }
 }
 
-const fn cpp(name: &'static str, sources: &'static [&'static str]) -> Dylib {
+const fn cpp_with(
+    name: &'static str,
+    sources: &'static [&'static str],
+    flags: &'static [&'static str],
+) -> Dylib {
     Dylib {
         name,
         sources,
         cpp: true,
-        flags: &[],
+        flags,
     }
 }
 
@@ -122,7 +126,21 @@ const DYLIBS: &[Dylib] = &[
     // Thread-local variables, initialised and zeroed, exported and local.
     c("threadlocal", &["threadlocal.c"]),
     // C++: static objects, exceptions through libstdc++, virtual calls.
-    cpp("cxx", &["cxx.cpp"]),
+    cpp_with("cxx", &["cxx.cpp"], &[]),
+    // Dynamic TLS through __tls_get_addr (general and local dynamic) ...
+    c("tlsmodels", &["tls_models.c"]),
+    // ... and the same source through TLS descriptors (x86_64's gnu2
+    // dialect; aarch64 uses descriptors by default).
+    c_with("tlsmodels_desc", &["tls_models.c"], &["-mtls-dialect=gnu2"]),
+    // 48 MiB of tbss: leaked per-thread blocks show up as mappings.
+    c("tls_big", &["tls_big.c"]),
+    // Initial-exec TLS written out by hand (TPOFF relocations), refused.
+    c("tlsie", &["tls_ie.c"]),
+    // dladdr, dlsym, dlerror, dl_iterate_phdr called from loaded code.
+    c_with("dlsvc", &["dlsvc.c"], &["-Wl,-soname,libdlsvc.so"]),
+    // C++ runtime: static ctors/dtors, std containers, thread_local,
+    // exceptions across host callbacks.
+    cpp_with("cxxrt", &["cxx_runtime.cpp"], &["-std=c++17"]),
     // Thread-local storage in the default dialect for -fPIC code (TLS
     // descriptors on aarch64, __tls_get_addr on x86_64).
     c("tls", &["tls.c"]),
@@ -187,6 +205,10 @@ fn arch_dylibs(arch: &str) -> &'static [Dylib] {
     }
 }
 
+/// Rust cdylibs built with the rustc that builds this crate, for the same
+/// target: (output name, source in `test-dylibs/`).
+const RUST_DYLIBS: &[(&str, &str)] = &[("rustlib", "rustlib.rs")];
+
 /// Flags every test library gets: position-independent, optimised, and
 /// linked for the largest page size memdl supports (64 KiB), so the same
 /// objects load on 4, 16 and 64 KiB kernels.
@@ -205,7 +227,6 @@ fn main() {
     println!("cargo:rerun-if-changed=test-dylibs");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo::rustc-check-cfg=cfg(memdl_test_dylibs)");
-    println!("cargo::rustc-check-cfg=cfg(memdl_test_cxx)");
     let target_os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let target_env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
     if target_os != "linux" || target_env != "gnu" {
@@ -214,25 +235,12 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("test-dylibs");
     std::fs::create_dir_all(&out).expect("create test-dylibs output directory");
     let src = Path::new("test-dylibs");
-    // A cross toolchain often has a C compiler but no C++ one: the C++
-    // libraries (and their tests, behind `memdl_test_cxx`) are then left
-    // out with a warning. A native build requires the C++ compiler.
-    let cross = std::env::var("TARGET").ok() != std::env::var("HOST").ok();
-    let mut cxx = true;
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     for lib in DYLIBS.iter().chain(arch_dylibs(&arch)) {
-        if lib.cpp && cross && !cxx_compiler_runs() {
-            println!(
-                "cargo:warning=no C++ cross compiler: test library {} not built",
-                lib.name
-            );
-            cxx = false;
-            continue;
-        }
         build(lib, src, &out);
     }
-    if cxx {
-        println!("cargo:rustc-cfg=memdl_test_cxx");
+    for &(name, source) in RUST_DYLIBS {
+        build_rust(name, &src.join(source), &out);
     }
     println!("cargo:rustc-env=MEMDL_TEST_LIB_DIR={}", out.display());
     // Test executables export their `memdl_test_host_*` functions, so the
@@ -240,19 +248,6 @@ fn main() {
     // libraries' imports to them.
     println!("cargo:rustc-link-arg-tests=-Wl,--export-dynamic-symbol=memdl_test_host_*");
     println!("cargo:rustc-cfg=memdl_test_dylibs");
-}
-
-/// Whether cc's C++ compiler for the target can be run.
-fn cxx_compiler_runs() -> bool {
-    let compiler = cc::Build::new()
-        .cpp(true)
-        .cargo_metadata(false)
-        .cargo_warnings(false)
-        .get_compiler();
-    Command::new(compiler.path())
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 fn build(lib: &Dylib, src: &Path, out: &Path) {
@@ -264,7 +259,13 @@ fn build(lib: &Dylib, src: &Path, out: &Path) {
         .get_compiler();
     let output = out.join(format!("lib{}.so", lib.name));
     let mut cmd = Command::new(compiler.path());
-    cmd.args(COMMON).args(lib.flags);
+    let aarch64 = std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("aarch64");
+    // gnu2 is x86's name for TLS descriptors; aarch64 calls them desc.
+    let flags = lib.flags.iter().map(|&f| match f {
+        "-mtls-dialect=gnu2" if aarch64 => "-mtls-dialect=desc",
+        f => f,
+    });
+    cmd.args(COMMON).args(flags);
     for s in lib.sources {
         cmd.arg(src.join(s));
     }
@@ -276,5 +277,60 @@ fn build(lib: &Dylib, src: &Path, out: &Path) {
         status.success(),
         "building test library {}: {cmd:?} failed",
         lib.name
+    );
+}
+
+/// Builds a Rust cdylib with `$RUSTC` for `$TARGET`, linked by the target's
+/// linker (`CARGO_TARGET_<T>_LINKER`, else the C compiler cc picks for the
+/// target), unwinding panics, same page-size layout as the C libraries.
+fn build_rust(name: &str, source: &Path, out: &Path) {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let target = std::env::var("TARGET").expect("TARGET");
+    let linker_var = format!(
+        "CARGO_TARGET_{}_LINKER",
+        target.to_uppercase().replace(['-', '.'], "_")
+    );
+    println!("cargo:rerun-if-env-changed={linker_var}");
+    let linker = std::env::var_os(&linker_var).unwrap_or_else(|| {
+        cc::Build::new()
+            .cargo_metadata(false)
+            .cargo_warnings(false)
+            .get_compiler()
+            .path()
+            .as_os_str()
+            .to_owned()
+    });
+    let mut linker_arg = std::ffi::OsString::from("linker=");
+    linker_arg.push(&linker);
+    let mut cmd = Command::new(&rustc);
+    cmd.args([
+        "--crate-type",
+        "cdylib",
+        "--edition",
+        "2021",
+        "--crate-name",
+        name,
+    ])
+    .args(["--target", &target])
+    .args([
+        "-C",
+        "panic=unwind",
+        "-C",
+        "opt-level=2",
+        "-C",
+        "debuginfo=0",
+    ])
+    .arg("-C")
+    .arg(linker_arg)
+    .args(["-C", "link-arg=-Wl,-z,max-page-size=65536"])
+    .arg("-o")
+    .arg(out.join(format!("lib{name}.so")))
+    .arg(source);
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running {rustc}: {e}"));
+    assert!(
+        status.success(),
+        "building Rust test library {name}: {cmd:?} failed"
     );
 }

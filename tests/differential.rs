@@ -239,11 +239,9 @@ fn both_backends_export_the_same_symbols_at_the_same_offsets() {
         "many_sysv",
         "many_both",
         "threadlocal",
+        "cxx",
     ] {
         same_exports(&test_lib(name));
-    }
-    if cfg!(memdl_test_cxx) {
-        same_exports(&test_lib("cxx"));
     }
     same_exports(&machine_lib("libz.so.1"));
     same_exports(&machine_lib("libsqlite3.so.0"));
@@ -1266,7 +1264,6 @@ fn thread_local_storage() {
 // ---------------------------------------------------------------------------
 // cxx: C++ static objects, exceptions, virtual calls, libstdc++.
 
-#[cfg(memdl_test_cxx)]
 fn exercise_cxx(lib: &dyn Library) -> Observations {
     let mut s = Seen::default();
     // SAFETY: the extern "C" signatures of test-dylibs/cxx.cpp; `err` is
@@ -1296,9 +1293,6 @@ fn exercise_cxx(lib: &dyn Library) -> Observations {
     s.0
 }
 
-// Built wherever a C++ compiler for the target exists: always natively
-// (build.rs requires it there), not by C-only cross toolchains.
-#[cfg(memdl_test_cxx)]
 #[test]
 fn cxx_statics_exceptions_and_virtual_calls() {
     let mut results = Vec::new();
