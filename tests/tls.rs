@@ -77,7 +77,11 @@ fn test_libraries_use_the_tls_models_under_test() {
     assert!(r.contains(&(rel::TLSDESC, false)), "{r:?}");
     let (r, flags) = tls_relocations(&test_lib("tlsie"));
     assert!(r.contains(&(rel::TPOFF, true)), "{r:?}");
-    assert_ne!(flags & goblin::elf::dynamic::DF_STATIC_TLS, 0);
+    // binutils 2.40 sets DF_STATIC_TLS for x86_64 only; on aarch64 the
+    // TPREL relocation alone is what memdl refuses.
+    if cfg!(target_arch = "x86_64") {
+        assert_ne!(flags & goblin::elf::dynamic::DF_STATIC_TLS, 0);
+    }
 }
 
 /// The functions of tls_models.c, looked up from either backend.
@@ -309,13 +313,23 @@ fn dropping_an_image_under_live_threads_is_safe() {
 fn initial_exec_tls_is_refused_cleanly() {
     let _g = serial();
     let bytes = test_lib("tlsie");
-    let before = maps_count();
-    for _ in 0..3 {
-        let err = ElfImage::load(&bytes).unwrap_err();
-        assert!(matches!(err, Error::StaticTls { .. }), "{err:?}");
-        assert!(err.to_string().contains("static TLS"), "{err}");
+    // Other tests' harness threads may map their stacks meanwhile, so the
+    // count is taken over several rounds: a leak grows it in every round,
+    // a thread starting elsewhere only in some.
+    let mut counts = Vec::new();
+    for _ in 0..5 {
+        let before = maps_count();
+        for _ in 0..3 {
+            let err = ElfImage::load(&bytes).unwrap_err();
+            assert!(matches!(err, Error::StaticTls { .. }), "{err:?}");
+            assert!(err.to_string().contains("static TLS"), "{err}");
+        }
+        counts.push((before, maps_count()));
     }
-    assert_eq!(maps_count(), before, "mappings left after refusals");
+    assert!(
+        counts.iter().any(|(before, after)| before == after),
+        "mappings left after refusals in every round: {counts:?}"
+    );
     let sys = SystemImage::load(&bytes).unwrap();
     // SAFETY: int ie_next(void).
     let next: memdl::Symbol<'_, unsafe extern "C" fn() -> c_int> =
@@ -386,7 +400,12 @@ fn libuuid_tls_from_several_threads_matches_the_system_loader() {
         .iter()
         .any(|p| p.p_type == goblin::elf::program_header::PT_TLS));
     let (r, flags) = tls_relocations(&bytes);
-    assert!(r.iter().any(|&(t, _)| t == rel::DTPMOD), "{r:?}");
+    // Dynamic TLS: __tls_get_addr on x86_64, descriptors on aarch64.
+    assert!(
+        r.iter()
+            .any(|&(t, _)| t == rel::DTPMOD || t == rel::TLSDESC),
+        "{r:?}"
+    );
     assert!(!r.iter().any(|&(t, _)| t == rel::TPOFF), "{r:?}");
     assert_eq!(flags & goblin::elf::dynamic::DF_STATIC_TLS, 0);
 
