@@ -85,8 +85,16 @@ impl Options {
 
     /// Imports may only be satisfied by [`Options::symbol`]: no lookups in
     /// the process's global scope and no `DT_NEEDED` libraries are opened.
-    /// A library importing anything else is refused before any of its code
-    /// runs.
+    /// A library importing anything else is refused
+    /// ([`crate::Error::UnresolvedSymbols`], naming every such import)
+    /// before any of its code runs.
+    ///
+    /// Of memdl's own loader services only those that act on the image's
+    /// own state stay available: `__tls_get_addr`, `__cxa_thread_atexit`,
+    /// `__cxa_thread_atexit_impl` and `dlerror`. `dlsym` (which would find
+    /// any host symbol), `dladdr` and `dl_iterate_phdr` (which reveal the
+    /// host's libraries, and through them every host function) are not:
+    /// provide them with [`Options::symbol`] if the image may have them.
     pub fn deny_host_lookups(mut self) -> Self {
         self.deny_host_lookups = true;
         self
@@ -113,4 +121,14 @@ impl Options {
     pub fn load_system(&self, bytes: &[u8]) -> crate::Result<crate::SystemImage> {
         crate::SystemImage::load_with(bytes, self)
     }
+}
+
+/// Whether memdl's built-in loader service `name` may be bound under
+/// [`Options::deny_host_lookups`]: only the services that cannot reach the
+/// host's symbols or reveal its libraries.
+pub(crate) fn builtin_allowed_when_denied(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"__tls_get_addr" | b"__cxa_thread_atexit" | b"__cxa_thread_atexit_impl" | b"dlerror"
+    )
 }
