@@ -287,6 +287,11 @@ impl Layout {
                     });
                 }
                 PT_DYNAMIC => {
+                    // Two would leave it open which one the loader and the
+                    // code reading `dl_iterate_phdr` each believe.
+                    if dynamic.is_some() {
+                        return Err(bad(index, kind, "a second PT_DYNAMIC"));
+                    }
                     if !in_file || !addr_ok {
                         return Err(bad(index, kind, "lies outside the input"));
                     }
@@ -302,6 +307,9 @@ impl Layout {
                     relro = Some((vaddr, memsz));
                 }
                 PT_TLS => {
+                    if tls.is_some() {
+                        return Err(bad(index, kind, "a second PT_TLS"));
+                    }
                     if !in_file || !addr_ok || filesz > memsz {
                         return Err(bad(index, kind, "inconsistent sizes"));
                     }
