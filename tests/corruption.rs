@@ -208,9 +208,20 @@ fn outcome(result: &Result<(), Error>) -> String {
     }
 }
 
+/// A mapping that is writable and executable, if any (the W^X audit).
+fn wx_mapping() -> Option<String> {
+    common::maps()
+        .into_iter()
+        .find(|m| m.perms.contains('w') && m.perms.contains('x'))
+        .map(|m| format!("{m:?}"))
+}
+
 /// Loads one mutation and looks symbols up if it loaded.
 fn load_and_look_up(bytes: &[u8]) -> Result<(), Error> {
     let img = Options::new().deny_host_lookups().load(bytes)?;
+    if let Some(m) = wx_mapping() {
+        panic!("writable and executable mapping after a load: {m}");
+    }
     for name in NAMES {
         // SAFETY: only the address is taken; nothing is called or read.
         let _ = unsafe { img.get::<*const u8>(name) };
@@ -247,7 +258,14 @@ fn child(base: &[u8], regions: &[Region], seed: u64, range: std::ops::Range<u64>
         let result = std::panic::catch_unwind(|| load_and_look_up(&bytes));
         let (maps_after, fds_after) = (maps_count(), open_fds());
         let line = match result {
-            Err(_) => format!("FAIL {index} panicked"),
+            Err(payload) => {
+                let why = payload
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| payload.downcast_ref::<&str>().copied())
+                    .unwrap_or("?");
+                format!("FAIL {index} panicked: {why}")
+            }
             Ok(_) if (maps, fds) != (maps_after, fds_after) => format!(
                 "FAIL {index} leaked: maps {maps} -> {maps_after}, fds {fds} -> {fds_after}"
             ),

@@ -115,6 +115,7 @@ fn host_symbols_come_before_the_global_scope() {
         CALLS.load(Ordering::SeqCst) > 0,
         "zlib allocated through the host's malloc"
     );
+    assert_no_wx();
 }
 
 #[test]
@@ -134,6 +135,7 @@ fn lookups_find_exports_only() {
         img.symbol_address(b""),
         Err(Error::SymbolNotFound { .. })
     ));
+    assert_no_wx();
     // Every listed export is found at its listed address.
     let mut n = 0;
     for (name, addr) in img.exports() {
@@ -171,4 +173,40 @@ fn images_are_send_and_sync_and_usable_across_threads() {
     });
     // Dropped on another thread.
     std::thread::spawn(move || drop(img)).join().unwrap();
+}
+
+#[test]
+fn relro_is_read_only_after_load() {
+    // zlib's PT_GNU_RELRO covers its init/fini arrays, .dynamic and GOT:
+    // written by relocation, then sealed. Its whole pages are read-only,
+    // and the data after it stays writable.
+    let bytes = multiarch_lib("libz.so.1");
+    let elf = goblin::elf::Elf::parse(&bytes).unwrap();
+    let relro = elf
+        .program_headers
+        .iter()
+        .find(|p| p.p_type == goblin::elf::program_header::PT_GNU_RELRO)
+        .expect("zlib has PT_GNU_RELRO");
+    let img = ElfImage::load(&bytes).unwrap();
+    let page = common::page_size() as usize;
+    let bias = img.base_address();
+    let start = (bias + relro.p_vaddr as usize) & !(page - 1);
+    let end = (bias + (relro.p_vaddr + relro.p_memsz) as usize) & !(page - 1);
+    assert!(end > start, "RELRO covers at least one whole page");
+    for addr in (start..end).step_by(page) {
+        let r = region::query(addr as *const u8).unwrap();
+        assert!(
+            r.is_readable() && !r.is_writable() && !r.is_executable(),
+            "RELRO page {addr:#x}: {:?}",
+            r.protection()
+        );
+    }
+    let data = img
+        .segments()
+        .find(|s| s.flags & 2 != 0)
+        .expect("a writable segment");
+    let last = (data.address + data.size as usize - 1) & !(page - 1);
+    assert!(last >= end, "zlib has data pages past RELRO");
+    assert!(region::query(last as *const u8).unwrap().is_writable());
+    assert_no_wx();
 }

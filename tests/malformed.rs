@@ -1740,7 +1740,11 @@ fn every_malformed_case_is_a_specific_error_and_leaks_nothing() {
             Options::new()
                 .load(&elf.bytes)
                 .map_err(|e| format!("did not load: {e:?} ({e})"))
-                .and_then(|img| (c.check)(&img))
+                .and_then(|img| {
+                    (c.check)(&img)?;
+                    common::assert_no_wx();
+                    Ok(())
+                })
         }));
         let (maps_after, fds_after) = (maps_lines(), open_fds());
         match result {
