@@ -210,3 +210,28 @@ fn relro_is_read_only_after_load() {
     assert!(region::query(last as *const u8).unwrap().is_writable());
     assert_no_wx();
 }
+
+extern "C" {
+    /// libgcc's lookup of the unwind entry covering `pc` (registered
+    /// sections included).
+    fn _Unwind_Find_FDE(pc: *const c_void, bases: *mut [usize; 3]) -> *const c_void;
+}
+
+#[test]
+fn unwind_tables_of_a_valid_image_are_registered() {
+    // The .eh_frame check in front of __register_frame accepts real
+    // libraries: libgcc finds zlib's and libexample's frames.
+    for bytes in [multiarch_lib("libz.so.1"), common::test_lib("example")] {
+        let img = ElfImage::load(&bytes).unwrap();
+        let name = if img.soname().is_some() {
+            "crc32"
+        } else {
+            "add"
+        };
+        let f = img.symbol_address(name.as_bytes()).unwrap();
+        let mut bases = [0usize; 3];
+        // SAFETY: a lookup by address; `bases` is writable.
+        let fde = unsafe { _Unwind_Find_FDE(f.cast::<u8>().wrapping_add(1).cast(), &mut bases) };
+        assert!(!fde.is_null(), "no FDE for {name}");
+    }
+}

@@ -1545,8 +1545,97 @@ fn exports_inside(img: &ElfImage) -> Result<(), String> {
     Ok(())
 }
 
+extern "C" {
+    /// libgcc's lookup of the unwind entry covering `pc`.
+    fn _Unwind_Find_FDE(
+        pc: *const std::ffi::c_void,
+        bases: *mut [usize; 3],
+    ) -> *const std::ffi::c_void;
+}
+
+/// Whether libgcc knows unwind information for libexample's `add`.
+fn add_has_fde(img: &ElfImage) -> bool {
+    let add = img.symbol_address(b"add").unwrap() as *const u8;
+    let mut bases = [0usize; 3];
+    // SAFETY: a lookup by address; `bases` is writable.
+    !unsafe { _Unwind_Find_FDE(add.wrapping_add(1).cast(), &mut bases) }.is_null()
+}
+
+/// A corrupted `.eh_frame` must not reach libgcc: the image's frames are
+/// not registered, and an unwind in the process (which walks every
+/// registered section) still works.
+fn frames_not_registered(img: &ElfImage) -> Result<(), String> {
+    if add_has_fde(img) {
+        return Err("the corrupted .eh_frame was registered".into());
+    }
+    // resume_unwind: a real unwind, without the panic hook's message.
+    let caught = catch_unwind(|| std::panic::resume_unwind(Box::new(7u8)));
+    match caught {
+        Err(p) if p.downcast_ref::<u8>() == Some(&7) => Ok(()),
+        _ => Err("unwinding failed".into()),
+    }
+}
+
+/// File offsets in libexample's `.eh_frame`: (the first CIE's `R`
+/// augmentation byte, the first FDE).
+fn eh_frame_fields(e: &Elf) -> (usize, usize) {
+    let elf = goblin::elf::Elf::parse(&e.bytes).unwrap();
+    let sh = elf
+        .section_headers
+        .iter()
+        .find(|s| elf.shdr_strtab.get_at(s.sh_name) == Some(".eh_frame"))
+        .expect(".eh_frame");
+    let cie = sh.sh_offset as usize;
+    // version 1, "zR", code alignment 1, data alignment -8, RA register,
+    // augmentation length: then the R byte.
+    assert_eq!(
+        &e.bytes[cie + 9..cie + 12],
+        b"zR\0",
+        "libexample's CIE is zR"
+    );
+    let fde = cie + 4 + e.u32(cie) as usize;
+    (cie + 16, fde)
+}
+
 fn lookup_cases() -> Vec<LookupCase> {
     vec![
+        lookup_case(
+            "eh_frame: FDE whose CIE pointer leaves the section",
+            Some("example"),
+            |e| {
+                let (_, fde) = eh_frame_fields(e);
+                e.set32(fde + 4, 0x7fff_fff0);
+            },
+            frames_not_registered,
+        ),
+        lookup_case(
+            "eh_frame: FDE covering code outside the image",
+            Some("example"),
+            |e| {
+                let (_, fde) = eh_frame_fields(e);
+                let begin = e.u32(fde + 8);
+                e.set32(fde + 8, begin.wrapping_add(0x4000_0000));
+            },
+            frames_not_registered,
+        ),
+        lookup_case(
+            "eh_frame: CIE with a pointer encoding libgcc aborts on",
+            Some("example"),
+            |e| {
+                let (r, _) = eh_frame_fields(e);
+                e.bytes[r] = 0x0f;
+            },
+            frames_not_registered,
+        ),
+        lookup_case(
+            "eh_frame: record length past the segment",
+            Some("example"),
+            |e| {
+                let (_, fde) = eh_frame_fields(e);
+                e.set32(fde, 0x7fff_0000);
+            },
+            frames_not_registered,
+        ),
         lookup_case(
             "exported symbol value outside the image",
             None,
@@ -1726,6 +1815,11 @@ fn every_malformed_case_is_a_specific_error_and_leaks_nothing() {
     }
 
     // Corruptions the loader accepts: lookups must stay inside the image.
+    // (The unmodified libexample's frames are registered, so the .eh_frame
+    // cases below test the check, not an absent registration.)
+    let example = memdl::ElfImage::load(&common::test_lib("example")).unwrap();
+    assert!(add_has_fde(&example));
+    drop(example);
     let lookups = lookup_cases();
     for c in &lookups {
         let mut elf = match c.base {

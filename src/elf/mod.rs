@@ -7,6 +7,7 @@
 //! range against the loaded segments before a single byte is read.
 
 pub mod dynamic;
+pub mod ehframe;
 pub mod symbols;
 
 use goblin::elf::header::{
