@@ -16,7 +16,9 @@ pub struct Limits {
     pub max_program_headers: u64,
     /// Relocations of all kinds together (RELR words count one each).
     pub max_relocations: u64,
-    /// Dynamic symbols.
+    /// Dynamic symbols. Relocation allocates a slot per symbol, and a
+    /// symbol table can lie in zero-filled memory that costs the file
+    /// nothing, so this bounds memory a small file can make the loader use.
     pub max_symbols: u64,
     /// Bytes of thread-local storage (`PT_TLS` memory size).
     pub max_tls_size: u64,
@@ -30,7 +32,8 @@ impl Default for Limits {
             max_span: 4 << 30,
             max_program_headers: 4096,
             max_relocations: 64 << 20,
-            max_symbols: 16 << 20,
+            // Large C++ libraries export some 10^5 symbols.
+            max_symbols: 1 << 20,
             max_tls_size: 64 << 20,
             max_needed: 256,
         }

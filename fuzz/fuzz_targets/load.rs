@@ -1,6 +1,6 @@
 //! Fuzzes `ElfImage::load` with host lookups denied: any input must load or
 //! fail with an `Error`, never crash, and looking symbols up in what loaded
-//! must not crash either.
+//! must not crash either, nor must a stack walk while it is loaded.
 //!
 //! Inputs whose loading would legitimately run code of the file
 //! (initialisers, finalisers, IRELATIVE or ifunc resolvers) are skipped:
@@ -25,5 +25,8 @@ fuzz_target!(|data: &[u8]| {
         for (name, addr) in img.exports() {
             std::hint::black_box((name, addr));
         }
+        // Walking the stack makes libgcc parse every registered .eh_frame,
+        // this image's included.
+        std::hint::black_box(std::backtrace::Backtrace::force_capture());
     }
 });
