@@ -8,10 +8,24 @@ use memdl::{ElfImage, Error, Library, Options};
 mod common;
 use common::{assert_no_wx, machine_lib as multiarch_lib, mappings_in};
 
+/// `drop_unmaps_everything` checks an address range is free after a drop:
+/// no other test of this file may map an image meanwhile (the kernel would
+/// happily reuse the range).
+static ADDRESS_SPACE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    ADDRESS_SPACE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    ADDRESS_SPACE.write().unwrap_or_else(|e| e.into_inner())
+}
+
 type CrcFn = unsafe extern "C" fn(c_ulong, *const u8, u32) -> c_ulong;
 
 #[test]
 fn zlib_loads_runs_and_honours_protections() {
+    let _address_space = shared();
     let bytes = multiarch_lib("libz.so.1");
     let img = ElfImage::load(&bytes).unwrap();
     assert_eq!(img.soname(), Some("libz.so.1"));
@@ -34,6 +48,7 @@ fn zlib_loads_runs_and_honours_protections() {
 
 #[test]
 fn sqlite_resolves_its_imports_with_versions() {
+    let _address_space = shared();
     let bytes = multiarch_lib("libsqlite3.so.0");
     let img = ElfImage::load(&bytes).unwrap();
     let v: memdl::Symbol<'_, unsafe extern "C" fn() -> *const c_char> =
@@ -50,23 +65,41 @@ fn sqlite_resolves_its_imports_with_versions() {
 
 #[test]
 fn drop_unmaps_everything() {
+    // In a forked child: the harness's other threads map stacks and arenas
+    // at any time, and the kernel may reuse the freed range for them. The
+    // write lock keeps this file's tests out of the loader while forking.
+    let _address_space = exclusive();
     let bytes = multiarch_lib("libz.so.1");
-    let (lo, hi) = {
-        let img = ElfImage::load(&bytes).unwrap();
-        let lo = img.base_address();
-        let hi = img.exports().map(|(_, a)| a).max().unwrap() + 1;
-        assert!(!mappings_in(lo, hi).is_empty());
-        (lo, hi)
-    };
+    // SAFETY: the child only loads, drops and reads /proc, then _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(|| {
+            let (lo, hi) = {
+                let img = ElfImage::load(&bytes).unwrap();
+                let lo = img.base_address();
+                let hi = img.exports().map(|(_, a)| a).max().unwrap() + 1;
+                assert!(!mappings_in(lo, hi).is_empty());
+                assert_no_wx();
+                (lo, hi)
+            };
+            mappings_in(lo, hi).is_empty()
+        });
+        // SAFETY: ends the child without returning into the harness.
+        unsafe { libc::_exit(if matches!(ok, Ok(true)) { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     assert!(
-        mappings_in(lo, hi).is_empty(),
-        "image memory still mapped after drop: {:x?}",
-        mappings_in(lo, hi)
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "image memory still mapped after drop (child status {status:#x})"
     );
 }
 
 #[test]
 fn denied_host_lookups_report_every_missing_import_and_run_nothing() {
+    let _address_space = shared();
     let bytes = multiarch_lib("libz.so.1");
     let err = Options::new().deny_host_lookups().load(&bytes).unwrap_err();
     let Error::UnresolvedSymbols { names } = err else {
@@ -85,6 +118,7 @@ fn denied_host_lookups_report_every_missing_import_and_run_nothing() {
 
 #[test]
 fn host_symbols_come_before_the_global_scope() {
+    let _address_space = shared();
     use std::sync::atomic::{AtomicUsize, Ordering};
     static CALLS: AtomicUsize = AtomicUsize::new(0);
     extern "C" fn counting_malloc(n: usize) -> *mut c_void {
@@ -120,6 +154,7 @@ fn host_symbols_come_before_the_global_scope() {
 
 #[test]
 fn lookups_find_exports_only() {
+    let _address_space = shared();
     let bytes = multiarch_lib("libz.so.1");
     let img = ElfImage::load(&bytes).unwrap();
     // Imports are not exports.
@@ -159,6 +194,7 @@ fn lookups_find_exports_only() {
 
 #[test]
 fn images_are_send_and_sync_and_usable_across_threads() {
+    let _address_space = shared();
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<ElfImage>();
     let bytes = multiarch_lib("libz.so.1");
@@ -171,12 +207,14 @@ fn images_are_send_and_sync_and_usable_across_threads() {
             });
         }
     });
+    assert_no_wx();
     // Dropped on another thread.
     std::thread::spawn(move || drop(img)).join().unwrap();
 }
 
 #[test]
 fn relro_is_read_only_after_load() {
+    let _address_space = shared();
     // zlib's PT_GNU_RELRO covers its init/fini arrays, .dynamic and GOT:
     // written by relocation, then sealed. Its whole pages are read-only,
     // and the data after it stays writable.
@@ -219,6 +257,7 @@ extern "C" {
 
 #[test]
 fn unwind_tables_of_a_valid_image_are_registered() {
+    let _address_space = shared();
     // The .eh_frame check in front of __register_frame accepts real
     // libraries: libgcc finds zlib's and libexample's frames.
     for bytes in [multiarch_lib("libz.so.1"), common::test_lib("example")] {

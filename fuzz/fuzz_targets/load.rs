@@ -8,6 +8,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use memdl::Library;
+
+extern "C" {
+    /// libgcc's lookup of the unwind entry covering `pc`.
+    fn _Unwind_Find_FDE(pc: *const u8, bases: *mut [usize; 3]) -> *const u8;
+}
 
 #[path = "../../tests/runs_code/mod.rs"]
 mod runs_code;
@@ -25,8 +31,11 @@ fuzz_target!(|data: &[u8]| {
         for (name, addr) in img.exports() {
             std::hint::black_box((name, addr));
         }
-        // Walking the stack makes libgcc parse every registered .eh_frame,
-        // this image's included.
-        std::hint::black_box(std::backtrace::Backtrace::force_capture());
+        // The first FDE lookup makes libgcc parse every registered
+        // .eh_frame, this image's included (as any unwind would).
+        let mut bases = [0usize; 3];
+        // SAFETY: a lookup by address; `bases` is writable.
+        let fde = unsafe { _Unwind_Find_FDE(img.base_address() as *const _, &mut bases) };
+        std::hint::black_box(fde);
     }
 });
