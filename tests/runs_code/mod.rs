@@ -213,14 +213,25 @@ fn gnu_count(sim: &Sim<'_>, at: u64) -> u64 {
     let buckets = at.wrapping_add(16).wrapping_add(bloom.wrapping_mul(8));
     let mut last = 0;
     for b in 0..nbuckets.min(1 << 20) {
-        last = last.max(r(buckets.wrapping_add(b * 4)).unwrap_or(0));
+        let at = buckets.wrapping_add(b * 4);
+        // Zeros from here to the end of the segment (or refused past it).
+        if !sim.file_backed(at) {
+            break;
+        }
+        last = last.max(r(at).unwrap_or(0));
     }
     if last < symoffset {
         return symoffset;
     }
     let chains = buckets.wrapping_add(nbuckets * 4);
     while last < 1 << 24 {
-        match r(chains.wrapping_add((last - symoffset) * 4)) {
+        let at = chains.wrapping_add((last - symoffset) * 4);
+        // Past the file bytes the chain is zeros and never ends: the loader
+        // refuses it (symbol limit), so the count no longer matters.
+        if !sim.file_backed(at) {
+            return last + 1;
+        }
+        match r(at) {
             Some(c) if c & 1 == 0 => last += 1,
             _ => return last + 1,
         }
