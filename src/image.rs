@@ -7,7 +7,7 @@
 
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::fmt;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::{Arc, OnceLock};
 
 use goblin::elf::dynamic::{DF_1_NODELETE, DF_STATIC_TLS};
@@ -107,9 +107,14 @@ impl ElfImage {
     /// Where the file offset of a segment and its address agree modulo the
     /// page size, the segment is mapped straight from the file (private:
     /// the page cache pages are shared, only pages the loader writes become
-    /// private copies); otherwise it is copied. [`ElfImage::segments`]
-    /// reports which path each segment took. The file must not shrink while
-    /// loading (a sealed memfd, see `SealedElf`, cannot).
+    /// private copies); otherwise it is copied. Code on a `noexec` mount,
+    /// and a page two segments share, are copied too.
+    /// [`ElfImage::segments`] reports which path each segment took.
+    ///
+    /// The file must not change or shrink while the image lives: pages of a
+    /// private mapping that were never written still show later writes to
+    /// the file, and truncation turns them into `SIGBUS`. A sealed memfd
+    /// ([`crate::SealedElf`]) guarantees both.
     ///
     /// ```no_run
     /// # fn main() -> Result<(), memdl::Error> {
@@ -124,60 +129,49 @@ impl ElfImage {
     /// [`ElfImage::load_fd`] under `options`.
     pub fn load_fd_with(fd: impl AsFd, offset: u64, len: u64, options: &Options) -> Result<Self> {
         let fd = fd.as_fd();
-        let page = page_size() as u64;
         let view = FileView::new(fd, offset, len)?;
-        let layout = Layout::parse(view.bytes(), page, &options.limits)?;
-        let mapping = reserve(&layout)?;
-        let bias = mapping.base().wrapping_sub(layout.span_start as usize);
-        let mut placements = Vec::with_capacity(layout.loads.len());
-        for (i, seg) in layout.loads.iter().enumerate() {
-            let file_offset = offset + seg.offset;
-            let own_pages = |other: Option<&Segment>, before: bool| match other {
-                None => true,
-                Some(o) if before => page_end(o.end(), page) <= page_start(seg.vaddr, page),
-                Some(o) => page_end(seg.end(), page) <= page_start(o.vaddr, page),
-            };
-            let zero_copy = seg.filesz > 0
-                && file_offset % page == seg.vaddr % page
-                && own_pages(i.checked_sub(1).and_then(|p| layout.loads.get(p)), true)
-                && own_pages(layout.loads.get(i + 1), false);
-            if !zero_copy {
-                copy_segment(view.bytes(), bias, seg);
-                placements.push(Placement::Copied);
-                continue;
-            }
-            let start = page_start(seg.vaddr, page);
-            let file_end = page_end(seg.vaddr + seg.filesz, page);
-            // The bss that shares the last file page must read as zero, so
-            // that page is written (and becomes private).
-            let bss_in_page = seg.memsz > seg.filesz;
-            let prot = if seg.writable() || bss_in_page {
-                libc::PROT_READ | libc::PROT_WRITE
-            } else {
-                libc::PROT_READ
-            };
-            mapping.map_file(
-                bias.wrapping_add(start as usize),
-                (file_end - start) as usize,
-                prot,
-                fd,
-                file_offset - (seg.vaddr - start),
-            )?;
-            if bss_in_page {
-                let zero_from = seg.vaddr + seg.filesz;
-                let zero_to = file_end.min(seg.end());
-                // SAFETY: inside the segment's pages, just mapped read-write.
-                unsafe {
-                    std::ptr::write_bytes(
-                        bias.wrapping_add(zero_from as usize) as *mut u8,
-                        0,
-                        (zero_to - zero_from) as usize,
-                    )
-                };
-            }
-            placements.push(Placement::Mapped);
-        }
+        let (mapping, layout, placements) = place_from_file(view.bytes(), fd, offset, options)?;
         drop(view);
+        Self::link(mapping, layout, placements, options)
+    }
+
+    /// Loads an ELF whose `bytes` the caller has mapped from a file (a
+    /// `memmap2::Mmap` of a library or of a container holding one, a mapped
+    /// memfd), with default [`Options`].
+    ///
+    /// The mapping is found in `/proc/self/smaps` and its file opened
+    /// again; then segments are placed as by [`ElfImage::load_fd`]: mapped
+    /// from the file where the offsets allow (sharing the page cache with
+    /// the caller's mapping), copied from `bytes` otherwise. When the bytes
+    /// are not file-backed, or may differ from the file (a private mapping
+    /// written to), or the file cannot be reopened, every segment is copied
+    /// from `bytes`, exactly as [`ElfImage::load`]: where the bytes live
+    /// never makes this fail. [`ElfImage::segments`] tells which happened.
+    ///
+    /// As with [`ElfImage::load_fd`], the file must not change while the
+    /// image lives (a shared writable mapping written to later would change
+    /// the loaded code).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), memdl::Error> {
+    /// let file = std::fs::File::open("bundle.bin").unwrap();
+    /// // SAFETY (of the map): nobody truncates bundle.bin while mapped.
+    /// let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+    /// let img = memdl::ElfImage::load_mapped(&map[65536..65536 + 81_920])?;
+    /// # Ok(()) }
+    /// ```
+    pub fn load_mapped(bytes: &[u8]) -> Result<Self> {
+        Self::load_mapped_with(bytes, &Options::default())
+    }
+
+    /// [`ElfImage::load_mapped`] under `options`.
+    pub fn load_mapped_with(bytes: &[u8], options: &Options) -> Result<Self> {
+        let Some(backing) = crate::map::file_backing(bytes.as_ptr() as usize, bytes.len()) else {
+            return Self::load_with(bytes, options);
+        };
+        let (mapping, layout, placements) =
+            place_from_file(bytes, backing.file.as_fd(), backing.offset, options)?;
+        drop(backing);
         Self::link(mapping, layout, placements, options)
     }
 
@@ -553,6 +547,82 @@ fn page_start(addr: u64, page: u64) -> u64 {
 /// Page-rounded end; the layout checked that segment ends round without overflow.
 fn page_end(addr: u64, page: u64) -> u64 {
     (addr + page - 1) & !(page - 1)
+}
+
+/// Validates `bytes` (the ELF, which is also `len` bytes of `fd` at
+/// `offset`), reserves its span and places each segment: mapped privately
+/// from `fd` where its file offset and address agree modulo the page size
+/// and no other segment shares its pages, copied from `bytes` otherwise.
+fn place_from_file(
+    bytes: &[u8],
+    fd: BorrowedFd<'_>,
+    offset: u64,
+    options: &Options,
+) -> Result<(Mapping, Layout, Vec<Placement>)> {
+    let page = page_size() as u64;
+    let layout = Layout::parse(bytes, page, &options.limits)?;
+    let mapping = reserve(&layout)?;
+    let bias = mapping.base().wrapping_sub(layout.span_start as usize);
+    let mut placements = Vec::with_capacity(layout.loads.len());
+    // On a noexec mount the kernel refuses executable mappings of the file:
+    // code is copied, the rest is still mapped.
+    let exec_allowed = !crate::map::on_noexec_mount(fd);
+    for (i, seg) in layout.loads.iter().enumerate() {
+        // Cannot overflow: the range was checked against the file size (or
+        // lies in this process's memory) and the segment inside it.
+        let file_offset = offset + seg.offset;
+        // Whether `seg` has its pages to itself: a page also holding part
+        // of a neighbour (possible when the kernel's page is larger than
+        // the link's max-page-size) needs both segments' bytes, so it is
+        // built by copying.
+        let own_pages = |other: Option<&Segment>, before: bool| match other {
+            None => true,
+            Some(o) if before => page_end(o.end(), page) <= page_start(seg.vaddr, page),
+            Some(o) => page_end(seg.end(), page) <= page_start(o.vaddr, page),
+        };
+        let zero_copy = seg.filesz > 0
+            && (exec_allowed || !seg.executable())
+            && file_offset % page == seg.vaddr % page
+            && own_pages(i.checked_sub(1).and_then(|p| layout.loads.get(p)), true)
+            && own_pages(layout.loads.get(i + 1), false);
+        if !zero_copy {
+            copy_segment(bytes, bias, seg);
+            placements.push(Placement::Copied);
+            continue;
+        }
+        let start = page_start(seg.vaddr, page);
+        let file_end = page_end(seg.vaddr + seg.filesz, page);
+        // The bss that shares the last file page must read as zero, so
+        // that page is written (and becomes private). Read-only segments
+        // become read-only again with the final protections.
+        let bss_in_page = seg.memsz > seg.filesz && file_end > seg.vaddr + seg.filesz;
+        let prot = if seg.writable() || bss_in_page {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        mapping.map_file(
+            bias.wrapping_add(start as usize),
+            (file_end - start) as usize,
+            prot,
+            fd,
+            file_offset - (seg.vaddr - start),
+        )?;
+        if bss_in_page {
+            let zero_from = seg.vaddr + seg.filesz;
+            let zero_to = file_end.min(seg.end());
+            // SAFETY: inside the segment's pages, just mapped read-write.
+            unsafe {
+                std::ptr::write_bytes(
+                    bias.wrapping_add(zero_from as usize) as *mut u8,
+                    0,
+                    (zero_to - zero_from) as usize,
+                )
+            };
+        }
+        placements.push(Placement::Mapped);
+    }
+    Ok((mapping, layout, placements))
 }
 
 /// One range for the whole image, aligned as its segments require.

@@ -32,6 +32,8 @@ mod options;
 mod registry;
 mod reloc;
 mod resolve;
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+mod sealed;
 mod symbol;
 mod system;
 mod tls;
@@ -42,5 +44,7 @@ pub use error::{Error, Result};
 pub use image::{ElfImage, Placement, SegmentInfo};
 pub use options::{Limits, Options, SystemStrategy};
 pub use registry::{find_symbol, images, ImageInfo, SymbolInfo};
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+pub use sealed::SealedElf;
 pub use symbol::{Library, Symbol};
 pub use system::{SystemImage, SystemStrategyUsed};

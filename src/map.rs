@@ -216,6 +216,206 @@ impl Drop for FileView {
     }
 }
 
+/// Whether `fd`'s file lies on a `noexec` mount, where the kernel refuses
+/// `PROT_EXEC` for mappings of it (so code must be copied out first).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn on_noexec_mount(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: fstatvfs writes into the zeroed struct it is given.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is a valid borrowed descriptor and `st` is writable.
+    let rc = unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) };
+    rc == 0 && st.f_flag & libc::ST_NOEXEC != 0
+}
+
+/// Elsewhere the mount flag is not checked: mapping fails as it would.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn on_noexec_mount(_fd: BorrowedFd<'_>) -> bool {
+    false
+}
+
+/// The file behind a range of this process's memory, opened again: what
+/// [`file_backing`] finds.
+#[derive(Debug)]
+pub struct FileBacking {
+    pub file: std::fs::File,
+    /// Offset in `file` of the range's first byte.
+    pub offset: u64,
+}
+
+/// One mapping of `/proc/self/smaps`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[derive(Debug, Default)]
+struct SmapsEntry {
+    start: usize,
+    end: usize,
+    perms: String,
+    offset: u64,
+    dev: (u64, u64),
+    inode: u64,
+    path: String,
+    /// `Anonymous:` kB: pages of a private file mapping that were written
+    /// (copied on write), which no longer show the file.
+    anonymous_kb: u64,
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn parse_smaps(text: &str) -> Vec<SmapsEntry> {
+    let mut out: Vec<SmapsEntry> = Vec::new();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if let Some(entry) = first.split_once('-').and_then(|(s, e)| {
+            let start = usize::from_str_radix(s, 16).ok()?;
+            let end = usize::from_str_radix(e, 16).ok()?;
+            let perms = f.next()?.to_owned();
+            let offset = u64::from_str_radix(f.next()?, 16).ok()?;
+            let (maj, min) = f.next()?.split_once(':')?;
+            let dev = (
+                u64::from_str_radix(maj, 16).ok()?,
+                u64::from_str_radix(min, 16).ok()?,
+            );
+            let inode = f.next()?.parse().ok()?;
+            let path = f.by_ref().collect::<Vec<_>>().join(" ");
+            Some(SmapsEntry {
+                start,
+                end,
+                perms,
+                offset,
+                dev,
+                inode,
+                path,
+                anonymous_kb: 0,
+            })
+        }) {
+            out.push(entry);
+        } else if first == "Anonymous:" {
+            if let (Some(last), Some(kb)) = (out.last_mut(), f.next().and_then(|v| v.parse().ok()))
+            {
+                last.anonymous_kb = kb;
+            }
+        }
+    }
+    out
+}
+
+/// (device major, device minor, inode) of a file, as `/proc/self/maps`
+/// spells a mapping's file.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn file_id(file: &std::fs::File) -> Option<((u64, u64), u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let md = file.metadata().ok()?;
+    let d = md.dev();
+    let major = ((d >> 8) & 0xfff) | ((d >> 32) & !0xfff);
+    let minor = (d & 0xff) | ((d >> 12) & !0xff);
+    Some(((major, minor), md.ino()))
+}
+
+/// The file identity of the mapping holding `addr` (0 inode: anonymous).
+#[cfg(target_os = "linux")]
+pub fn mapped_file_id(addr: usize) -> Option<((u64, u64), u64)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    parse_smaps(&maps)
+        .into_iter()
+        .find(|m| m.start <= addr && addr < m.end)
+        .map(|m| (m.dev, m.inode))
+}
+
+/// If `[addr, addr + len)` lies in mappings of one file at consecutive file
+/// offsets whose pages all show the file (shared mappings, or private ones
+/// never written to), and that file can be opened again here, the file and
+/// the offset of `addr` in it. `None` otherwise: the caller copies.
+///
+/// The file is reopened through `/proc/self/map_files` (needs
+/// `CAP_CHECKPOINT_RESTORE` or `CAP_SYS_ADMIN`), else through the mapping's
+/// path, else through a descriptor of this process open on it; whichever
+/// way, only a file with the mapping's device and inode is accepted.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn file_backing(addr: usize, len: usize) -> Option<FileBacking> {
+    let end = addr.checked_add(len)?;
+    if len == 0 {
+        return None;
+    }
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let entries = parse_smaps(&smaps);
+    let first = entries
+        .iter()
+        .position(|m| m.start <= addr && addr < m.end)?;
+    let head = &entries[first];
+    let shows_file = |m: &SmapsEntry| {
+        m.inode != 0 && m.perms.starts_with('r') && (m.perms.ends_with('s') || m.anonymous_kb == 0)
+    };
+    let mut covered = head.end;
+    let mut last = head;
+    if !shows_file(head) {
+        return None;
+    }
+    for m in &entries[first + 1..] {
+        if covered >= end {
+            break;
+        }
+        let contiguous = m.start == last.end
+            && m.dev == head.dev
+            && m.inode == head.inode
+            && m.offset == last.offset + (last.end - last.start) as u64;
+        if !contiguous || !shows_file(m) {
+            return None;
+        }
+        covered = m.end;
+        last = m;
+    }
+    if covered < end {
+        return None;
+    }
+    let same = |file: &std::fs::File| file_id(file) == Some((head.dev, head.inode));
+    let by_map_files = || {
+        let p = format!("/proc/self/map_files/{:x}-{:x}", head.start, head.end);
+        std::fs::File::open(p).ok().filter(same)
+    };
+    let by_path = || {
+        let p = &head.path;
+        if !p.starts_with('/') || p.ends_with(" (deleted)") {
+            return None;
+        }
+        std::fs::File::open(p).ok().filter(same)
+    };
+    let by_open_fd = || {
+        std::fs::read_dir("/proc/self/fd")
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find_map(|n| {
+                // Duplicate first, then check the duplicate: the number may
+                // be closed and reused by another thread meanwhile.
+                // SAFETY: F_DUPFD_CLOEXEC on any number is harmless: a
+                // closed one fails with EBADF, an open one is duplicated.
+                let dup = unsafe { libc::fcntl(n, libc::F_DUPFD_CLOEXEC, 0) };
+                if dup < 0 {
+                    return None;
+                }
+                // SAFETY: `dup` was just created and is owned by nobody else.
+                let file = std::fs::File::from(unsafe {
+                    <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup)
+                });
+                // SAFETY: F_GETFL on a descriptor we own.
+                let fl = unsafe { libc::fcntl(dup, libc::F_GETFL) };
+                // It must be mappable: readable and not an O_PATH handle.
+                let readable =
+                    fl >= 0 && fl & libc::O_ACCMODE != libc::O_WRONLY && fl & libc::O_PATH == 0;
+                (readable && same(&file)).then_some(file)
+            })
+    };
+    let file = by_map_files().or_else(by_path).or_else(by_open_fd)?;
+    Some(FileBacking {
+        file,
+        offset: head.offset + (addr - head.start) as u64,
+    })
+}
+
+/// Without `/proc`, where a range of memory comes from is not known.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn file_backing(_addr: usize, _len: usize) -> Option<FileBacking> {
+    None
+}
+
 /// Memory protection for `PF_*` flags.
 pub fn prot_of(flags: u32) -> c_int {
     use goblin::elf::program_header::{PF_R, PF_W, PF_X};

@@ -40,16 +40,39 @@ impl Default for Limits {
     }
 }
 
-/// How [`crate::SystemImage`] hands the bytes to the platform loader.
+/// How [`crate::SystemImage`] hands the library to the platform loader.
+///
+/// `Auto` takes the best path the platform has and falls back in order;
+/// every other variant forces one path, and a path the platform or the
+/// input cannot take is an [`crate::Error::Unsupported`], never a silent
+/// substitute. [`crate::SystemImage::strategy`] reports what was used.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SystemStrategy {
-    /// The best available path for this platform, falling back in order.
+    /// Linux: the caller's file itself for a whole-file `load_fd`, else a
+    /// sealed memfd, else a temporary file. Android: `android_dlopen_ext`
+    /// (the caller's file at a page-aligned offset, else a memfd), else a
+    /// temporary file. FreeBSD: `fdlopen` (the caller's whole file, else a
+    /// memfd), else a temporary file.
     #[default]
     Auto,
-    /// `memfd_create` + `dlopen("/proc/self/fd/N")` (Linux).
+    /// Linux: `dlopen("/proc/self/fd/N")` of a duplicate of the caller's
+    /// descriptor; only for [`crate::SystemImage::load_fd`] of a whole file
+    /// (offset 0, length = file size).
+    ProcFd,
+    /// A sealed `memfd_create` copy: `dlopen("/proc/self/fd/N")` on Linux,
+    /// `android_dlopen_ext` on Android, `fdlopen` on FreeBSD.
     Memfd,
-    /// An unlinked temporary file in the given directory (the last resort).
+    /// Android: `android_dlopen_ext` with `ANDROID_DLEXT_USE_LIBRARY_FD`:
+    /// the caller's descriptor at a page-aligned offset, otherwise (bytes,
+    /// unaligned offset) a sealed memfd copy.
+    AndroidDlopenExt,
+    /// FreeBSD: `fdlopen` of the caller's descriptor for a whole file,
+    /// otherwise of a sealed memfd copy.
+    Fdlopen,
+    /// A temporary file in the given directory (the last resort): unnamed
+    /// (`O_TMPFILE`) where the file system allows, otherwise uniquely named
+    /// and unlinked as soon as `dlopen` returned.
     TempFile(PathBuf),
 }
 

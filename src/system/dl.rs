@@ -33,6 +33,7 @@ impl Handle {
         }
     }
 
+    #[cfg(target_os = "linux")]
     /// The object already loaded under exactly this name, if any
     /// (`RTLD_NOLOAD`: nothing is loaded; a hit takes one more reference,
     /// which dropping the returned handle gives back).
@@ -46,6 +47,18 @@ impl Handle {
             )
         };
         NonNull::new(raw).map(Handle)
+    }
+
+    /// Takes ownership of what a `dlopen`-like call (`android_dlopen_ext`,
+    /// `fdlopen`) returned; NULL is its failure, with the `dlerror()` text.
+    #[cfg(any(target_os = "android", target_os = "freebsd"))]
+    pub(super) fn from_raw(raw: *mut c_void) -> Result<Handle> {
+        match NonNull::new(raw) {
+            Some(h) => Ok(Handle(h)),
+            None => Err(Error::Dlopen {
+                message: last_dlerror(),
+            }),
+        }
     }
 
     pub(super) fn as_ptr(&self) -> *mut c_void {
@@ -173,6 +186,14 @@ unsafe extern "C" fn find_object(
     if info.dlpi_addr as usize != search.base || !same_name(info.dlpi_name, search.name) {
         return 0;
     }
+    search.found = summarize(info);
+    1
+}
+
+/// Where the object `info` describes lies, from its program headers.
+#[cfg(unix)]
+fn summarize(info: &libc::dl_phdr_info) -> Option<ObjectInfo> {
+    let base = info.dlpi_addr as usize;
     let phdrs: &[libc::Elf64_Phdr] = if info.dlpi_phdr.is_null() {
         &[]
     } else {
@@ -184,7 +205,7 @@ unsafe extern "C" fn find_object(
     for ph in phdrs {
         match ph.p_type {
             libc::PT_LOAD => {
-                let lo = search.base.wrapping_add(ph.p_vaddr as usize);
+                let lo = base.wrapping_add(ph.p_vaddr as usize);
                 let hi = lo.saturating_add(ph.p_memsz as usize);
                 start = start.min(lo);
                 end = end.max(hi);
@@ -193,15 +214,77 @@ unsafe extern "C" fn find_object(
             _ => {}
         }
     }
-    if start < end {
-        search.found = Some(ObjectInfo {
-            base: search.base,
-            start,
-            end,
-            tls_size,
-        });
+    (start < end).then_some(ObjectInfo {
+        base,
+        start,
+        end,
+        tls_size,
+    })
+}
+
+/// Every loaded object, as (load bias, program headers' address): together
+/// they tell objects apart. Taken before a `dlopen`-like call that cannot
+/// report its object's link map, to find the object afterwards.
+#[cfg(not(target_os = "linux"))]
+pub(super) fn loaded_objects() -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    // SAFETY: `collect` matches the callback type and only reads the
+    // `dl_phdr_info` it is handed; `out` outlives the call.
+    unsafe {
+        libc::dl_iterate_phdr(Some(collect), (&mut out as *mut Vec<(usize, usize)>).cast());
     }
-    1
+    out
+}
+
+#[cfg(not(target_os = "linux"))]
+unsafe extern "C" fn collect(
+    info: *mut libc::dl_phdr_info,
+    _size: libc::size_t,
+    data: *mut c_void,
+) -> c_int {
+    // SAFETY: as in `find_object`; `data` is the `&mut Vec` of
+    // `loaded_objects`.
+    let (info, out) = unsafe { (&*info, &mut *data.cast::<Vec<(usize, usize)>>()) };
+    out.push((info.dlpi_addr as usize, info.dlpi_phdr as usize));
+    0
+}
+
+/// The object a `dlopen`-like call just loaded: the first object (in load
+/// order, where the loader puts the requested object before the
+/// dependencies it pulled in) that was not loaded in `before`.
+#[cfg(not(target_os = "linux"))]
+pub(super) fn object_info_since(before: &[(usize, usize)]) -> Result<ObjectInfo> {
+    struct Since<'a> {
+        before: &'a [(usize, usize)],
+        found: Option<ObjectInfo>,
+    }
+    unsafe extern "C" fn first_new(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: as in `find_object`; `data` is the `&mut Since` below.
+        let (info, since) = unsafe { (&*info, &mut *data.cast::<Since<'_>>()) };
+        let key = (info.dlpi_addr as usize, info.dlpi_phdr as usize);
+        if since.before.contains(&key) {
+            return 0;
+        }
+        since.found = summarize(info);
+        1
+    }
+    let mut since = Since {
+        before,
+        found: None,
+    };
+    // SAFETY: as in `loaded_objects`.
+    unsafe {
+        libc::dl_iterate_phdr(Some(first_new), (&mut since as *mut Since<'_>).cast());
+    }
+    since.found.ok_or_else(|| Error::Dlopen {
+        message: "the loaded object is missing from dl_iterate_phdr \
+                  (it was already loaded under another name)"
+            .to_owned(),
+    })
 }
 
 /// The loader hands out the same `l_name` pointer in the link map and in

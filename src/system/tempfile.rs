@@ -5,25 +5,23 @@
 //! `dlopen` has returned, whatever it returned.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
-/// An unnamed file in `dir` holding `bytes` (`O_TMPFILE`), or the reason the
+/// An empty unnamed file in `dir` (`O_TMPFILE`), or the reason the
 /// directory's file system cannot make one.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub(super) fn unnamed_with(dir: &Path, bytes: &[u8]) -> io::Result<File> {
-    let mut file = OpenOptions::new()
+pub(super) fn unnamed(dir: &Path) -> io::Result<File> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_TMPFILE)
         .mode(0o700)
-        .open(dir)?;
-    file.write_all(bytes)?;
-    Ok(file)
+        .open(dir)
 }
 
 /// A named temporary file; dropping it unlinks the name (the fd, and any
@@ -40,9 +38,9 @@ impl Drop for NamedTemp {
     }
 }
 
-/// A uniquely named file in `dir` holding `bytes`, created with `O_EXCL` so
-/// an existing file (or a symlink planted by someone else) is never used.
-pub(super) fn named_with(dir: &Path, bytes: &[u8]) -> Result<NamedTemp> {
+/// A uniquely named file in `dir` filled by `fill`, created with `O_EXCL`
+/// so an existing file (or a symlink planted by someone else) is never used.
+pub(super) fn named_with(dir: &Path, fill: impl FnOnce(&File) -> Result<()>) -> Result<NamedTemp> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -61,11 +59,8 @@ pub(super) fn named_with(dir: &Path, bytes: &[u8]) -> Result<NamedTemp> {
         {
             Ok(file) => {
                 // From here on the guard removes the name on every path.
-                let mut tmp = NamedTemp { file, path };
-                tmp.file.write_all(bytes).map_err(|source| Error::Io {
-                    op: "write to temporary file",
-                    source,
-                })?;
+                let tmp = NamedTemp { file, path };
+                fill(&tmp.file)?;
                 return Ok(tmp);
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
@@ -86,11 +81,18 @@ pub(super) fn named_with(dir: &Path, bytes: &[u8]) -> Result<NamedTemp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn named_file_is_removed_on_drop() {
         let dir = std::env::temp_dir();
-        let tmp = named_with(&dir, b"abc").expect("create");
+        let tmp = named_with(&dir, |mut f| {
+            f.write_all(b"abc").map_err(|source| Error::Io {
+                op: "write",
+                source,
+            })
+        })
+        .expect("create");
         let path = tmp.path.clone();
         assert_eq!(std::fs::read(&path).unwrap(), b"abc");
         drop(tmp);
