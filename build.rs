@@ -41,6 +41,19 @@ const fn c_with(
     }
 }
 
+const fn cpp_with(
+    name: &'static str,
+    sources: &'static [&'static str],
+    flags: &'static [&'static str],
+) -> Dylib {
+    Dylib {
+        name,
+        sources,
+        cpp: true,
+        flags,
+    }
+}
+
 /// Every test library. Add one here and drop its sources in `test-dylibs/`.
 const DYLIBS: &[Dylib] = &[
     // The built-in example: arithmetic, data, pointer tables; no libc, no
@@ -69,7 +82,149 @@ const DYLIBS: &[Dylib] = &[
         &["sandboxtls.c"],
         &["-nostdlib", "-fno-stack-protector"],
     ),
+    // Initialiser/finaliser order: DT_INIT and DT_FINI named by the linker,
+    // prioritised and plain init/fini_array entries.
+    c_with(
+        "lifecycle",
+        &["lifecycle.c"],
+        &["-Wl,-init=lifecycle_dt_init", "-Wl,-fini=lifecycle_dt_fini"],
+    ),
+    // Weak undefined and defined weak symbols; hidden/protected visibility.
+    c("linkage", &["linkage.c"]),
+    // STT_GNU_IFUNC: exported (symbol lookup, JUMP_SLOT, R_*_64) and hidden
+    // (IRELATIVE).
+    c("ifunc", &["ifunc.c"]),
+    // foo@V1 and foo@@V2 from a version script.
+    c_with(
+        "versioned",
+        &["versioned.c"],
+        &["-Wl,--version-script=test-dylibs/versioned.map"],
+    ),
+    // The same pointer-heavy data with DT_RELR and with plain RELA.
+    c_with("relr", &["relr.c"], &["-Wl,-z,pack-relative-relocs"]),
+    c_with("norelr", &["relr.c"], &["-Wl,-z,nopack-relative-relocs"]),
+    // DT_RELR in a libc user: the linker adds a GLIBC_ABI_DT_RELR version
+    // need that no symbol refers to.
+    c_with(
+        "uselibc_relr",
+        &["uselibc.c"],
+        &["-Wl,-z,pack-relative-relocs"],
+    ),
+    // 64 MiB of bss after a partial data page.
+    c("bigbss", &["bigbss.c"]),
+    // The example with only a SysV hash table (no DT_GNU_HASH).
+    c_with(
+        "sysv",
+        &["example.c"],
+        &["-nostdlib", "-fno-stack-protector", "-Wl,--hash-style=sysv"],
+    ),
+    // DF_1_NODELETE: unloading keeps it.
+    c_with("nodelete", &["nodelete.c"], &["-Wl,-z,nodelete"]),
+    // Imports memdl_test_host_scale, which the test executable exports.
+    c("callback", &["callback.c"]),
+    // Symbolic and relative relocations with positive and negative addends.
+    c_with("pointers", &["pointers.c"], &["-nostdlib"]),
+    // A thousand exports under each hash table style.
+    c_with(
+        "many_gnu",
+        &["many.c"],
+        &["-nostdlib", "-Wl,--hash-style=gnu"],
+    ),
+    c_with(
+        "many_sysv",
+        &["many.c"],
+        &["-nostdlib", "-Wl,--hash-style=sysv"],
+    ),
+    c_with(
+        "many_both",
+        &["many.c"],
+        &["-nostdlib", "-Wl,--hash-style=both"],
+    ),
+    // Thread-local variables, initialised and zeroed, exported and local.
+    c("threadlocal", &["threadlocal.c"]),
+    // C++: static objects, exceptions through libstdc++, virtual calls.
+    cpp_with("cxx", &["cxx.cpp"], &[]),
+    // Dynamic TLS through __tls_get_addr (general and local dynamic) ...
+    c("tlsmodels", &["tls_models.c"]),
+    // ... and the same source through TLS descriptors (x86_64's gnu2
+    // dialect; aarch64 uses descriptors by default).
+    c_with("tlsmodels_desc", &["tls_models.c"], &["-mtls-dialect=gnu2"]),
+    // 48 MiB of tbss: leaked per-thread blocks show up as mappings.
+    c("tls_big", &["tls_big.c"]),
+    // Initial-exec TLS written out by hand (TPOFF relocations), refused.
+    c("tlsie", &["tls_ie.c"]),
+    // dladdr, dlsym, dlerror, dl_iterate_phdr called from loaded code.
+    c_with("dlsvc", &["dlsvc.c"], &["-Wl,-soname,libdlsvc.so"]),
+    // C++ runtime: static ctors/dtors, std containers, thread_local,
+    // exceptions across host callbacks.
+    cpp_with("cxxrt", &["cxx_runtime.cpp"], &["-std=c++17"]),
+    // Thread-local storage in the default dialect for -fPIC code (TLS
+    // descriptors on aarch64, __tls_get_addr on x86_64).
+    c("tls", &["tls.c"]),
+    // The same with initial-exec: static TLS, which memdl refuses.
+    c_with("tls_ie", &["tls.c"], &["-ftls-model=initial-exec"]),
+    // Indirect functions recording their resolver's arguments (hwcaps on
+    // aarch64): IRELATIVE, an exported STT_GNU_IFUNC.
+    c_with(
+        "ifunc_hwcap",
+        &["ifunc_hwcap.c"],
+        &["-nostdlib", "-fno-stack-protector"],
+    ),
+    // The example linked for each page size the loader must handle, code
+    // on its own pages (-z separate-code): 4 KiB (x86, most aarch64),
+    // 16 KiB (Android), 64 KiB.
+    c_with("pages4k", &["example.c"], PAGES_4K),
+    c_with("pages16k", &["example.c"], PAGES_16K),
+    c_with("pages64k", &["example.c"], PAGES_64K),
 ];
+
+const PAGES_4K: &[&str] = &[
+    "-nostdlib",
+    "-fno-stack-protector",
+    "-Wl,-z,max-page-size=4096",
+    "-Wl,-z,separate-code",
+];
+const PAGES_16K: &[&str] = &[
+    "-nostdlib",
+    "-fno-stack-protector",
+    "-Wl,-z,max-page-size=16384",
+    "-Wl,-z,separate-code",
+];
+const PAGES_64K: &[&str] = &[
+    "-nostdlib",
+    "-fno-stack-protector",
+    "-Wl,-z,max-page-size=65536",
+    "-Wl,-z,separate-code",
+];
+
+/// Libraries only aarch64 builds.
+const AARCH64_DYLIBS: &[Dylib] = &[
+    // The descriptor call written out in assembly, checking which registers
+    // memdl's TLS descriptor function preserves.
+    c("tls_regs", &["tls.c", "tls_regs_aarch64.S"]),
+    // The traditional dialect: DTPMOD/DTPREL and __tls_get_addr.
+    c_with("tls_trad", &["tls.c"], &["-mtls-dialect=trad"]),
+];
+
+/// Libraries only x86_64 builds.
+const X86_64_DYLIBS: &[Dylib] = &[
+    // TLS descriptors, opt-in on x86_64.
+    c_with("tls_desc", &["tls.c"], &["-mtls-dialect=gnu2"]),
+];
+
+/// The libraries of the target architecture (its TLS dialects and
+/// assembly), by `CARGO_CFG_TARGET_ARCH`.
+fn arch_dylibs(arch: &str) -> &'static [Dylib] {
+    match arch {
+        "aarch64" => AARCH64_DYLIBS,
+        "x86_64" => X86_64_DYLIBS,
+        _ => &[],
+    }
+}
+
+/// Rust cdylibs built with the rustc that builds this crate, for the same
+/// target: (output name, source in `test-dylibs/`).
+const RUST_DYLIBS: &[(&str, &str)] = &[("rustlib", "rustlib.rs")];
 
 /// Flags every test library gets: position-independent, optimised, and
 /// linked for the largest page size memdl supports (64 KiB), so the same
@@ -97,10 +252,18 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("test-dylibs");
     std::fs::create_dir_all(&out).expect("create test-dylibs output directory");
     let src = Path::new("test-dylibs");
-    for lib in DYLIBS {
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    for lib in DYLIBS.iter().chain(arch_dylibs(&arch)) {
         build(lib, src, &out);
     }
+    for &(name, source) in RUST_DYLIBS {
+        build_rust(name, &src.join(source), &out);
+    }
     println!("cargo:rustc-env=MEMDL_TEST_LIB_DIR={}", out.display());
+    // Test executables export their `memdl_test_host_*` functions, so the
+    // system loader (and memdl's global-scope step) can bind test
+    // libraries' imports to them.
+    println!("cargo:rustc-link-arg-tests=-Wl,--export-dynamic-symbol=memdl_test_host_*");
     println!("cargo:rustc-cfg=memdl_test_dylibs");
 }
 
@@ -113,7 +276,13 @@ fn build(lib: &Dylib, src: &Path, out: &Path) {
         .get_compiler();
     let output = out.join(format!("lib{}.so", lib.name));
     let mut cmd = Command::new(compiler.path());
-    cmd.args(COMMON).args(lib.flags);
+    let aarch64 = std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("aarch64");
+    // gnu2 is x86's name for TLS descriptors; aarch64 calls them desc.
+    let flags = lib.flags.iter().map(|&f| match f {
+        "-mtls-dialect=gnu2" if aarch64 => "-mtls-dialect=desc",
+        f => f,
+    });
+    cmd.args(COMMON).args(flags);
     for s in lib.sources {
         cmd.arg(src.join(s));
     }
@@ -125,5 +294,60 @@ fn build(lib: &Dylib, src: &Path, out: &Path) {
         status.success(),
         "building test library {}: {cmd:?} failed",
         lib.name
+    );
+}
+
+/// Builds a Rust cdylib with `$RUSTC` for `$TARGET`, linked by the target's
+/// linker (`CARGO_TARGET_<T>_LINKER`, else the C compiler cc picks for the
+/// target), unwinding panics, same page-size layout as the C libraries.
+fn build_rust(name: &str, source: &Path, out: &Path) {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".to_owned());
+    let target = std::env::var("TARGET").expect("TARGET");
+    let linker_var = format!(
+        "CARGO_TARGET_{}_LINKER",
+        target.to_uppercase().replace(['-', '.'], "_")
+    );
+    println!("cargo:rerun-if-env-changed={linker_var}");
+    let linker = std::env::var_os(&linker_var).unwrap_or_else(|| {
+        cc::Build::new()
+            .cargo_metadata(false)
+            .cargo_warnings(false)
+            .get_compiler()
+            .path()
+            .as_os_str()
+            .to_owned()
+    });
+    let mut linker_arg = std::ffi::OsString::from("linker=");
+    linker_arg.push(&linker);
+    let mut cmd = Command::new(&rustc);
+    cmd.args([
+        "--crate-type",
+        "cdylib",
+        "--edition",
+        "2021",
+        "--crate-name",
+        name,
+    ])
+    .args(["--target", &target])
+    .args([
+        "-C",
+        "panic=unwind",
+        "-C",
+        "opt-level=2",
+        "-C",
+        "debuginfo=0",
+    ])
+    .arg("-C")
+    .arg(linker_arg)
+    .args(["-C", "link-arg=-Wl,-z,max-page-size=65536"])
+    .arg("-o")
+    .arg(out.join(format!("lib{name}.so")))
+    .arg(source);
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running {rustc}: {e}"));
+    assert!(
+        status.success(),
+        "building Rust test library {name}: {cmd:?} failed"
     );
 }

@@ -88,24 +88,47 @@ unsafe extern "C" fn dladdr(addr: *const c_void, info: *mut libc::Dl_info) -> c_
     }
 }
 
-/// `dlsym` for loaded code: the system's lookup, then memdl's images, so a
-/// loaded library finds its own exports through `RTLD_DEFAULT`. `RTLD_NEXT`
-/// means the global scope: the system cannot place a memdl image in its
-/// search order.
+/// The handle `dlopen(NULL)` returns: the global scope, like `RTLD_DEFAULT`.
+fn global_handle() -> *mut c_void {
+    static HANDLE: AtomicUsize = AtomicUsize::new(0);
+    let mut h = HANDLE.load(Ordering::Relaxed);
+    if h == 0 {
+        // SAFETY: dlopen(NULL) only returns the main program's handle (it
+        // is never unloaded, so the reference taken here does not leak
+        // anything).
+        h = unsafe { libc::dlopen(std::ptr::null(), libc::RTLD_NOW) } as usize;
+        HANDLE.store(h, Ordering::Relaxed);
+    }
+    h as *mut c_void
+}
+
+/// `dlsym` for loaded code: the system's lookup, then, for the global scope
+/// (`RTLD_DEFAULT`, `RTLD_NEXT`, `dlopen(NULL)`), memdl's images, so a loaded
+/// library finds its own exports. `RTLD_NEXT` means the global scope: the
+/// system cannot place a memdl image in its search order. A handle of one
+/// system library searches that library only, as it does for the system.
 unsafe extern "C" fn dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void {
     let handle = if handle == libc::RTLD_NEXT {
         libc::RTLD_DEFAULT
     } else {
         handle
     };
+    let global = handle == libc::RTLD_DEFAULT || handle == global_handle();
+    // Each call replaces the previous call's error, as the system's does.
+    let _ = DL_ERROR.try_with(|e| e.borrow_mut().0 = None);
     // SAFETY: the caller passes a handle and a NUL-terminated name.
     let found = unsafe { libc::dlsym(handle, name) };
     if !found.is_null() {
         return found;
     }
+    // The system's failure is not the caller's error (a memdl image may
+    // still have the name, or memdl reports its own): consume it so the
+    // caller's dlerror does not see it later.
+    // SAFETY: dlerror has no preconditions.
+    unsafe { libc::dlerror() };
     // SAFETY: as above.
     let name = unsafe { CStr::from_ptr(name) };
-    for image in registry::snapshot() {
+    for image in registry::snapshot().iter().filter(|_| global) {
         if let Ok(addr) = image.address_of(name.to_bytes(), None) {
             return addr as *mut c_void;
         }

@@ -54,12 +54,24 @@ impl Template {
         Layout::from_size_align(self.first_byte + self.memsz.max(1), self.align)
             .expect("validated at registration")
     }
+
+    /// Frees a block `allocate_block` handed out for this template.
+    ///
+    /// # Safety
+    /// `block` came from `allocate_block` for a module with this template
+    /// and is freed only once.
+    unsafe fn free(&self, block: usize) {
+        // SAFETY: the allocation starts `first_byte` before the block and
+        // was made with `self.layout()` (the caller's promise).
+        unsafe { dealloc((block - self.first_byte) as *mut u8, self.layout()) };
+    }
 }
 
 struct Module {
     generation: u32,
     template: Template,
-    /// Every live block of this module: (owning thread's cache id, block).
+    /// Every live block of this module: (owning thread's cache id, block
+    /// address as handed out, i.e. allocation start + `first_byte`).
     blocks: Vec<(u64, usize)>,
 }
 
@@ -177,11 +189,10 @@ impl Drop for TlsModule {
     fn drop(&mut self) {
         let module = registry().slots[self.slot].take();
         if let Some(m) = module {
-            let layout = m.template.layout();
             for (_, block) in m.blocks {
                 // SAFETY: allocated in `allocate_block` with this layout and
                 // removed from the registry, so freed exactly once.
-                unsafe { dealloc(block as *mut u8, layout) };
+                unsafe { m.template.free(block) };
             }
         }
     }
@@ -215,7 +226,7 @@ impl Drop for ThreadBlocks {
                 m.blocks.swap_remove(i);
                 // SAFETY: allocated with this module's layout; just removed
                 // from the registry under the lock, so freed exactly once.
-                unsafe { dealloc(block as *mut u8, m.template.layout()) };
+                unsafe { m.template.free(block) };
             }
         }
     }
@@ -258,7 +269,10 @@ fn allocate_block(thread: u64, slot: usize, generation: u32) -> usize {
         std::ptr::copy_nonoverlapping(t.data as *const u8, block as *mut u8, t.filesz);
         std::ptr::write_bytes((block + t.filesz) as *mut u8, 0, t.memsz - t.filesz);
     }
-    m.blocks.push((thread, raw as usize));
+    // Recorded as handed out: that is what threads' caches hold and look
+    // up again at exit (a template with first_byte != 0 would otherwise
+    // never match and leak).
+    m.blocks.push((thread, block));
     block
 }
 

@@ -268,6 +268,8 @@ fn unsealed_descriptors_are_refused_on_receipt() {
 
 #[test]
 fn both_backends_load_in_process_and_garbage_is_refused() {
+    // Opens descriptors: must not run while another test counts them.
+    let _g = serial();
     let sealed = SealedElf::new(&test_lib("example")).unwrap();
     let img = sealed.load().unwrap();
     assert!(img.segments().all(|s| s.placement == Placement::Mapped));

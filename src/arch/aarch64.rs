@@ -63,7 +63,13 @@ pub unsafe fn call_ifunc_resolver(addr: usize) -> usize {
 
 /// Makes code the loader wrote visible to instruction fetch (what
 /// `__clear_cache` does): clean the data cache to the point of unification,
-/// invalidate the instruction cache, and synchronise.
+/// invalidate the instruction cache, and synchronise. Called on code pages
+/// while they are still readable and writable, before they become
+/// executable (an execute-only page could not be cleaned by address).
+///
+/// `CTR_EL0` says what the hardware already guarantees: with `IDC` the data
+/// cache need not be cleaned for coherence with instruction fetch, with
+/// `DIC` the instruction cache need not be invalidated; the barriers stay.
 pub fn flush_icache(start: usize, len: usize) {
     if len == 0 {
         return;
@@ -71,25 +77,36 @@ pub fn flush_icache(start: usize, len: usize) {
     let ctr: u64;
     // SAFETY: reading CTR_EL0 is permitted at EL0 on Linux (SCTLR_EL1.UCT).
     unsafe { core::arch::asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+    let idc = ctr & (1 << 28) != 0;
+    let dic = ctr & (1 << 29) != 0;
+    // Line sizes are log2 of words (4 bytes).
     let dline = 4usize << ((ctr >> 16) & 0xf);
     let iline = 4usize << (ctr & 0xf);
     let end = start + len;
-    let mut addr = start & !(dline - 1);
-    while addr < end {
-        // SAFETY: cache maintenance by VA on mapped memory of the image.
-        unsafe { core::arch::asm!("dc cvau, {}", in(reg) addr, options(nostack)) };
-        addr += dline;
+    if !idc {
+        let mut addr = start & !(dline - 1);
+        while addr < end {
+            // SAFETY: cache maintenance by VA on mapped, readable memory of
+            // the image.
+            unsafe { core::arch::asm!("dc cvau, {}", in(reg) addr, options(nostack)) };
+            addr += dline;
+        }
     }
     // SAFETY: barrier instructions have no memory-safety preconditions.
     unsafe { core::arch::asm!("dsb ish", options(nostack)) };
-    let mut addr = start & !(iline - 1);
-    while addr < end {
-        // SAFETY: cache maintenance by VA on mapped memory of the image.
-        unsafe { core::arch::asm!("ic ivau, {}", in(reg) addr, options(nostack)) };
-        addr += iline;
+    if !dic {
+        let mut addr = start & !(iline - 1);
+        while addr < end {
+            // SAFETY: cache maintenance by VA on mapped, readable memory of
+            // the image.
+            unsafe { core::arch::asm!("ic ivau, {}", in(reg) addr, options(nostack)) };
+            addr += iline;
+        }
+        // SAFETY: as above.
+        unsafe { core::arch::asm!("dsb ish", options(nostack)) };
     }
-    // SAFETY: barrier instructions have no memory-safety preconditions.
-    unsafe { core::arch::asm!("dsb ish", "isb", options(nostack)) };
+    // SAFETY: as above.
+    unsafe { core::arch::asm!("isb", options(nostack)) };
 }
 
 /// `__tls_get_addr` as memdl binds it for loaded images (the traditional
@@ -107,14 +124,24 @@ pub fn prepare_tls_descriptors() -> crate::Result<()> {
 /// The TLS descriptor function for memdl's dynamic TLS (the default dialect
 /// on AArch64).
 ///
-/// Called with `x0` = the descriptor, whose second word points to a
-/// [`crate::tls::TlsIndex`]; returns in `x0` the variable's offset from
-/// `tpidr_el0`. The descriptor ABI lets it clobber only `x0` (the call
-/// sequence itself uses `x1` and `x30`), so it saves the other argument and
-/// scratch registers and all 32 SIMD registers before calling into Rust.
+/// Called with `x0` = the address of the descriptor (two words: this
+/// function, then its argument, a pointer to a [`crate::tls::TlsIndex`]);
+/// returns in `x0` the variable's offset from `tpidr_el0`, which the caller
+/// adds to the thread pointer. The descriptor ABI (as GCC and LLVM model
+/// the call, and glibc's `_dl_tlsdesc_dynamic` implements it) lets it
+/// clobber only `x0`, `x1` (holds the function), `x30` and the flags; all
+/// 128 bits of every SIMD register survive, but not SVE state beyond them
+/// (compilers treat that as clobbered, since a syscall discards it anyway).
+/// So it saves x1-x18 and q0-q31 before calling into Rust, which may use
+/// any caller-saved register. `tests/aarch64.rs` checks this with an
+/// assembly probe.
 #[unsafe(naked)]
 pub extern "C" fn tlsdesc_dynamic() {
     core::arch::naked_asm!(
+        // A BTI landing pad (`bti c`, a hint: a no-op without BTI): loaded
+        // code reaches here with `blr`, and a naked function gets none from
+        // the compiler even when the crate is built with branch protection.
+        "hint #34",
         "stp x29, x30, [sp, #-16]!",
         "mov x29, sp",
         "stp x1, x2, [sp, #-16]!",

@@ -48,3 +48,6 @@ pub enum RelocKind {
 pub fn relocation_name(r_type: u32) -> &'static str {
     goblin::elf::reloc::r_to_str(r_type, EM_CURRENT)
 }
+
+#[cfg(test)]
+mod tests;

@@ -321,6 +321,16 @@ pub(super) fn lookup(handle: &Handle, info: &ObjectInfo, name: &[u8]) -> Option<
         let owned = CString::new(name).ok()?;
         dlsym(handle, owned.as_ptr())
     }?;
+    defined_here(handle, info, addr)
+}
+
+/// `addr` if it lies in the object itself (or this thread's block of its
+/// thread-local storage), not in one of its dependencies.
+fn defined_here(
+    handle: &Handle,
+    info: &ObjectInfo,
+    addr: NonNull<c_void>,
+) -> Option<NonNull<c_void>> {
     let a = addr.as_ptr() as usize;
     // `<=`: a zero-sized marker such as `_end` sits exactly at the end.
     if a >= info.start && a <= info.end {
@@ -329,6 +339,33 @@ pub(super) fn lookup(handle: &Handle, info: &ObjectInfo, name: &[u8]) -> Option<
     if info.tls_size > 0 && in_own_tls(handle, info, a) {
         return Some(addr);
     }
+    None
+}
+
+/// `dlvsym(handle, name, version)`, kept only if defined in this object.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(super) fn lookup_versioned(
+    handle: &Handle,
+    info: &ObjectInfo,
+    name: &[u8],
+    version: &[u8],
+) -> Option<NonNull<c_void>> {
+    let name = CString::new(name).ok()?;
+    let version = CString::new(version).ok()?;
+    // SAFETY: `handle` is live; `name` and `version` are NUL-terminated.
+    let addr =
+        NonNull::new(unsafe { libc::dlvsym(handle.as_ptr(), name.as_ptr(), version.as_ptr()) })?;
+    defined_here(handle, info, addr)
+}
+
+/// Only glibc's `dlvsym` is used: elsewhere no version can be asked for.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub(super) fn lookup_versioned(
+    _handle: &Handle,
+    _info: &ObjectInfo,
+    _name: &[u8],
+    _version: &[u8],
+) -> Option<NonNull<c_void>> {
     None
 }
 

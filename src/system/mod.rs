@@ -200,6 +200,32 @@ impl SystemImage {
         unsafe { Library::get(self, name) }
     }
 
+    /// Looks up `name` at a specific version this image defines (e.g.
+    /// `("foo", "V1")` for `foo@V1`), like [`crate::ElfImage::get_versioned`]:
+    /// `dlvsym`, where the platform has it.
+    ///
+    /// # Safety
+    /// `T` must be the symbol's true type (see [`Library::get`]).
+    pub unsafe fn get_versioned<T>(
+        &self,
+        name: impl AsRef<[u8]>,
+        version: impl AsRef<[u8]>,
+    ) -> Result<Symbol<'_, T>> {
+        let name = name.as_ref();
+        #[cfg(unix)]
+        let found = dl::lookup_versioned(&self.handle, &self.info, name, version.as_ref());
+        #[cfg(not(unix))]
+        let found: Option<std::ptr::NonNull<c_void>> = {
+            let _ = version;
+            None
+        };
+        let addr = found.ok_or_else(|| Error::SymbolNotFound {
+            name: crate::symbol::lossy(name),
+        })?;
+        // SAFETY: forwarded caller promise.
+        unsafe { Symbol::from_addr(addr.as_ptr() as usize) }
+    }
+
     /// Assembles an image from a loaded handle, or undoes the load.
     #[cfg(unix)]
     fn from_parts(
