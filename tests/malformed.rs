@@ -159,13 +159,14 @@ impl Elf {
             .find(|&e| self.u32(e + 8) == R_RELATIVE && self.u64(e) == vaddr)
             .expect("a RELATIVE relocation of that address")
     }
-    /// Address of the first byte of the first read-only, non-executable
-    /// segment after the code (rodata).
-    fn rodata_vaddr(&self) -> u64 {
+    /// Address of the first byte of the writable segment: inside the
+    /// image, never code (on every architecture's zlib, which need not
+    /// have a separate read-only data segment).
+    fn data_vaddr(&self) -> u64 {
         let p = *self
             .phdrs_of(PT_LOAD)
             .iter()
-            .rfind(|&&p| self.u32(p + 4) & (PF_X | PF_W) == 0)
+            .find(|&&p| self.u32(p + 4) & PF_W != 0)
             .unwrap();
         self.u64(p + 16)
     }
@@ -1064,8 +1065,9 @@ fn more_cases() -> Vec<Case> {
         case(
             "PT_LOADs out of address order",
             |e| {
+                // The first two: aarch64's zlib has only two PT_LOADs.
                 let p = e.phdrs_of(PT_LOAD);
-                let (a, b) = (p[1], p[2]);
+                let (a, b) = (p[0], p[1]);
                 let first: Vec<u8> = e.bytes[a..a + 56].to_vec();
                 e.bytes.copy_within(b..b + 56, a);
                 e.bytes[b..b + 56].copy_from_slice(&first);
@@ -1440,11 +1442,11 @@ fn more_cases() -> Vec<Case> {
         ),
         case(
             "init array entry that is not code",
-            // The relocation filling DT_INIT_ARRAY[0] points it at rodata.
+            // The relocation filling DT_INIT_ARRAY[0] points it at data.
             |e| {
                 let rel = e.relative_at(e.dyn_value(DT_INIT_ARRAY));
-                let rodata = e.rodata_vaddr();
-                e.set64(rel + 16, rodata);
+                let data = e.data_vaddr();
+                e.set64(rel + 16, data);
             },
             |err| {
                 matches!(
@@ -1459,8 +1461,8 @@ fn more_cases() -> Vec<Case> {
         case(
             "DT_FINI outside the code",
             |e| {
-                let rodata = e.rodata_vaddr();
-                e.set_dyn(DT_FINI, rodata);
+                let data = e.data_vaddr();
+                e.set_dyn(DT_FINI, data);
             },
             |err| {
                 matches!(
@@ -1658,10 +1660,10 @@ fn lookup_cases() -> Vec<LookupCase> {
             None,
             |e| {
                 let sym = e.symbol("zlibVersion");
-                let rodata = e.rodata_vaddr();
+                let data = e.data_vaddr();
                 e.bytes[sym + 4] =
                     (goblin::elf::sym::STB_GLOBAL << 4) | goblin::elf::sym::STT_GNU_IFUNC;
-                e.set64(sym + 8, rodata);
+                e.set64(sym + 8, data);
             },
             |img| {
                 expect_lookup(img, "zlibVersion", |r| {
