@@ -65,6 +65,23 @@ const DYLIBS: &[Dylib] = &[
     ),
     // libc imports: malloc/free, snprintf, qsort calling back a comparator.
     c("uselibc", &["uselibc.c"]),
+    // Sandbox policy (tests/sandbox.rs): a constructor with a side effect on
+    // a host import, memdl's dlsym/dladdr/dlerror, and __tls_get_addr; no libc.
+    c_with(
+        "sandboxed",
+        &["sandboxed.c"],
+        &["-nostdlib", "-fno-stack-protector"],
+    ),
+    c_with(
+        "sandboxdl",
+        &["sandboxdl.c"],
+        &["-nostdlib", "-fno-stack-protector"],
+    ),
+    c_with(
+        "sandboxtls",
+        &["sandboxtls.c"],
+        &["-nostdlib", "-fno-stack-protector"],
+    ),
     // Initialiser/finaliser order: DT_INIT and DT_FINI named by the linker,
     // prioritised and plain init/fini_array entries.
     c_with(

@@ -425,6 +425,20 @@ impl Loaded {
         let (_, sym) = self.symbols.lookup(name, version).ok_or_else(not_found)?;
         if sym.kind() == STT_TLS {
             let module = self.tls.as_ref().ok_or_else(not_found)?;
+            // The offset must lie in the image's TLS block (the end is
+            // inclusive, as for other symbols): the address handed out is
+            // the block's plus the offset.
+            let tls_size = self
+                .phdrs
+                .iter()
+                .find(|p| p.p_type == goblin::elf::program_header::PT_TLS)
+                .map_or(0, |p| p.p_memsz);
+            if sym.value > tls_size {
+                return Err(Error::SymbolOutOfBounds {
+                    name: lossy(name),
+                    value: sym.value,
+                });
+            }
             let index = crate::tls::TlsIndex {
                 module: module.id(),
                 offset: sym.value,

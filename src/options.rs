@@ -16,7 +16,9 @@ pub struct Limits {
     pub max_program_headers: u64,
     /// Relocations of all kinds together (RELR words count one each).
     pub max_relocations: u64,
-    /// Dynamic symbols.
+    /// Dynamic symbols. Relocation allocates a slot per symbol, and a
+    /// symbol table can lie in zero-filled memory that costs the file
+    /// nothing, so this bounds memory a small file can make the loader use.
     pub max_symbols: u64,
     /// Bytes of thread-local storage (`PT_TLS` memory size).
     pub max_tls_size: u64,
@@ -30,7 +32,8 @@ impl Default for Limits {
             max_span: 4 << 30,
             max_program_headers: 4096,
             max_relocations: 64 << 20,
-            max_symbols: 16 << 20,
+            // Large C++ libraries export some 10^5 symbols.
+            max_symbols: 1 << 20,
             max_tls_size: 64 << 20,
             max_needed: 256,
         }
@@ -108,8 +111,16 @@ impl Options {
 
     /// Imports may only be satisfied by [`Options::symbol`]: no lookups in
     /// the process's global scope and no `DT_NEEDED` libraries are opened.
-    /// A library importing anything else is refused before any of its code
-    /// runs.
+    /// A library importing anything else is refused
+    /// ([`crate::Error::UnresolvedSymbols`], naming every such import)
+    /// before any of its code runs.
+    ///
+    /// Of memdl's own loader services only those that act on the image's
+    /// own state stay available: `__tls_get_addr`, `__cxa_thread_atexit`,
+    /// `__cxa_thread_atexit_impl` and `dlerror`. `dlsym` (which would find
+    /// any host symbol), `dladdr` and `dl_iterate_phdr` (which reveal the
+    /// host's libraries, and through them every host function) are not:
+    /// provide them with [`Options::symbol`] if the image may have them.
     pub fn deny_host_lookups(mut self) -> Self {
         self.deny_host_lookups = true;
         self
@@ -136,4 +147,14 @@ impl Options {
     pub fn load_system(&self, bytes: &[u8]) -> crate::Result<crate::SystemImage> {
         crate::SystemImage::load_with(bytes, self)
     }
+}
+
+/// Whether memdl's built-in loader service `name` may be bound under
+/// [`Options::deny_host_lookups`]: only the services that cannot reach the
+/// host's symbols or reveal its libraries.
+pub(crate) fn builtin_allowed_when_denied(name: &[u8]) -> bool {
+    matches!(
+        name,
+        b"__tls_get_addr" | b"__cxa_thread_atexit" | b"__cxa_thread_atexit_impl" | b"dlerror"
+    )
 }

@@ -8,7 +8,8 @@
 //! Steps 2 and 3 are skipped entirely under
 //! [`crate::Options::deny_host_lookups`]. Between steps 1 and 2 come memdl's
 //! own loader services (`__tls_get_addr`, `dlsym`, `dladdr`, ...: see
-//! `interpose.rs`), which every policy allows.
+//! `interpose.rs`); under the deny policy only those that cannot reach the
+//! host (see `Options::deny_host_lookups`).
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
@@ -107,7 +108,10 @@ impl<'a> Resolver<'a> {
         if let Some(&addr) = self.host.get(name) {
             return Some(addr);
         }
-        if let Some(addr) = crate::interpose::builtin(name) {
+        // A sandbox gets only the services that cannot reach the host.
+        let builtin_allowed =
+            self.global_scope || crate::options::builtin_allowed_when_denied(name);
+        if let Some(addr) = crate::interpose::builtin(name).filter(|_| builtin_allowed) {
             return Some(addr);
         }
         if !self.global_scope {

@@ -80,6 +80,9 @@ impl FrameRegistration {
         };
         // The section starts with a CIE length word; an empty one has 0.
         let eh_frame = mem.table(".eh_frame", eh_frame_vaddr, 4).ok()?;
+        // libgcc trusts what it is given: a malformed section would crash
+        // the next unwind anywhere in the process.
+        crate::elf::ehframe::check(mem, eh_frame_vaddr).ok()?;
         let register = lookup(c"__register_frame")?;
         let deregister = lookup(c"__deregister_frame")?;
         // SAFETY: `eh_frame` is the start of the image's .eh_frame section

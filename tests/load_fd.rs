@@ -16,9 +16,11 @@ fn zlib_path() -> PathBuf {
 
 type CrcFn = unsafe extern "C" fn(c_ulong, *const u8, u32) -> c_ulong;
 
+/// Runs zlib's crc32 and audits W^X (every test here loads through it).
 fn check_crc(img: &ElfImage) {
     let crc: memdl::Symbol<'_, CrcFn> = unsafe { img.get("crc32") }.unwrap();
     assert_eq!(unsafe { crc(0, b"hello".as_ptr(), 5) }, 0x3610_a686);
+    common::assert_no_wx();
 }
 
 /// A container file: `head` junk bytes, the library, then a junk tail.
@@ -131,6 +133,7 @@ fn bss_sharing_the_last_file_page_reads_as_zero() {
         .find(|s| s.flags & 2 != 0)
         .expect("a writable segment");
     assert_eq!(data.placement, Placement::Mapped);
+    common::assert_no_wx();
 }
 
 fn all_placed(img: &ElfImage, how: Placement) -> bool {

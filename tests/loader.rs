@@ -8,10 +8,24 @@ use memdl::{ElfImage, Error, Library, Options};
 mod common;
 use common::{assert_no_wx, machine_lib as multiarch_lib, mappings_in};
 
+/// `drop_unmaps_everything` checks an address range is free after a drop:
+/// no other test of this file may map an image meanwhile (the kernel would
+/// happily reuse the range).
+static ADDRESS_SPACE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    ADDRESS_SPACE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    ADDRESS_SPACE.write().unwrap_or_else(|e| e.into_inner())
+}
+
 type CrcFn = unsafe extern "C" fn(c_ulong, *const u8, u32) -> c_ulong;
 
 #[test]
 fn zlib_loads_runs_and_honours_protections() {
+    let _address_space = shared();
     let bytes = multiarch_lib("libz.so.1");
     let img = ElfImage::load(&bytes).unwrap();
     assert_eq!(img.soname(), Some("libz.so.1"));
@@ -34,6 +48,7 @@ fn zlib_loads_runs_and_honours_protections() {
 
 #[test]
 fn sqlite_resolves_its_imports_with_versions() {
+    let _address_space = shared();
     let bytes = multiarch_lib("libsqlite3.so.0");
     let img = ElfImage::load(&bytes).unwrap();
     let v: memdl::Symbol<'_, unsafe extern "C" fn() -> *const c_char> =
@@ -50,23 +65,41 @@ fn sqlite_resolves_its_imports_with_versions() {
 
 #[test]
 fn drop_unmaps_everything() {
+    // In a forked child: the harness's other threads map stacks and arenas
+    // at any time, and the kernel may reuse the freed range for them. The
+    // write lock keeps this file's tests out of the loader while forking.
+    let _address_space = exclusive();
     let bytes = multiarch_lib("libz.so.1");
-    let (lo, hi) = {
-        let img = ElfImage::load(&bytes).unwrap();
-        let lo = img.base_address();
-        let hi = img.exports().map(|(_, a)| a).max().unwrap() + 1;
-        assert!(!mappings_in(lo, hi).is_empty());
-        (lo, hi)
-    };
+    // SAFETY: the child only loads, drops and reads /proc, then _exits.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(|| {
+            let (lo, hi) = {
+                let img = ElfImage::load(&bytes).unwrap();
+                let lo = img.base_address();
+                let hi = img.exports().map(|(_, a)| a).max().unwrap() + 1;
+                assert!(!mappings_in(lo, hi).is_empty());
+                assert_no_wx();
+                (lo, hi)
+            };
+            mappings_in(lo, hi).is_empty()
+        });
+        // SAFETY: ends the child without returning into the harness.
+        unsafe { libc::_exit(if matches!(ok, Ok(true)) { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
     assert!(
-        mappings_in(lo, hi).is_empty(),
-        "image memory still mapped after drop: {:x?}",
-        mappings_in(lo, hi)
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "image memory still mapped after drop (child status {status:#x})"
     );
 }
 
 #[test]
 fn denied_host_lookups_report_every_missing_import_and_run_nothing() {
+    let _address_space = shared();
     let bytes = multiarch_lib("libz.so.1");
     let err = Options::new().deny_host_lookups().load(&bytes).unwrap_err();
     let Error::UnresolvedSymbols { names } = err else {
@@ -85,6 +118,7 @@ fn denied_host_lookups_report_every_missing_import_and_run_nothing() {
 
 #[test]
 fn host_symbols_come_before_the_global_scope() {
+    let _address_space = shared();
     use std::sync::atomic::{AtomicUsize, Ordering};
     static CALLS: AtomicUsize = AtomicUsize::new(0);
     extern "C" fn counting_malloc(n: usize) -> *mut c_void {
@@ -115,10 +149,12 @@ fn host_symbols_come_before_the_global_scope() {
         CALLS.load(Ordering::SeqCst) > 0,
         "zlib allocated through the host's malloc"
     );
+    assert_no_wx();
 }
 
 #[test]
 fn lookups_find_exports_only() {
+    let _address_space = shared();
     let bytes = multiarch_lib("libz.so.1");
     let img = ElfImage::load(&bytes).unwrap();
     // Imports are not exports.
@@ -134,6 +170,7 @@ fn lookups_find_exports_only() {
         img.symbol_address(b""),
         Err(Error::SymbolNotFound { .. })
     ));
+    assert_no_wx();
     // Every listed export is found at its listed address.
     let mut n = 0;
     for (name, addr) in img.exports() {
@@ -157,6 +194,7 @@ fn lookups_find_exports_only() {
 
 #[test]
 fn images_are_send_and_sync_and_usable_across_threads() {
+    let _address_space = shared();
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<ElfImage>();
     let bytes = multiarch_lib("libz.so.1");
@@ -169,6 +207,70 @@ fn images_are_send_and_sync_and_usable_across_threads() {
             });
         }
     });
+    assert_no_wx();
     // Dropped on another thread.
     std::thread::spawn(move || drop(img)).join().unwrap();
+}
+
+#[test]
+fn relro_is_read_only_after_load() {
+    let _address_space = shared();
+    // zlib's PT_GNU_RELRO covers its init/fini arrays, .dynamic and GOT:
+    // written by relocation, then sealed. Its whole pages are read-only,
+    // and the data after it stays writable.
+    let bytes = multiarch_lib("libz.so.1");
+    let elf = goblin::elf::Elf::parse(&bytes).unwrap();
+    let relro = elf
+        .program_headers
+        .iter()
+        .find(|p| p.p_type == goblin::elf::program_header::PT_GNU_RELRO)
+        .expect("zlib has PT_GNU_RELRO");
+    let img = ElfImage::load(&bytes).unwrap();
+    let page = common::page_size() as usize;
+    let bias = img.base_address();
+    let start = (bias + relro.p_vaddr as usize) & !(page - 1);
+    let end = (bias + (relro.p_vaddr + relro.p_memsz) as usize) & !(page - 1);
+    assert!(end > start, "RELRO covers at least one whole page");
+    for addr in (start..end).step_by(page) {
+        let r = region::query(addr as *const u8).unwrap();
+        assert!(
+            r.is_readable() && !r.is_writable() && !r.is_executable(),
+            "RELRO page {addr:#x}: {:?}",
+            r.protection()
+        );
+    }
+    let data = img
+        .segments()
+        .find(|s| s.flags & 2 != 0)
+        .expect("a writable segment");
+    let last = (data.address + data.size as usize - 1) & !(page - 1);
+    assert!(last >= end, "zlib has data pages past RELRO");
+    assert!(region::query(last as *const u8).unwrap().is_writable());
+    assert_no_wx();
+}
+
+extern "C" {
+    /// libgcc's lookup of the unwind entry covering `pc` (registered
+    /// sections included).
+    fn _Unwind_Find_FDE(pc: *const c_void, bases: *mut [usize; 3]) -> *const c_void;
+}
+
+#[test]
+fn unwind_tables_of_a_valid_image_are_registered() {
+    let _address_space = shared();
+    // The .eh_frame check in front of __register_frame accepts real
+    // libraries: libgcc finds zlib's and libexample's frames.
+    for bytes in [multiarch_lib("libz.so.1"), common::test_lib("example")] {
+        let img = ElfImage::load(&bytes).unwrap();
+        let name = if img.soname().is_some() {
+            "crc32"
+        } else {
+            "add"
+        };
+        let f = img.symbol_address(name.as_bytes()).unwrap();
+        let mut bases = [0usize; 3];
+        // SAFETY: a lookup by address; `bases` is writable.
+        let fde = unsafe { _Unwind_Find_FDE(f.cast::<u8>().wrapping_add(1).cast(), &mut bases) };
+        assert!(!fde.is_null(), "no FDE for {name}");
+    }
 }

@@ -10,7 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use goblin::elf::dynamic::*;
 use goblin::elf::program_header::*;
-use memdl::{Error, Limits, Options};
+use memdl::{ElfImage, Error, Library, Limits, Options};
 
 mod common;
 use common::{machine_lib as multiarch_lib, maps_count as maps_lines, open_fds};
@@ -122,6 +122,54 @@ impl Elf {
             .max()
             .unwrap()
     }
+    /// File offset of the dynamic symbol `name` (an export of the library).
+    fn symbol(&self, name: &str) -> usize {
+        let elf = goblin::elf::Elf::parse(&self.bytes).expect("base parses");
+        let index = elf
+            .dynsyms
+            .iter()
+            .position(|s| elf.dynstrtab.get_at(s.st_name) == Some(name))
+            .unwrap_or_else(|| panic!("no symbol {name}"));
+        self.file_offset(self.dyn_value(DT_SYMTAB)) + index * 24
+    }
+    /// Rewrites the tag of the dynamic entry `old` (one memdl ignores, such
+    /// as DT_PLTGOT or DT_RELACOUNT) into `tag` with `value`: a way to add
+    /// entries the base does not have.
+    fn retag(&mut self, old: u64, tag: u64, value: u64) {
+        let e = self.dyn_entry(old);
+        self.set64(e, tag);
+        self.set64(e + 8, value);
+    }
+    /// Turns the program header `old_type` (the `nth` of that type) into a
+    /// `PT_TLS` of `memsz` bytes at `vaddr` with no file bytes.
+    fn make_tls(&mut self, old_type: u32, nth: usize, vaddr: u64, memsz: u64) {
+        let p = self.phdrs_of(old_type)[nth];
+        self.set32(p, PT_TLS);
+        self.set64(p + 8, 0);
+        self.set64(p + 16, vaddr);
+        self.set64(p + 32, 0);
+        self.set64(p + 40, memsz);
+        self.set64(p + 48, 8);
+    }
+    /// File offset of the first RELATIVE relocation whose target is `vaddr`.
+    fn relative_at(&self, vaddr: u64) -> usize {
+        let n = self.dyn_value(DT_RELASZ) as usize / 24;
+        (0..n)
+            .map(|i| self.rela(DT_RELA, i))
+            .find(|&e| self.u32(e + 8) == R_RELATIVE && self.u64(e) == vaddr)
+            .expect("a RELATIVE relocation of that address")
+    }
+    /// Address of the first byte of the writable segment: inside the
+    /// image, never code (on every architecture's zlib, which need not
+    /// have a separate read-only data segment).
+    fn data_vaddr(&self) -> u64 {
+        let p = *self
+            .phdrs_of(PT_LOAD)
+            .iter()
+            .find(|&&p| self.u32(p + 4) & PF_W != 0)
+            .unwrap();
+        self.u64(p + 16)
+    }
     /// Address of the first byte of the executable segment.
     fn text_vaddr(&self) -> u64 {
         let p = *self
@@ -137,6 +185,17 @@ impl Elf {
 const R_RELATIVE: u32 = goblin::elf::reloc::R_X86_64_RELATIVE;
 #[cfg(target_arch = "aarch64")]
 const R_RELATIVE: u32 = goblin::elf::reloc::R_AARCH64_RELATIVE;
+#[cfg(target_arch = "x86_64")]
+const R_DTPMOD: u32 = goblin::elf::reloc::R_X86_64_DTPMOD64;
+#[cfg(target_arch = "aarch64")]
+const R_DTPMOD: u32 = goblin::elf::reloc::R_AARCH64_TLS_DTPMOD;
+#[cfg(target_arch = "x86_64")]
+const R_TPOFF: u32 = goblin::elf::reloc::R_X86_64_TPOFF64;
+#[cfg(target_arch = "aarch64")]
+const R_TPOFF: u32 = goblin::elf::reloc::R_AARCH64_TLS_TPREL;
+/// Not in goblin's constants: packed relative relocations.
+const DT_RELRSZ: u64 = 35;
+const DT_RELR: u64 = 36;
 
 type Patch = Box<dyn Fn(&mut Elf)>;
 type Expect = Box<dyn Fn(&Error) -> bool>;
@@ -929,6 +988,7 @@ fn cases() -> Vec<Case> {
             |err| matches!(err, Error::UnresolvedSymbols { names } if names.len() == 1 && names[0].starts_with('Q')),
         ),
     ];
+    v.extend(more_cases());
     let limit = |name, limits: Limits, what: &'static str| Case {
         name,
         patch: Box::new(|_| {}),
@@ -962,6 +1022,32 @@ fn cases() -> Vec<Case> {
         "image span",
     ));
     v.push(limit(
+        "DT_NEEDED entries over the limit",
+        Limits {
+            max_needed: 0,
+            ..Limits::default()
+        },
+        "DT_NEEDED entries",
+    ));
+    v.push(Case {
+        name: "PT_TLS over the configured limit",
+        patch: Box::new(|e| e.make_tls(PT_GNU_STACK, 0, 0, 0x2000)),
+        expect: Box::new(|err| {
+            matches!(
+                err,
+                Error::LimitExceeded {
+                    what: "PT_TLS size",
+                    value: 0x2000,
+                    limit: 0x1000
+                }
+            )
+        }),
+        options: Options::new().limits(Limits {
+            max_tls_size: 0x1000,
+            ..Limits::default()
+        }),
+    });
+    v.push(limit(
         "program headers over the limit",
         Limits {
             max_program_headers: 2,
@@ -970,6 +1056,731 @@ fn cases() -> Vec<Case> {
         "program header count",
     ));
     v
+}
+
+/// Cases for the rest of design.md's "Malformed input" list, and the
+/// regressions the corruption test and the fuzzer found.
+fn more_cases() -> Vec<Case> {
+    vec![
+        case(
+            "PT_LOADs out of address order",
+            |e| {
+                // The first two: aarch64's zlib has only two PT_LOADs.
+                let p = e.phdrs_of(PT_LOAD);
+                let (a, b) = (p[0], p[1]);
+                let first: Vec<u8> = e.bytes[a..a + 56].to_vec();
+                e.bytes.copy_within(b..b + 56, a);
+                e.bytes[b..b + 56].copy_from_slice(&first);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::BadSegment {
+                        reason: "overlaps or precedes the previous PT_LOAD",
+                        ..
+                    }
+                )
+            },
+        ),
+        case(
+            "a second PT_DYNAMIC",
+            |e| {
+                let d = e.phdrs_of(PT_DYNAMIC)[0];
+                let s = e.phdrs_of(PT_GNU_STACK)[0];
+                e.bytes.copy_within(d..d + 56, s);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::BadSegment {
+                        reason: "a second PT_DYNAMIC",
+                        ..
+                    }
+                )
+            },
+        ),
+        case(
+            "a second PT_TLS",
+            |e| {
+                e.make_tls(PT_NOTE, 0, 0, 16);
+                e.make_tls(PT_GNU_STACK, 0, 0, 16);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::BadSegment {
+                        reason: "a second PT_TLS",
+                        ..
+                    }
+                )
+            },
+        ),
+        case(
+            "PT_TLS outside the loaded image",
+            |e| {
+                let end = e.image_end();
+                e.make_tls(PT_GNU_STACK, 0, end + 0x1000, 16);
+                let p = e.phdrs_of(PT_TLS)[0];
+                e.set64(p + 32, 16);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::TableOutOfBounds {
+                        table: "PT_TLS",
+                        ..
+                    }
+                )
+            },
+        ),
+        case(
+            "PT_GNU_RELRO outside the writable segment",
+            |e| {
+                let p = e.phdrs_of(PT_GNU_RELRO)[0];
+                e.set64(p + 16, 0);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::TableOutOfBounds {
+                        table: "PT_GNU_RELRO",
+                        ..
+                    }
+                )
+            },
+        ),
+        case(
+            "segment alignment over the span limit",
+            |e| {
+                let p = e.phdrs_of(PT_LOAD)[0];
+                e.set64(p + 48, 1 << 40);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::LimitExceeded {
+                        what: "segment alignment",
+                        ..
+                    }
+                )
+            },
+        ),
+        case(
+            "DT_STRSZ zero",
+            |e| e.set_dyn(DT_STRSZ, 0),
+            |err| {
+                matches!(
+                    err,
+                    Error::BadDynamic {
+                        reason: "DT_STRSZ is zero"
+                    }
+                )
+            },
+        ),
+        case(
+            "no DT_SYMTAB",
+            |e| {
+                let at = e.dyn_entry(DT_SYMTAB);
+                e.set64(at, DT_DEBUG);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::BadDynamic {
+                        reason: "no DT_SYMTAB"
+                    }
+                )
+            },
+        ),
+        case(
+            "DT_SYMTAB twice",
+            |e| {
+                let symtab = e.dyn_value(DT_SYMTAB);
+                e.retag(DT_PLTGOT, DT_SYMTAB, symtab);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::BadDynamic {
+                        reason: "DT_SYMTAB appears twice"
+                    }
+                )
+            },
+        ),
+        case(
+            "no hash table",
+            |e| {
+                let at = e.dyn_entry(DT_GNU_HASH);
+                e.set64(at, DT_DEBUG);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::BadDynamic {
+                        reason: "neither DT_GNU_HASH nor DT_HASH"
+                    }
+                )
+            },
+        ),
+        case(
+            "DT_RELA without DT_RELASZ",
+            |e| {
+                let at = e.dyn_entry(DT_RELASZ);
+                e.set64(at, DT_DEBUG);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::BadDynamic {
+                        reason: "DT_RELA without DT_RELASZ"
+                    }
+                )
+            },
+        ),
+        case(
+            "DT_JMPREL in a writable segment",
+            |e| {
+                let p = *e.phdrs_of(PT_LOAD).last().unwrap();
+                let va = e.u64(p + 16);
+                e.set_dyn(DT_JMPREL, va);
+                e.set_dyn(DT_PLTRELSZ, 24);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::TableInWritableSegment {
+                        table: "DT_JMPREL",
+                        ..
+                    }
+                )
+            },
+        ),
+        case(
+            "DT_HASH outside the image",
+            |e| {
+                let end = e.image_end();
+                e.retag(DT_PLTGOT, DT_HASH, end + 0x100);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::TableOutOfBounds {
+                        table: "DT_HASH",
+                        ..
+                    }
+                )
+            },
+        ),
+        case(
+            "SysV hash with zero buckets",
+            // The ELF header's e_ident padding is zeros: nbucket = nchain = 0.
+            |e| e.retag(DT_PLTGOT, DT_HASH, 8),
+            |err| {
+                matches!(
+                    err,
+                    Error::BadHashTable {
+                        table: "DT_HASH",
+                        reason: "zero buckets"
+                    }
+                )
+            },
+        ),
+        case(
+            "SysV hash chains past the segment",
+            // At 0x10: nbucket = e_type | e_machine << 16, nchain = e_version.
+            |e| e.retag(DT_PLTGOT, DT_HASH, 0x10),
+            |err| {
+                matches!(
+                    err,
+                    Error::TableOutOfBounds {
+                        table: "DT_HASH",
+                        ..
+                    }
+                )
+            },
+        ),
+        case(
+            "GNU hash bloom shift of 32 (found by tests/corruption.rs)",
+            // Shifting the 32-bit hash by 32 overflowed in every lookup.
+            |e| {
+                let at = e.file_offset(e.dyn_value(DT_GNU_HASH));
+                e.set32(at + 12, 32);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::BadHashTable {
+                        table: "DT_GNU_HASH",
+                        reason: "bloom shift is 32 or more"
+                    }
+                )
+            },
+        ),
+        case(
+            "GNU hash symbol offset beyond the symbols",
+            |e| {
+                let at = e.file_offset(e.dyn_value(DT_GNU_HASH));
+                e.set32(at + 4, 0x0100_0000);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::BadHashTable {
+                        table: "DT_GNU_HASH",
+                        ..
+                    }
+                )
+            },
+        ),
+        case(
+            "DT_VERDEF outside the image",
+            |e| {
+                let end = e.image_end();
+                e.set_dyn(DT_VERDEF, end + 0x100);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::TableOutOfBounds {
+                        table: "DT_VERDEF",
+                        ..
+                    }
+                )
+            },
+        ),
+        case(
+            "DT_RELR bitmap before any address",
+            // The first word of the file is odd: a bitmap with no base.
+            |e| {
+                e.retag(DT_PLTGOT, DT_RELR, 0);
+                e.retag(DT_RELACOUNT, DT_RELRSZ, 8);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::BadDynamic {
+                        reason: "DT_RELR bitmap without a preceding address"
+                    }
+                )
+            },
+        ),
+        case(
+            "DT_RELR target in a read-only segment",
+            // e_phoff (64) read as a RELR address: inside the R segment.
+            |e| {
+                e.retag(DT_PLTGOT, DT_RELR, 0x20);
+                e.retag(DT_RELACOUNT, DT_RELRSZ, 8);
+            },
+            |err| matches!(err, Error::RelocationInReadOnly { offset: 64, .. }),
+        ),
+        case(
+            "DT_RELRSZ not a multiple of 8",
+            |e| {
+                e.retag(DT_PLTGOT, DT_RELR, 0x20);
+                e.retag(DT_RELACOUNT, DT_RELRSZ, 12);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::BadTableSize {
+                        table: "DT_RELR",
+                        ..
+                    }
+                )
+            },
+        ),
+        case(
+            "TLS relocation without PT_TLS",
+            |e| {
+                let rel = e.rela_of_type(DT_RELA, DT_RELASZ, R_RELATIVE);
+                e.set32(rel + 8, R_DTPMOD);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::BadDynamic {
+                        reason: "TLS relocation in an object without PT_TLS"
+                    }
+                )
+            },
+        ),
+        case(
+            "static TLS relocation",
+            |e| {
+                let rel = e.rela_of_type(DT_RELA, DT_RELASZ, R_RELATIVE);
+                e.set32(rel + 8, R_TPOFF);
+            },
+            |err| matches!(err, Error::StaticTls { .. }),
+        ),
+        case(
+            "DF_STATIC_TLS",
+            |e| {
+                e.make_tls(PT_GNU_STACK, 0, 0, 16);
+                e.retag(DT_PLTGOT, DT_FLAGS, DF_STATIC_TLS);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::StaticTls {
+                        what: "DF_STATIC_TLS"
+                    }
+                )
+            },
+        ),
+        case(
+            "DT_INIT_ARRAYSZ not a multiple of 8",
+            |e| e.set_dyn(DT_INIT_ARRAYSZ, 12),
+            |err| {
+                matches!(
+                    err,
+                    Error::BadTableSize {
+                        table: "DT_INIT_ARRAY",
+                        ..
+                    }
+                )
+            },
+        ),
+        case(
+            "init array entry that is not code",
+            // The relocation filling DT_INIT_ARRAY[0] points it at data.
+            |e| {
+                let rel = e.relative_at(e.dyn_value(DT_INIT_ARRAY));
+                let data = e.data_vaddr();
+                e.set64(rel + 16, data);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::TableOutOfBounds {
+                        table: "init/fini array entry",
+                        ..
+                    }
+                )
+            },
+        ),
+        case(
+            "DT_FINI outside the code",
+            |e| {
+                let data = e.data_vaddr();
+                e.set_dyn(DT_FINI, data);
+            },
+            |err| {
+                matches!(
+                    err,
+                    Error::TableOutOfBounds {
+                        table: "DT_FINI",
+                        ..
+                    }
+                )
+            },
+        ),
+    ]
+}
+
+type Check = Box<dyn Fn(&ElfImage) -> Result<(), String>>;
+
+/// A corruption the loader may accept (nothing it needs is wrong), after
+/// which lookups must still stay inside the image: `check` runs on the
+/// loaded image.
+struct LookupCase {
+    name: &'static str,
+    /// `None` for zlib, else a test library's short name.
+    base: Option<&'static str>,
+    patch: Patch,
+    check: Check,
+}
+
+fn lookup_case(
+    name: &'static str,
+    base: Option<&'static str>,
+    patch: impl Fn(&mut Elf) + 'static,
+    check: impl Fn(&ElfImage) -> Result<(), String> + 'static,
+) -> LookupCase {
+    LookupCase {
+        name,
+        base,
+        patch: Box::new(patch),
+        check: Box::new(check),
+    }
+}
+
+fn address(img: &ElfImage, name: &str) -> Result<usize, Error> {
+    // SAFETY: only the address is taken.
+    unsafe { img.get::<*const u8>(name) }.map(|s| s.as_ptr() as usize)
+}
+
+fn expect_lookup(
+    img: &ElfImage,
+    name: &str,
+    ok: impl Fn(&Result<usize, Error>) -> bool,
+) -> Result<(), String> {
+    let r = address(img, name);
+    if ok(&r) {
+        Ok(())
+    } else {
+        Err(format!("get({name}) gave {r:?}"))
+    }
+}
+
+/// Every listed export that `get` finds lies inside the image (or is an
+/// absolute zero).
+fn exports_inside(img: &ElfImage) -> Result<(), String> {
+    let (lo, hi) = (
+        img.base_address(),
+        img.segments()
+            .map(|s| s.address + s.size as usize)
+            .max()
+            .unwrap(),
+    );
+    for (name, addr) in img.exports() {
+        if let Ok(a) = address(img, &String::from_utf8_lossy(name)) {
+            // Version-name symbols (`ZLIB_1.2.2`) are absolute zeros.
+            if a != 0 && !(lo..=hi).contains(&a) {
+                return Err(format!(
+                    "{} at {a:#x} outside {lo:#x}..{hi:#x}",
+                    String::from_utf8_lossy(name)
+                ));
+            }
+        }
+        std::hint::black_box(addr);
+    }
+    Ok(())
+}
+
+extern "C" {
+    /// libgcc's lookup of the unwind entry covering `pc`.
+    fn _Unwind_Find_FDE(
+        pc: *const std::ffi::c_void,
+        bases: *mut [usize; 3],
+    ) -> *const std::ffi::c_void;
+}
+
+/// Whether libgcc knows unwind information for libexample's `add`.
+fn add_has_fde(img: &ElfImage) -> bool {
+    let add = img.symbol_address(b"add").unwrap() as *const u8;
+    let mut bases = [0usize; 3];
+    // SAFETY: a lookup by address; `bases` is writable.
+    !unsafe { _Unwind_Find_FDE(add.wrapping_add(1).cast(), &mut bases) }.is_null()
+}
+
+/// A corrupted `.eh_frame` must not reach libgcc: the image's frames are
+/// not registered, and an unwind in the process (which walks every
+/// registered section) still works.
+fn frames_not_registered(img: &ElfImage) -> Result<(), String> {
+    if add_has_fde(img) {
+        return Err("the corrupted .eh_frame was registered".into());
+    }
+    // resume_unwind: a real unwind, without the panic hook's message.
+    let caught = catch_unwind(|| std::panic::resume_unwind(Box::new(7u8)));
+    match caught {
+        Err(p) if p.downcast_ref::<u8>() == Some(&7) => Ok(()),
+        _ => Err("unwinding failed".into()),
+    }
+}
+
+/// File offsets in libexample's `.eh_frame`: (the first CIE's `R`
+/// augmentation byte, the first FDE).
+fn eh_frame_fields(e: &Elf) -> (usize, usize) {
+    let elf = goblin::elf::Elf::parse(&e.bytes).unwrap();
+    let sh = elf
+        .section_headers
+        .iter()
+        .find(|s| elf.shdr_strtab.get_at(s.sh_name) == Some(".eh_frame"))
+        .expect(".eh_frame");
+    let cie = sh.sh_offset as usize;
+    // version 1, "zR", code alignment 1, data alignment -8, RA register,
+    // augmentation length: then the R byte.
+    assert_eq!(
+        &e.bytes[cie + 9..cie + 12],
+        b"zR\0",
+        "libexample's CIE is zR"
+    );
+    let fde = cie + 4 + e.u32(cie) as usize;
+    (cie + 16, fde)
+}
+
+fn lookup_cases() -> Vec<LookupCase> {
+    vec![
+        lookup_case(
+            "eh_frame: FDE whose CIE pointer leaves the section",
+            Some("example"),
+            |e| {
+                let (_, fde) = eh_frame_fields(e);
+                e.set32(fde + 4, 0x7fff_fff0);
+            },
+            frames_not_registered,
+        ),
+        lookup_case(
+            "eh_frame: FDE covering code outside the image",
+            Some("example"),
+            |e| {
+                let (_, fde) = eh_frame_fields(e);
+                let begin = e.u32(fde + 8);
+                e.set32(fde + 8, begin.wrapping_add(0x4000_0000));
+            },
+            frames_not_registered,
+        ),
+        lookup_case(
+            "eh_frame: CIE with a pointer encoding libgcc aborts on",
+            Some("example"),
+            |e| {
+                let (r, _) = eh_frame_fields(e);
+                e.bytes[r] = 0x0f;
+            },
+            frames_not_registered,
+        ),
+        lookup_case(
+            "eh_frame: record length past the segment",
+            Some("example"),
+            |e| {
+                let (_, fde) = eh_frame_fields(e);
+                e.set32(fde, 0x7fff_0000);
+            },
+            frames_not_registered,
+        ),
+        lookup_case(
+            "exported symbol value outside the image",
+            None,
+            |e| {
+                let sym = e.symbol("zlibVersion");
+                e.set64(sym + 8, 1 << 40);
+            },
+            |img| {
+                expect_lookup(
+                    img,
+                    "zlibVersion",
+                    |r| matches!(r, Err(Error::SymbolOutOfBounds { value, .. }) if *value == 1 << 40),
+                )?;
+                expect_lookup(img, "crc32", |r| r.is_ok())?;
+                exports_inside(img)
+            },
+        ),
+        lookup_case(
+            "ifunc symbol whose resolver is not code",
+            None,
+            |e| {
+                let sym = e.symbol("zlibVersion");
+                let data = e.data_vaddr();
+                e.bytes[sym + 4] =
+                    (goblin::elf::sym::STB_GLOBAL << 4) | goblin::elf::sym::STT_GNU_IFUNC;
+                e.set64(sym + 8, data);
+            },
+            |img| {
+                expect_lookup(img, "zlibVersion", |r| {
+                    matches!(r, Err(Error::SymbolOutOfBounds { .. }))
+                })
+            },
+        ),
+        lookup_case(
+            "export name past DT_STRSZ",
+            None,
+            |e| {
+                let sym = e.symbol("zlibVersion");
+                e.set32(sym, 0x00ff_ffff);
+            },
+            |img| {
+                expect_lookup(img, "zlibVersion", |r| {
+                    matches!(r, Err(Error::SymbolNotFound { .. }))
+                })?;
+                expect_lookup(img, "crc32", |r| r.is_ok())?;
+                exports_inside(img)
+            },
+        ),
+        lookup_case(
+            "GNU hash chain values corrupted",
+            // Every chain entry's hash bits flipped, end-of-chain bits kept:
+            // lookups stay within their chains and find nothing.
+            None,
+            |e| {
+                let at = e.file_offset(e.dyn_value(DT_GNU_HASH));
+                let (nbuckets, symoffset, bloom) = (
+                    e.u32(at) as usize,
+                    e.u32(at + 4) as usize,
+                    e.u32(at + 8) as usize,
+                );
+                let chains = at + 16 + bloom * 8 + nbuckets * 4;
+                let elf = goblin::elf::Elf::parse(&e.bytes).unwrap();
+                for i in 0..elf.dynsyms.len() - symoffset {
+                    let c = e.u32(chains + i * 4);
+                    e.set32(chains + i * 4, c ^ 0xffff_fffe);
+                }
+            },
+            |img| {
+                for name in ["crc32", "zlibVersion", "deflate", "no_such_symbol"] {
+                    expect_lookup(img, name, |r| {
+                        matches!(r, Err(Error::SymbolNotFound { .. }))
+                    })?;
+                }
+                exports_inside(img)
+            },
+        ),
+        lookup_case(
+            "GNU hash bloom filter all ones",
+            // Every name passes the filter and walks its chain: bounded.
+            None,
+            |e| {
+                let at = e.file_offset(e.dyn_value(DT_GNU_HASH));
+                let bloom = e.u32(at + 8) as usize;
+                for w in 0..bloom {
+                    e.set64(at + 16 + w * 8, u64::MAX);
+                }
+            },
+            |img| {
+                expect_lookup(img, "crc32", |r| r.is_ok())?;
+                for name in ["no_such_symbol", "", "crc3", "crc32x"] {
+                    expect_lookup(img, name, |r| {
+                        matches!(r, Err(Error::SymbolNotFound { .. }))
+                    })?;
+                }
+                Ok(())
+            },
+        ),
+        lookup_case(
+            "DT_SONAME past DT_STRSZ",
+            None,
+            |e| e.set_dyn(DT_SONAME, 1 << 30),
+            |img| match img.soname() {
+                None => Ok(()),
+                Some(s) => Err(format!("soname {s}")),
+            },
+        ),
+        lookup_case(
+            "symbol version index that no version defines",
+            None,
+            |e| {
+                let elf = goblin::elf::Elf::parse(&e.bytes).unwrap();
+                let index = elf
+                    .dynsyms
+                    .iter()
+                    .position(|s| elf.dynstrtab.get_at(s.st_name) == Some("zlibVersion"))
+                    .unwrap();
+                let versym = e.file_offset(e.dyn_value(DT_VERSYM));
+                e.set16(versym + index * 2, 0x7ff0);
+            },
+            |img| {
+                expect_lookup(img, "zlibVersion", |r| r.is_ok())?;
+                // SAFETY: only the address is taken.
+                match unsafe { img.get_versioned::<*const u8>("zlibVersion", "ZLIB_1.2.0") } {
+                    Err(Error::SymbolNotFound { .. }) => Ok(()),
+                    r => Err(format!("versioned lookup gave {:?}", r.map(|s| s.as_ptr()))),
+                }
+            },
+        ),
+        lookup_case(
+            "thread-local symbol offset outside PT_TLS",
+            Some("sandboxtls"),
+            |e| {
+                let sym = e.symbol("tls_calls");
+                e.set64(sym + 8, 1 << 20);
+            },
+            |img| {
+                expect_lookup(img, "tls_calls", |r| {
+                    matches!(r, Err(Error::SymbolOutOfBounds { .. }))
+                })?;
+                expect_lookup(img, "count_call", |r| r.is_ok())
+            },
+        ),
+    ]
 }
 
 #[test]
@@ -1004,11 +1815,51 @@ fn every_malformed_case_is_a_specific_error_and_leaks_nothing() {
             ));
         }
     }
+
+    // Corruptions the loader accepts: lookups must stay inside the image.
+    // (The unmodified libexample's frames are registered, so the .eh_frame
+    // cases below test the check, not an absent registration.)
+    let example = memdl::ElfImage::load(&common::test_lib("example")).unwrap();
+    assert!(add_has_fde(&example));
+    drop(example);
+    let lookups = lookup_cases();
+    for c in &lookups {
+        let mut elf = match c.base {
+            None => base.clone(),
+            Some(lib) => Elf {
+                bytes: common::test_lib(lib),
+            },
+        };
+        (c.patch)(&mut elf);
+        let (maps, fds) = (maps_lines(), open_fds());
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            Options::new()
+                .load(&elf.bytes)
+                .map_err(|e| format!("did not load: {e:?} ({e})"))
+                .and_then(|img| {
+                    (c.check)(&img)?;
+                    common::assert_no_wx();
+                    Ok(())
+                })
+        }));
+        let (maps_after, fds_after) = (maps_lines(), open_fds());
+        match result {
+            Err(_) => failures.push(format!("{}: panicked", c.name)),
+            Ok(Err(why)) => failures.push(format!("{}: {why}", c.name)),
+            Ok(Ok(())) => {}
+        }
+        if maps_after != maps || fds_after != fds {
+            failures.push(format!(
+                "{}: leaked (maps {maps} -> {maps_after}, fds {fds} -> {fds_after})",
+                c.name
+            ));
+        }
+    }
     assert!(
         failures.is_empty(),
         "{} of {} cases failed:\n{}",
         failures.len(),
-        cases.len(),
+        cases.len() + lookups.len(),
         failures.join("\n")
     );
 }

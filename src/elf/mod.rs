@@ -7,6 +7,7 @@
 //! range against the loaded segments before a single byte is read.
 
 pub mod dynamic;
+pub mod ehframe;
 pub mod symbols;
 
 use goblin::elf::header::{
@@ -287,6 +288,11 @@ impl Layout {
                     });
                 }
                 PT_DYNAMIC => {
+                    // Two would leave it open which one the loader and the
+                    // code reading `dl_iterate_phdr` each believe.
+                    if dynamic.is_some() {
+                        return Err(bad(index, kind, "a second PT_DYNAMIC"));
+                    }
                     if !in_file || !addr_ok {
                         return Err(bad(index, kind, "lies outside the input"));
                     }
@@ -302,6 +308,9 @@ impl Layout {
                     relro = Some((vaddr, memsz));
                 }
                 PT_TLS => {
+                    if tls.is_some() {
+                        return Err(bad(index, kind, "a second PT_TLS"));
+                    }
                     if !in_file || !addr_ok || filesz > memsz {
                         return Err(bad(index, kind, "inconsistent sizes"));
                     }

@@ -439,8 +439,9 @@ fn parse_gnu_hash(mem: &Memory<'_>, vaddr: u64) -> Result<GnuHash> {
     if bloom_size == 0 || !bloom_size.is_power_of_two() {
         return Err(hash_error(T, "bloom filter size is not a power of two"));
     }
-    if bloom_shift >= 64 {
-        return Err(hash_error(T, "bloom shift is 64 or more"));
+    // The shift applies to the 32-bit hash: 32 or more would overflow.
+    if bloom_shift >= 32 {
+        return Err(hash_error(T, "bloom shift is 32 or more"));
     }
     // Header, bloom words and buckets; the chains are checked once the
     // symbol count is known.

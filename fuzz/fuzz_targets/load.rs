@@ -1,0 +1,41 @@
+//! Fuzzes `ElfImage::load` with host lookups denied: any input must load or
+//! fail with an `Error`, never crash, and looking symbols up in what loaded
+//! must not crash either, nor must a stack walk while it is loaded.
+//!
+//! Inputs whose loading would legitimately run code of the file
+//! (initialisers, finalisers, IRELATIVE or ifunc resolvers) are skipped:
+//! the filter is the corruption test's (`tests/runs_code`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use memdl::Library;
+
+extern "C" {
+    /// libgcc's lookup of the unwind entry covering `pc`.
+    fn _Unwind_Find_FDE(pc: *const u8, bases: *mut [usize; 3]) -> *const u8;
+}
+
+#[path = "../../tests/runs_code/mod.rs"]
+mod runs_code;
+
+fuzz_target!(|data: &[u8]| {
+    if runs_code::runs_code(data) {
+        return;
+    }
+    let options = memdl::Options::new().deny_host_lookups();
+    if let Ok(img) = options.load(data) {
+        for name in ["add", "counter", "ops", "sort_checksum", "crc32", ""] {
+            // SAFETY: only the address is taken; nothing is called or read.
+            let _ = unsafe { img.get::<*const u8>(name) };
+        }
+        for (name, addr) in img.exports() {
+            std::hint::black_box((name, addr));
+        }
+        // The first FDE lookup makes libgcc parse every registered
+        // .eh_frame, this image's included (as any unwind would).
+        let mut bases = [0usize; 3];
+        // SAFETY: a lookup by address; `bases` is writable.
+        let fde = unsafe { _Unwind_Find_FDE(img.base_address() as *const _, &mut bases) };
+        std::hint::black_box(fde);
+    }
+});

@@ -1,0 +1,303 @@
+//! A structural check of `.eh_frame` before it goes to the unwinder.
+//!
+//! libgcc's `__register_frame` trusts the section completely: the first
+//! unwind anywhere in the process (a panic, a C++ exception, a backtrace)
+//! walks every registered section, follows each FDE's CIE pointer, reads
+//! the CIE's augmentation and pointer encodings and aborts on an encoding
+//! it does not know. A corrupted section would crash the process long
+//! after the load succeeded, so [`check`] proves, before registration, what
+//! that walk relies on:
+//!
+//! * records follow each other inside one loaded segment up to a zero
+//!   terminator (no 64-bit lengths, which libgcc's walk does not support);
+//! * every FDE's CIE pointer names a CIE that precedes it;
+//! * every CIE's fields lie inside the record, and its FDE pointer encoding
+//!   is one libgcc reads without aborting or dereferencing;
+//! * every FDE's code range lies inside an executable segment of the image,
+//!   so its unwind program is only ever used for the image's own frames.
+
+use super::Memory;
+
+/// Why a section was refused (for debugging; the caller only needs "no").
+pub type Refusal = &'static str;
+
+// DWARF pointer encodings: the value format (low nibble) ...
+const DW_EH_PE_ABSPTR: u8 = 0x00;
+const DW_EH_PE_ULEB128: u8 = 0x01;
+const DW_EH_PE_UDATA2: u8 = 0x02;
+const DW_EH_PE_UDATA4: u8 = 0x03;
+const DW_EH_PE_UDATA8: u8 = 0x04;
+const DW_EH_PE_SLEB128: u8 = 0x09;
+const DW_EH_PE_SDATA2: u8 = 0x0a;
+const DW_EH_PE_SDATA4: u8 = 0x0b;
+const DW_EH_PE_SDATA8: u8 = 0x0c;
+// ... and how it applies (high bits).
+const DW_EH_PE_PCREL: u8 = 0x10;
+
+/// Bytes of `[pos, end)` of the section, as a cursor.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+    end: usize,
+}
+
+impl Cursor<'_> {
+    fn u8(&mut self) -> Result<u8, Refusal> {
+        if self.pos >= self.end {
+            return Err("field past the end of its record");
+        }
+        self.pos += 1;
+        Ok(self.bytes[self.pos - 1])
+    }
+    fn take(&mut self, n: usize) -> Result<u64, Refusal> {
+        let mut v = 0u64;
+        for i in 0..n {
+            v |= u64::from(self.u8()?) << (8 * i);
+        }
+        Ok(v)
+    }
+    fn uleb(&mut self) -> Result<u64, Refusal> {
+        let (mut v, mut shift) = (0u64, 0u32);
+        loop {
+            let b = self.u8()?;
+            if shift < 64 {
+                v |= u64::from(b & 0x7f) << shift;
+            }
+            shift += 7;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+    }
+    fn sleb(&mut self) -> Result<i64, Refusal> {
+        let (mut v, mut shift) = (0i64, 0u32);
+        loop {
+            let b = self.u8()?;
+            if shift < 64 {
+                v |= i64::from(b & 0x7f) << shift;
+            }
+            shift += 7;
+            if b & 0x80 == 0 {
+                if shift < 64 && b & 0x40 != 0 {
+                    v |= -1i64 << shift;
+                }
+                return Ok(v);
+            }
+        }
+    }
+    fn cstr(&mut self) -> Result<&[u8], Refusal> {
+        let start = self.pos;
+        while self.u8()? != 0 {}
+        Ok(&self.bytes[start..self.pos - 1])
+    }
+    /// A value in `enc`'s format (its application is the caller's).
+    fn encoded(&mut self, enc: u8) -> Result<u64, Refusal> {
+        Ok(match enc & 0x0f {
+            DW_EH_PE_ABSPTR | DW_EH_PE_UDATA8 | DW_EH_PE_SDATA8 => self.take(8)?,
+            DW_EH_PE_UDATA2 => self.take(2)?,
+            DW_EH_PE_UDATA4 => self.take(4)?,
+            DW_EH_PE_SDATA2 => self.take(2)? as u16 as i16 as u64,
+            DW_EH_PE_SDATA4 => self.take(4)? as u32 as i32 as u64,
+            DW_EH_PE_ULEB128 => self.uleb()?,
+            DW_EH_PE_SLEB128 => self.sleb()? as u64,
+            _ => return Err("unknown pointer encoding"),
+        })
+    }
+}
+
+/// Whether libgcc reads a pointer of encoding `enc` without aborting and
+/// without dereferencing it.
+fn known_format(enc: u8) -> bool {
+    matches!(
+        enc & 0x0f,
+        DW_EH_PE_ABSPTR
+            | DW_EH_PE_ULEB128
+            | DW_EH_PE_UDATA2
+            | DW_EH_PE_UDATA4
+            | DW_EH_PE_UDATA8
+            | DW_EH_PE_SLEB128
+            | DW_EH_PE_SDATA2
+            | DW_EH_PE_SDATA4
+            | DW_EH_PE_SDATA8
+    )
+}
+
+/// FDE pointers: absolute (already relocated) or PC-relative, the only
+/// applications libgcc gives a meaning for registered sections.
+fn fde_encoding_ok(enc: u8) -> bool {
+    known_format(enc) && matches!(enc & 0xf0, 0 | DW_EH_PE_PCREL)
+}
+
+/// The FDE pointer encoding a CIE declares (absolute without `zR`).
+/// Whether the 4 bytes at `end` (one past a readable segment) lie in the
+/// segment's last page, hence are mapped and readable, and are zero.
+fn zero_after(end: usize) -> bool {
+    let page = crate::map::page_size();
+    let page_end = end.next_multiple_of(page);
+    if end % page == 0 || page_end - end < 4 {
+        return false;
+    }
+    // SAFETY: `end` lies inside the last page of a readable segment, which
+    // is mapped readable as a whole; 4 bytes fit before the page ends.
+    let word: u32 = unsafe { std::ptr::read_unaligned(end as *const u32) };
+    word == 0
+}
+
+fn parse_cie(c: &mut Cursor<'_>) -> Result<u8, Refusal> {
+    let version = c.u8()?;
+    if !matches!(version, 1 | 3 | 4) {
+        return Err("unknown CIE version");
+    }
+    let aug = c.cstr()?.to_vec();
+    if version == 4 {
+        // Address and segment selector sizes.
+        if c.u8()? != 8 || c.u8()? != 0 {
+            return Err("CIE address size is not 8");
+        }
+    }
+    c.uleb()?; // code alignment
+    c.sleb()?; // data alignment
+    if version == 1 {
+        c.u8()?; // return address register
+    } else {
+        c.uleb()?;
+    }
+    let mut fde_enc = DW_EH_PE_ABSPTR;
+    if aug.first() != Some(&b'z') {
+        return Ok(fde_enc);
+    }
+    let len = c.uleb()?;
+    let data_end = u64::try_from(c.pos)
+        .ok()
+        .and_then(|p| p.checked_add(len))
+        .filter(|&e| e <= c.end as u64)
+        .ok_or("CIE augmentation data past the record")?;
+    for &ch in &aug[1..] {
+        match ch {
+            b'R' => {
+                fde_enc = c.u8()?;
+                if !fde_encoding_ok(fde_enc) {
+                    return Err("unsupported FDE pointer encoding");
+                }
+            }
+            b'P' => {
+                let enc = c.u8()?;
+                if !known_format(enc) {
+                    return Err("unknown personality encoding");
+                }
+                c.encoded(enc)?;
+            }
+            b'L' => {
+                if !known_format(c.u8()?) {
+                    return Err("unknown LSDA encoding");
+                }
+            }
+            b'S' | b'B' => {}
+            // libgcc stops interpreting at a letter it does not know.
+            _ => break,
+        }
+    }
+    if c.pos as u64 > data_end {
+        return Err("CIE augmentation data past its length");
+    }
+    Ok(fde_enc)
+}
+
+/// Checks the `.eh_frame` at `vaddr` of the loaded image `mem`.
+pub fn check(mem: &Memory<'_>, vaddr: u64) -> Result<(), Refusal> {
+    let seg = mem
+        .loads
+        .iter()
+        .find(|s| s.readable() && s.contains(vaddr, 4))
+        .ok_or(".eh_frame outside the loaded segments")?;
+    let len = seg.end() - vaddr;
+    let addr = mem
+        .table(".eh_frame", vaddr, len)
+        .map_err(|_| ".eh_frame outside the loaded segments")?;
+    let len = usize::try_from(len).map_err(|_| "segment too large")?;
+    // SAFETY: `[addr, addr + len)` lies in a readable loaded segment
+    // (checked just above), mapped for as long as `mem`'s image.
+    let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
+    let code = |runtime: u64, size: u64| {
+        let v = runtime.wrapping_sub(mem.bias as u64);
+        mem.loads
+            .iter()
+            .any(|s| s.executable() && s.contains(v, size.max(1)))
+    };
+    // CIE start offset → its FDE pointer encoding.
+    let mut cies: Vec<(usize, u8)> = Vec::new();
+    let mut pos = 0usize;
+    loop {
+        if pos == bytes.len() && zero_after(addr + len) {
+            // No terminator in the file (an object linked without crtend),
+            // but the zeros after the segment in its last page end the walk.
+            return Ok(());
+        }
+        let length = bytes
+            .get(pos..pos + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+            .ok_or("no terminator before the end of the segment")?;
+        if length == 0 {
+            return Ok(());
+        }
+        if length == u32::MAX {
+            return Err("64-bit record length");
+        }
+        let end = (pos + 4)
+            .checked_add(length as usize)
+            .filter(|&e| e <= bytes.len())
+            .ok_or("record past the end of the segment")?;
+        let mut c = Cursor {
+            bytes,
+            pos: pos + 4,
+            end,
+        };
+        let id = c.take(4)? as u32;
+        if id == 0 {
+            let enc = parse_cie(&mut c)?;
+            cies.push((pos, enc));
+        } else {
+            // The CIE pointer counts back from the pointer field itself.
+            let cie = (pos + 4)
+                .checked_sub(id as usize)
+                .ok_or("CIE pointer before the section")?;
+            let &(_, enc) = cies
+                .iter()
+                .find(|&&(start, _)| start == cie)
+                .ok_or("CIE pointer does not name a preceding CIE")?;
+            let field = (addr + c.pos) as u64;
+            let begin = c.encoded(enc)?;
+            let range = c.encoded(enc & 0x0f)?;
+            let begin = if enc & 0xf0 == DW_EH_PE_PCREL {
+                field.wrapping_add(begin)
+            } else {
+                begin
+            };
+            // libgcc skips absolute FDEs at 0 (discarded functions).
+            let skipped = enc == DW_EH_PE_ABSPTR && begin == 0;
+            if !skipped && !code(begin, range) {
+                return Err("FDE covers code outside the image");
+            }
+        }
+        pos = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leb128() {
+        let bytes = [0xe5, 0x8e, 0x26, 0x7f, 0x80, 0x7f];
+        let mut c = Cursor {
+            bytes: &bytes,
+            pos: 0,
+            end: bytes.len(),
+        };
+        assert_eq!(c.uleb(), Ok(624_485));
+        assert_eq!(c.sleb(), Ok(-1));
+        assert_eq!(c.sleb(), Ok(-128));
+        assert!(c.u8().is_err());
+    }
+}
