@@ -16,9 +16,6 @@
 //! `MEMDL_CORRUPTION_COUNT` and `MEMDL_CORRUPTION_SEED` override the count
 //! and the seed; `MEMDL_CORRUPTION_ONLY=i` replays mutation `i` in process.
 
-use std::io::Read;
-use std::os::fd::{FromRawFd, OwnedFd};
-
 use memdl::{Error, Options};
 
 mod common;
@@ -252,9 +249,14 @@ fn mutation(base: &[u8], regions: &[Region], seed: u64, index: u64) -> Option<Ve
 /// Runs mutations `range` and writes one line per mutation to `out`:
 /// `at i` before the load (so the parent can name a crashing mutation),
 /// then `done i <outcome>` or `FAIL i <why>`.
-fn child(base: &[u8], regions: &[Region], seed: u64, range: std::ops::Range<u64>, out: OwnedFd) {
+fn child(
+    base: &[u8],
+    regions: &[Region],
+    seed: u64,
+    range: std::ops::Range<u64>,
+    out: &mut std::fs::File,
+) {
     use std::io::Write;
-    let mut out = std::fs::File::from(out);
     // One-time process state (the TLS module table, the unwinder's and the
     // allocator's first allocations) is set up before counting mappings:
     // only what a load leaves behind counts.
@@ -297,41 +299,18 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 /// Forks a child for mutations `range`; returns its report and exit status.
+/// The child only runs this test's code: no other thread of the test binary
+/// touches memdl (this file has one test).
 fn run_batch(
     base: &[u8],
     regions: &[Region],
     seed: u64,
     range: std::ops::Range<u64>,
 ) -> (String, libc::c_int) {
-    let mut fds = [0; 2];
-    // SAFETY: pipe writes two descriptors into the array.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: each descriptor is freshly created and owned here only.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: the child only runs this test's code (no other thread of the
-    // test binary touches memdl: this file has one test) and leaves with
-    // _exit, never returning into the harness.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        drop(rd);
-        // A panic must not unwind into the forked copy of the harness.
-        let code = match std::panic::catch_unwind(|| child(base, regions, seed, range, wr)) {
-            Ok(()) => 0,
-            Err(_) => 101,
-        };
-        // SAFETY: ends the child without running the parent's atexit hooks.
-        unsafe { libc::_exit(code) };
-    }
-    drop(wr);
-    let mut report = String::new();
-    std::fs::File::from(rd)
-        .read_to_string(&mut report)
-        .expect("read child report");
-    let mut status = 0;
-    // SAFETY: waits for the child just forked.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    (report, status)
+    common::run_in_child(|out| {
+        child(base, regions, seed, range, out);
+        0
+    })
 }
 
 #[test]

@@ -70,29 +70,19 @@ fn drop_unmaps_everything() {
     // write lock keeps this file's tests out of the loader while forking.
     let _address_space = exclusive();
     let bytes = multiarch_lib("libz.so.1");
-    // SAFETY: the child only loads, drops and reads /proc, then _exits.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
-        let ok = std::panic::catch_unwind(|| {
-            let (lo, hi) = {
-                let img = ElfImage::load(&bytes).unwrap();
-                let lo = img.base_address();
-                let hi = img.exports().map(|(_, a)| a).max().unwrap() + 1;
-                assert!(!mappings_in(lo, hi).is_empty());
-                assert_no_wx();
-                (lo, hi)
-            };
-            mappings_in(lo, hi).is_empty()
-        });
-        // SAFETY: ends the child without returning into the harness.
-        unsafe { libc::_exit(if matches!(ok, Ok(true)) { 0 } else { 1 }) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for the child just forked.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    let (_, status) = common::run_in_child(|_| {
+        let (lo, hi) = {
+            let img = ElfImage::load(&bytes).unwrap();
+            let lo = img.base_address();
+            let hi = img.exports().map(|(_, a)| a).max().unwrap() + 1;
+            assert!(!mappings_in(lo, hi).is_empty());
+            assert_no_wx();
+            (lo, hi)
+        };
+        i32::from(!mappings_in(lo, hi).is_empty())
+    });
     assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        common::exited_cleanly(status),
         "image memory still mapped after drop (child status {status:#x})"
     );
 }

@@ -5,14 +5,13 @@
 //! opening files meanwhile), so limits and seccomp filters stay there and
 //! counts are exact; the child reports through a pipe and its exit status.
 
-use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::io::Write;
 use std::sync::Mutex;
 
 use memdl::{ElfImage, Error, Library, Options, SystemImage, SystemStrategy, SystemStrategyUsed};
 
 mod common;
-use common::{maps_count, open_fds, test_lib};
+use common::{exited_cleanly, maps_count, open_fds, run_in_child, test_lib};
 
 /// Forking while another test thread holds a lock memdl or libc needs would
 /// deadlock the child: the tests of this file fork one at a time.
@@ -21,37 +20,16 @@ static FORK: Mutex<()> = Mutex::new(());
 /// Runs `f` in a forked child; panics with the child's report if it failed.
 fn in_child(f: impl FnOnce() -> Result<String, String>) -> String {
     let _guard = FORK.lock().unwrap_or_else(|e| e.into_inner());
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: freshly created descriptors, owned here only.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: the child runs `f` and leaves with _exit; it never returns
-    // into the test harness.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
-    if pid == 0 {
-        drop(rd);
-        let mut out = std::fs::File::from(wr);
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-        let (code, text) = match result {
-            Ok(Ok(report)) => (0, report),
-            Ok(Err(why)) => (1, why),
-            Err(_) => (2, "panicked".to_owned()),
+    let (text, status) = run_in_child(|out| {
+        let (code, text) = match f() {
+            Ok(report) => (0, report),
+            Err(why) => (1, why),
         };
         let _ = out.write_all(text.as_bytes());
-        drop(out);
-        // SAFETY: ends the child without running the parent's exit hooks.
-        unsafe { libc::_exit(code) };
-    }
-    drop(wr);
-    let mut text = String::new();
-    std::fs::File::from(rd).read_to_string(&mut text).unwrap();
-    let mut status = 0;
-    // SAFETY: waits for the child just forked.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        code
+    });
     assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        exited_cleanly(status),
         "child failed (status {status:#x}): {text}"
     );
     text

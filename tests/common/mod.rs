@@ -104,3 +104,46 @@ pub fn assert_no_wx() {
         );
     }
 }
+
+/// Runs `f` in a forked child that writes its report to the pipe `f` is
+/// given, and returns that report and the child's wait status. The child
+/// exits with the code `f` returns, or 101 if it panics, and never returns
+/// into the test harness. Callers fork while no other thread of theirs is
+/// inside memdl or holds a lock the child needs.
+pub fn run_in_child(f: impl FnOnce(&mut std::fs::File) -> i32) -> (String, libc::c_int) {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: freshly created descriptors, owned here only.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the child runs `f` and leaves with _exit; it never returns
+    // into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        drop(rd);
+        let mut out = std::fs::File::from(wr);
+        // A panic must not unwind into the forked copy of the harness.
+        let code =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut out))).unwrap_or(101);
+        drop(out);
+        // SAFETY: ends the child without running the parent's exit hooks.
+        unsafe { libc::_exit(code) };
+    }
+    drop(wr);
+    let mut report = String::new();
+    std::fs::File::from(rd)
+        .read_to_string(&mut report)
+        .expect("read the child's report");
+    let mut status = 0;
+    // SAFETY: waits for the child just forked.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    (report, status)
+}
+
+/// Whether a wait status says the child exited normally with code 0.
+pub fn exited_cleanly(status: libc::c_int) -> bool {
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
