@@ -158,23 +158,30 @@ pub struct FileView {
     len: usize,
 }
 
+/// The size of the file behind `fd`, after checking that
+/// `offset..offset + len` is a non-empty range inside it.
+pub fn checked_file_range(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<u64> {
+    // SAFETY: fstat writes into the zeroed struct it is given.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is a valid borrowed descriptor and `st` is writable.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(Error::last_os("fstat"));
+    }
+    let size = st.st_size.max(0) as u64;
+    if len == 0 || offset.checked_add(len).is_none_or(|end| end > size) {
+        return Err(Error::Truncated {
+            what: "file range",
+            offset,
+            size: len,
+            len: size,
+        });
+    }
+    Ok(size)
+}
+
 impl FileView {
     pub fn new(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<FileView> {
-        // SAFETY: fstat writes into the zeroed struct it is given.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `fd` is a valid borrowed descriptor and `st` is writable.
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(Error::last_os("fstat"));
-        }
-        let size = st.st_size.max(0) as u64;
-        if len == 0 || offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(Error::Truncated {
-                what: "file range",
-                offset,
-                size: len,
-                len: size,
-            });
-        }
+        checked_file_range(fd, offset, len)?;
         let page = page_size() as u64;
         let start = offset & !(page - 1);
         let skip = (offset - start) as usize;

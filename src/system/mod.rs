@@ -292,22 +292,7 @@ enum Source<'a> {
 impl<'a> Source<'a> {
     /// Checks that `offset..offset + len` is a non-empty range of the file.
     fn file(fd: BorrowedFd<'a>, offset: u64, len: u64) -> Result<Self> {
-        use std::os::fd::AsRawFd;
-        // SAFETY: fstat writes into the zeroed struct it is given.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `fd` is a valid borrowed descriptor and `st` is writable.
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(Error::last_os("fstat"));
-        }
-        let size = st.st_size.max(0) as u64;
-        if len == 0 || offset.checked_add(len).is_none_or(|end| end > size) {
-            return Err(Error::Truncated {
-                what: "file range",
-                offset,
-                size: len,
-                len: size,
-            });
-        }
+        let size = crate::map::checked_file_range(fd, offset, len)?;
         Ok(Source::File {
             fd,
             offset,
