@@ -18,7 +18,9 @@ type CrcFn = unsafe extern "C" fn(c_ulong, *const u8, u32) -> c_ulong;
 
 /// Runs zlib's crc32 and audits W^X (every test here loads through it).
 fn check_crc(img: &ElfImage) {
+    // SAFETY: zlib's crc32 is uLong crc32(uLong, const Bytef *, uInt), as CrcFn.
     let crc: memdl::Symbol<'_, CrcFn> = unsafe { img.get("crc32") }.unwrap();
+    // SAFETY: crc32 of the image alive here, on a 5-byte buffer with its length.
     assert_eq!(unsafe { crc(0, b"hello".as_ptr(), 5) }, 0x3610_a686);
     common::assert_no_wx();
 }
@@ -125,8 +127,10 @@ fn bss_sharing_the_last_file_page_reads_as_zero() {
     let file = std::fs::File::open(dir.join("libsqlite3.so.0")).unwrap();
     let len = file.metadata().unwrap().len();
     let img = ElfImage::load_fd(&file, 0, len).unwrap();
+    // SAFETY: sqlite3_libversion_number is int sqlite3_libversion_number(void).
     let v: memdl::Symbol<'_, unsafe extern "C" fn() -> i32> =
         unsafe { img.get("sqlite3_libversion_number") }.unwrap();
+    // SAFETY: a function of the image alive here, taking no arguments.
     assert!(unsafe { v() } >= 3_000_000);
     let data = img
         .segments()
@@ -296,12 +300,16 @@ fn segments_sharing_a_page_are_copied_the_rest_mapped() {
         [Placement::Copied, Placement::Copied, Placement::Mapped],
         "{segs:?}"
     );
+    // SAFETY: int add(int, int) of test-dylibs/example.c.
     let add: memdl::Symbol<'_, unsafe extern "C" fn(i32, i32) -> i32> =
         unsafe { img.get("add") }.unwrap();
+    // SAFETY: a function of the image alive here, called with two ints.
     assert_eq!(unsafe { add(2, 3) }, 5);
     // Data relocated in the mapped segment: a pointer table of functions.
+    // SAFETY: int apply(int, int, int) of test-dylibs/example.c.
     let apply: memdl::Symbol<'_, unsafe extern "C" fn(i32, i32, i32) -> i32> =
         unsafe { img.get("apply") }.unwrap();
+    // SAFETY: a function of the image alive here, called with three ints.
     assert_eq!(unsafe { apply(2, 6, 7) }, 42);
     common::assert_no_wx();
 }

@@ -29,10 +29,14 @@ fn zlib_loads_runs_and_honours_protections() {
     let bytes = multiarch_lib("libz.so.1");
     let img = ElfImage::load(&bytes).unwrap();
     assert_eq!(img.soname(), Some("libz.so.1"));
+    // SAFETY: zlib's crc32 is uLong crc32(uLong, const Bytef *, uInt), as CrcFn.
     let crc: memdl::Symbol<'_, CrcFn> = unsafe { img.get("crc32") }.unwrap();
+    // SAFETY: crc32 of the image alive here, on a 5-byte buffer with its length.
     assert_eq!(unsafe { crc(0, b"hello".as_ptr(), 5) }, 0x3610_a686);
+    // SAFETY: zlib's zlibVersion is const char *zlibVersion(void).
     let version: memdl::Symbol<'_, unsafe extern "C" fn() -> *const c_char> =
         unsafe { img.get(b"zlibVersion") }.unwrap();
+    // SAFETY: zlibVersion returns a static NUL-terminated string of the live image.
     let v = unsafe { CStr::from_ptr(version()) }.to_str().unwrap();
     assert!(v.starts_with("1."), "{v}");
 
@@ -51,14 +55,18 @@ fn sqlite_resolves_its_imports_with_versions() {
     let _address_space = shared();
     let bytes = multiarch_lib("libsqlite3.so.0");
     let img = ElfImage::load(&bytes).unwrap();
+    // SAFETY: sqlite's sqlite3_libversion is const char *sqlite3_libversion(void).
     let v: memdl::Symbol<'_, unsafe extern "C" fn() -> *const c_char> =
         unsafe { img.get("sqlite3_libversion") }.unwrap();
+    // SAFETY: it returns a static NUL-terminated string of the live image.
     assert!(unsafe { CStr::from_ptr(v()) }
         .to_str()
         .unwrap()
         .starts_with("3."));
+    // SAFETY: sqlite's sqlite3_libversion_number is int sqlite3_libversion_number(void).
     let n: memdl::Symbol<'_, unsafe extern "C" fn() -> i32> =
         unsafe { img.get("sqlite3_libversion_number") }.unwrap();
+    // SAFETY: a function of the image alive here, taking no arguments.
     assert!(unsafe { n() } >= 3_000_000);
     assert_no_wx();
 }
@@ -122,10 +130,13 @@ fn host_symbols_come_before_the_global_scope() {
         .load(&bytes)
         .unwrap();
     type Compress = unsafe extern "C" fn(*mut u8, *mut c_ulong, *const u8, c_ulong) -> i32;
+    // SAFETY: zlib's int compress(Bytef *, uLongf *, const Bytef *, uLong), as Compress.
     let compress: memdl::Symbol<'_, Compress> = unsafe { img.get("compress") }.unwrap();
     let src = vec![7u8; 4096];
     let mut dst = vec![0u8; 8192];
     let mut len = dst.len() as c_ulong;
+    // SAFETY: dst is writable for len bytes and src readable for src.len(); both
+    // outlive the call, and the image is alive.
     let rc = unsafe {
         compress(
             dst.as_mut_ptr(),
@@ -171,11 +182,15 @@ fn lookups_find_exports_only() {
     // A versioned lookup names a version zlib defines; a plain lookup finds
     // the default (`@@`) version at the same address.
     let plain = img.symbol_address(b"crc32_z").unwrap();
+    // SAFETY: a pointer type: get_versioned yields the address, which is never
+    // dereferenced or called.
     let versioned: memdl::Symbol<'_, *const c_void> =
         unsafe { img.get_versioned("crc32_z", "ZLIB_1.2.9") }.unwrap();
     assert_eq!(versioned.as_ptr(), plain);
+    // SAFETY: as above: only the lookup's result is inspected.
     assert!(unsafe { img.get_versioned::<*const c_void>("crc32_z", "ZLIB_1.2.0") }.is_err());
     // Symbol<T> must be pointer-sized.
+    // SAFETY: the lookup is refused on the type's size; nothing is read.
     assert!(matches!(
         unsafe { img.get::<u8>("crc32") },
         Err(Error::SymbolTypeSize { size: 1 })
@@ -192,7 +207,9 @@ fn images_are_send_and_sync_and_usable_across_threads() {
     std::thread::scope(|s| {
         for _ in 0..4 {
             s.spawn(|| {
+                // SAFETY: zlib's crc32 is uLong crc32(uLong, const Bytef *, uInt), as CrcFn.
                 let crc: memdl::Symbol<'_, CrcFn> = unsafe { img.get("crc32") }.unwrap();
+                // SAFETY: the image outlives the scope; a 5-byte buffer with its length.
                 assert_eq!(unsafe { crc(0, b"hello".as_ptr(), 5) }, 0x3610_a686);
             });
         }

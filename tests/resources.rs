@@ -108,6 +108,7 @@ fn a_small_address_space_limit_is_a_map_error_with_nothing_left_behind() {
         // SAFETY: add(i32, i32) -> i32 in libexample.
         let add: memdl::Symbol<'_, unsafe extern "C" fn(i32, i32) -> i32> =
             unsafe { img.get("add") }.map_err(|e| e.to_string())?;
+        // SAFETY: a function of the image alive here, called with two ints.
         check(unsafe { add(2, 3) } == 5, || "add(2, 3)".into())?;
         Ok(format!("{err}"))
     });
@@ -184,6 +185,7 @@ fn without_memfd_create_the_system_backend_falls_back_to_a_temp_file() {
         // SAFETY: add(i32, i32) -> i32 in libexample.
         let add: memdl::Symbol<'_, unsafe extern "C" fn(i32, i32) -> i32> =
             unsafe { img.get("add") }.map_err(|e| e.to_string())?;
+        // SAFETY: a function of the image alive here, called with two ints.
         check(unsafe { add(2, 3) } == 5, || "add(2, 3)".into())?;
         drop(img);
         // Memfd explicitly: the error says what failed, nothing is left open.
@@ -230,6 +232,7 @@ fn load_drop_cycles_on_two_threads_keep_mappings_fds_and_rss_flat() {
                                 let add: memdl::Symbol<'_, unsafe extern "C" fn(i32, i32) -> i32> =
                                     unsafe { img.get("add") }.map_err(|e| e.to_string())?;
                                 let (a, b) = (i as i32, t);
+                                // SAFETY: a function of the image alive here, called with two ints.
                                 check(unsafe { add(a, b) } == a + b, || "add".into())?;
                             }
                             for _ in 0..SYSTEM_CYCLES {

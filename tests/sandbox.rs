@@ -70,8 +70,10 @@ fn an_import_outside_the_allowlist_is_refused_before_the_constructor_runs() {
         1,
         "the constructor ran once"
     );
+    // SAFETY: int call_hook(int) of test-dylibs/sandboxed.c.
     let call: memdl::Symbol<'_, unsafe extern "C" fn(i32) -> i32> =
         unsafe { img.get("call_hook") }.unwrap();
+    // SAFETY: the image is alive and its host_hook import is bound to host_hook.
     assert_eq!(unsafe { call(20) }, 41);
 }
 
@@ -98,7 +100,9 @@ fn loader_services_that_reach_the_host_are_not_granted_silently() {
     let bytes = test_lib("sandboxdl");
     // Default policy: memdl's dlsym finds host symbols.
     let img = memdl::ElfImage::load(&bytes).unwrap();
+    // SAFETY: void *find_host_symbol(const char *) of test-dylibs/sandboxdl.c.
     let find: memdl::Symbol<'_, FindFn> = unsafe { img.get("find_host_symbol") }.unwrap();
+    // SAFETY: a NUL-terminated string; the image is alive.
     let getpid = unsafe { find(c"getpid".as_ptr()) };
     assert_eq!(getpid as usize, libc::getpid as *const () as usize);
     drop(img);
@@ -121,14 +125,20 @@ fn loader_services_that_reach_the_host_are_not_granted_silently() {
         .deny_host_lookups()
         .load(&bytes)
         .unwrap();
+    // SAFETY: void *find_host_symbol(const char *) of test-dylibs/sandboxdl.c.
     let find: memdl::Symbol<'_, FindFn> = unsafe { img.get("find_host_symbol") }.unwrap();
+    // SAFETY: a NUL-terminated string; the image and the granted dlsym are alive.
     assert!(unsafe { find(c"getpid".as_ptr()) }.is_null());
+    // SAFETY: int own_base_known(void) of test-dylibs/sandboxdl.c.
     let known: memdl::Symbol<'_, unsafe extern "C" fn() -> i32> =
         unsafe { img.get("own_base_known") }.unwrap();
+    // SAFETY: the image and the granted dladdr are alive; no arguments.
     assert_eq!(unsafe { known() }, 0);
     // dlerror is memdl's: nothing pending.
+    // SAFETY: const char *last_error(void) of test-dylibs/sandboxdl.c.
     let err: memdl::Symbol<'_, unsafe extern "C" fn() -> *const c_char> =
         unsafe { img.get("last_error") }.unwrap();
+    // SAFETY: the image is alive; only the returned pointer is inspected.
     assert!(unsafe { err() }.is_null());
 }
 
@@ -138,11 +148,15 @@ fn thread_local_storage_stays_available_to_a_sandbox() {
     // __tls_get_addr acts on the image's own TLS block only.
     let bytes = test_lib("sandboxtls");
     let img = Options::new().deny_host_lookups().load(&bytes).unwrap();
+    // SAFETY: int count_call(void) of test-dylibs/sandboxtls.c.
     let count: memdl::Symbol<'_, unsafe extern "C" fn() -> i32> =
         unsafe { img.get("count_call") }.unwrap();
+    // SAFETY: the image is alive; no arguments.
     assert_eq!(unsafe { count() }, 1);
+    // SAFETY: as above.
     assert_eq!(unsafe { count() }, 2);
     std::thread::scope(|s| {
+        // SAFETY: the image outlives the scope and its threads.
         s.spawn(|| assert_eq!(unsafe { count() }, 1));
     });
 }
@@ -194,10 +208,15 @@ fn needed_libraries_are_never_opened_and_every_import_comes_from_the_allowlist()
     }
     let img = options.deny_host_lookups().load(&bytes).unwrap();
     type Format = unsafe extern "C" fn(*mut c_char, usize, i32, f64, *const c_char) -> i32;
+    // SAFETY: int format_point(char *, unsigned long, int, double, const char *)
+    // of test-dylibs/uselibc.c.
     let format: memdl::Symbol<'_, Format> = unsafe { img.get("format_point") }.unwrap();
     let mut buf = [0 as c_char; 64];
+    // SAFETY: buf is writable for buf.len() bytes, the label is NUL-terminated and
+    // the image is alive.
     let n = unsafe { format(buf.as_mut_ptr(), buf.len(), 3, 0.5, c"p".as_ptr()) };
     assert!(n > 0);
+    // SAFETY: format_point NUL-terminated buf (n > 0, within its size).
     let s = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap();
     assert!(s.contains('3'), "{s}");
 }

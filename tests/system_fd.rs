@@ -403,6 +403,7 @@ fn child_on_noexec(dir: &Path) {
     let len = file.metadata().unwrap().len();
     // SAFETY: fstatvfs into a zeroed struct, on an open fd.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatvfs on an open fd, writing into a statvfs we own.
     assert_eq!(unsafe { libc::fstatvfs(file.as_raw_fd(), &mut st) }, 0);
     assert_ne!(st.f_flag & libc::ST_NOEXEC, 0, "the mount is not noexec");
 

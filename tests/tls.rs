@@ -160,8 +160,10 @@ fn threads_start_from_the_template_like_the_system_loader() {
             assert_eq!(a.0, b.0, "{name} on {backend}: threads share a variable");
             // SAFETY: as above.
             let mine = unsafe { (f.counter_addr)() };
+            // SAFETY: as above.
             let again = unsafe { (f.counter_addr)() };
             assert_eq!(mine, again);
+            // SAFETY: as above: the library outlives the scoped thread.
             let other = in_new_thread(|| unsafe { (f.counter_addr)() });
             assert_ne!(mine, other, "{name} on {backend}");
         }
@@ -169,10 +171,12 @@ fn threads_start_from_the_template_like_the_system_loader() {
         // SAFETY: `tls_counter` is an int.
         let p: memdl::Symbol<'_, *mut c_int> = unsafe { img.get("tls_counter") }.unwrap();
         let f = TlsFns::of(&img);
+        // SAFETY: a function of the live image, taking no arguments.
         assert_eq!(*p as usize, unsafe { (f.counter_addr)() });
         let in_thread = in_new_thread(|| {
             // SAFETY: as above.
             let p: memdl::Symbol<'_, *mut c_int> = unsafe { img.get("tls_counter") }.unwrap();
+            // SAFETY: the image is alive; p is this thread's tls_counter, an int.
             (*p as usize, unsafe { (f.counter_addr)() }, unsafe { **p })
         });
         assert_eq!(in_thread.0, in_thread.1);
@@ -265,6 +269,7 @@ fn blocks_live_exactly_as_long_as_their_threads() {
         in_new_thread(|| {
             // SAFETY: `tls_counter` is an int.
             let p: memdl::Symbol<'_, *mut c_int> = unsafe { img.get("tls_counter") }.unwrap();
+            // SAFETY: p is this thread's instance of tls_counter, an int.
             assert_eq!(unsafe { **p }, 42);
             assert_eq!(img.live_tls_blocks(), 1);
         });
@@ -294,7 +299,9 @@ fn dropping_an_image_under_live_threads_is_safe() {
         let next = from_main.recv().unwrap();
         // SAFETY: the second image is alive until this thread is joined.
         let next: unsafe extern "C" fn() -> c_int = unsafe { std::mem::transmute(next) };
+        // SAFETY: as above: the second image is alive, no arguments.
         let v = unsafe { next() };
+        // SAFETY: as above.
         (v, unsafe { next() })
     });
     from_thread.recv().unwrap();
@@ -334,6 +341,7 @@ fn initial_exec_tls_is_refused_cleanly() {
     // SAFETY: int ie_next(void).
     let next: memdl::Symbol<'_, unsafe extern "C" fn() -> c_int> =
         unsafe { sys.get("ie_next") }.unwrap();
+    // SAFETY: the system image outlives the scoped thread; no arguments.
     assert_eq!(in_new_thread(|| unsafe { next() }), 6);
 }
 
@@ -492,6 +500,7 @@ fn big_blocks_are_returned_at_thread_exit_and_image_drop() {
     let worker = std::thread::spawn(move || {
         // SAFETY: the image is alive until main receives the address.
         let touch: unsafe extern "C" fn() -> *mut u8 = unsafe { std::mem::transmute(touch_addr) };
+        // SAFETY: as above: the image is alive until main has the address.
         to_main.send(unsafe { touch() } as usize).unwrap();
         go.recv().unwrap();
     });
@@ -536,6 +545,7 @@ fn registers_survive_tls_accesses() {
         let expected = |call: i32| expected + f64::from(call * x as i32);
         // SAFETY: functions of the live images, in fresh threads.
         let ours = in_new_thread(|| unsafe { (f(a, b, i, j), f(a, b, i, j)) });
+        // SAFETY: as above.
         let theirs = in_new_thread(|| unsafe { (g(a, b, i, j), g(a, b, i, j)) });
         assert_eq!(ours, (expected(0), expected(1)), "{name}");
         // glibc before 2.40 lets its descriptor slow path clobber vector
@@ -558,6 +568,7 @@ impl Drop for UsesTlsAtExit {
         // thread this runs on.
         let touch: unsafe extern "C" fn() -> *mut u8 =
             unsafe { std::mem::transmute::<usize, _>(self.0) };
+        // SAFETY: the image outlives this thread; no arguments.
         let p = unsafe { touch() };
         // SAFETY: index 0 of the 48 MiB block was just written.
         assert_eq!(unsafe { *p }, 1);
@@ -583,6 +594,7 @@ fn tls_used_by_a_late_thread_exit_destructor() {
         AT_EXIT.with(|c| c.set(Some(UsesTlsAtExit(touch))));
         // SAFETY: char *tls_big_touch(void) of the live image.
         let f: unsafe extern "C" fn() -> *mut u8 = unsafe { std::mem::transmute(touch) };
+        // SAFETY: the image outlives the scoped thread; no arguments.
         unsafe { f() };
     });
     let late = LATE_BLOCK.load(std::sync::atomic::Ordering::SeqCst);
