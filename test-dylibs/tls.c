@@ -1,7 +1,7 @@
 /* Thread-local variables, compiled as -fPIC code with the compiler's
  * default dialect: TLS descriptors (R_AARCH64_TLSDESC) on AArch64,
  * __tls_get_addr (DTPMOD64/DTPOFF64) on x86_64. Other rows of build.rs
- * build the same source with the other dialect and with initial-exec. */
+ * build the same source with the other dialect. */
 #include <stdint.h>
 
 __thread int tls_counter = 7;          /* .tdata */
