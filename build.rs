@@ -157,8 +157,17 @@ const DYLIBS: &[Dylib] = &[
     // dladdr, dlsym, dlerror, dl_iterate_phdr called from loaded code.
     c_with("dlsvc", &["dlsvc.c"], &["-Wl,-soname,libdlsvc.so"]),
     // C++ runtime: static ctors/dtors, std containers, thread_local,
-    // exceptions across host callbacks.
-    cpp_with("cxxrt", &["cxx_runtime.cpp"], &["-std=c++17"]),
+    // exceptions across host callbacks. Without STB_GNU_UNIQUE symbols
+    // (std::to_string makes one): glibc marks the first object it loads
+    // that defines a unique symbol NODELETE, so the system loader would
+    // unload (and run the destructors of) only copies loaded after another
+    // live copy, and the tests comparing unloads with memdl's would depend
+    // on which test loaded the library first.
+    cpp_with(
+        "cxxrt",
+        &["cxx_runtime.cpp"],
+        &["-std=c++17", "-fno-gnu-unique"],
+    ),
     // Thread-local storage in the default dialect for -fPIC code (TLS
     // descriptors on aarch64, __tls_get_addr on x86_64). Kept apart from
     // tlsmodels: tests/aarch64.rs checks tls.c's counters in every dialect
@@ -279,9 +288,12 @@ fn build(lib: &Dylib, src: &Path, out: &Path) {
     let mut cmd = Command::new(compiler.path());
     let aarch64 = std::env::var("CARGO_CFG_TARGET_ARCH").as_deref() == Ok("aarch64");
     // gnu2 is x86's name for TLS descriptors; aarch64 calls them desc.
-    let flags = lib.flags.iter().map(|&f| match f {
-        "-mtls-dialect=gnu2" if aarch64 => "-mtls-dialect=desc",
-        f => f,
+    let gcc = compiler.is_like_gnu();
+    let flags = lib.flags.iter().filter_map(|&f| match f {
+        "-mtls-dialect=gnu2" if aarch64 => Some("-mtls-dialect=desc"),
+        // GCC's option; clang never makes STB_GNU_UNIQUE symbols.
+        "-fno-gnu-unique" if !gcc => None,
+        f => Some(f),
     });
     cmd.args(COMMON).args(flags);
     for s in lib.sources {
