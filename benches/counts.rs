@@ -1,0 +1,118 @@
+//! Counts per load that do not depend on noise: minor page faults
+//! (`getrusage`), for every loader and library of `compare.rs`.
+//!
+//! `cargo bench --bench counts` prints the table. With arguments it runs
+//! one case `n` times and nothing else, for `benches/syscalls.sh` to count
+//! its system calls under `strace -c`:
+//! `target/release/deps/counts-* <loader> <lib> <n>` (n = 0 is the baseline).
+
+use std::ffi::c_void;
+use std::fs::File;
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use memdl::{ElfImage, SystemImage};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "support/floor.rs"]
+mod floor;
+
+const LOADERS: &[&str] = &[
+    "floor-copy",
+    "floor-map",
+    "memdl-load",
+    "memdl-load_fd",
+    "memdl-system",
+    "dlopen-now",
+    "dlopen-lazy",
+];
+
+fn library(name: &str) -> (PathBuf, &'static [u8]) {
+    match name {
+        "example" => (common::test_lib_path("example"), b"add"),
+        "zlib" => (common::machine_lib_path("libz.so.1"), b"crc32"),
+        "sqlite3" => (
+            common::machine_lib_path("libsqlite3.so.0"),
+            b"sqlite3_libversion",
+        ),
+        "gmp" => (common::machine_lib_path("libgmp.so.10"), b"__gmpz_init"),
+        other => panic!("unknown library {other}"),
+    }
+}
+
+/// Runs `loader` on `lib` `n` times: load, look up, drop.
+fn run(loader: &str, lib: &str, n: usize) {
+    let (path, sym) = library(lib);
+    let bytes = std::fs::read(&path).unwrap();
+    let file = File::open(&path).unwrap();
+    let plan = floor::Plan::new(&bytes);
+    let mut csym = sym.to_vec();
+    csym.push(0);
+    for _ in 0..n {
+        match loader {
+            "floor-copy" => floor::load_copy(&plan, &bytes),
+            "floor-map" => floor::load_mapped(&plan, &file),
+            "memdl-load" => {
+                let img = ElfImage::load(&bytes).unwrap();
+                // SAFETY: only the address is read.
+                black_box(unsafe { img.get::<*const c_void>(sym) }.unwrap().as_ptr());
+            }
+            "memdl-load_fd" => {
+                let img = ElfImage::load_fd(&file, 0, bytes.len() as u64).unwrap();
+                // SAFETY: only the address is read.
+                black_box(unsafe { img.get::<*const c_void>(sym) }.unwrap().as_ptr());
+            }
+            "memdl-system" => {
+                let img = SystemImage::load(&bytes).unwrap();
+                // SAFETY: only the address is read.
+                black_box(unsafe { img.get::<*const c_void>(sym) }.unwrap().as_ptr());
+            }
+            "dlopen-now" | "dlopen-lazy" => {
+                let flags = if loader == "dlopen-now" {
+                    libc::RTLD_NOW
+                } else {
+                    libc::RTLD_LAZY
+                };
+                let cpath = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+                // SAFETY: trusted libraries; the handle is closed below.
+                unsafe {
+                    let h = libc::dlopen(cpath.as_ptr(), flags | libc::RTLD_LOCAL);
+                    assert!(!h.is_null());
+                    black_box(libc::dlsym(h, csym.as_ptr().cast()));
+                    libc::dlclose(h);
+                }
+            }
+            other => panic!("unknown loader {other}"),
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if let [loader, lib, n] = &args[..] {
+        run(loader, lib, n.parse().unwrap());
+        return;
+    }
+    const N: u64 = 50;
+    println!("minor page faults per load + lookup + drop (mean of {N}, after 5 warm-up loads)");
+    print!("{:<10}", "library");
+    for l in LOADERS {
+        print!(" {l:>14}");
+    }
+    println!();
+    for lib in ["example", "zlib", "sqlite3", "gmp"] {
+        print!("{lib:<10}");
+        for loader in LOADERS {
+            run(loader, lib, 5);
+            let before = floor::minor_faults();
+            run(loader, lib, N as usize);
+            let faults = floor::minor_faults() - before;
+            print!(" {:>14.1}", faults as f64 / N as f64);
+        }
+        println!();
+    }
+}
