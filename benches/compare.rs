@@ -271,6 +271,84 @@ fn lookup(c: &mut Criterion) {
     }
 }
 
+/// Every import of `bytes` with its required version, and its `DT_NEEDED`s.
+#[allow(clippy::type_complexity)]
+fn imports(bytes: &[u8]) -> (Vec<Vec<u8>>, Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+    let elf = goblin::elf::Elf::parse(bytes).unwrap();
+    let mut versions = HashMap::new();
+    if let Some(vn) = &elf.verneed {
+        for need in vn.iter() {
+            for aux in need.iter() {
+                if let Some(n) = elf.dynstrtab.get_at(aux.vna_name) {
+                    versions.insert(aux.vna_other & 0x7fff, n.as_bytes().to_vec());
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (i, sym) in elf.dynsyms.iter().enumerate() {
+        let name = elf.dynstrtab.get_at(sym.st_name).unwrap_or("");
+        if sym.st_shndx != 0 || name.is_empty() {
+            continue;
+        }
+        let v = elf
+            .versym
+            .as_ref()
+            .and_then(|vs| vs.get_at(i))
+            .and_then(|v| versions.get(&(v.vs_val & 0x7fff)).cloned());
+        out.push((name.as_bytes().to_vec(), v));
+    }
+    let needed = elf
+        .libraries
+        .iter()
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+    (needed, out)
+}
+
+/// Import resolution alone: each import of the library through memdl's
+/// chain (global scope with versions, then DT_NEEDED), per import.
+fn import_resolution(c: &mut Criterion) {
+    for lib in libraries().into_iter().filter(|l| l.name != "example") {
+        let (needed, list) = imports(&lib.bytes);
+        let needed: Vec<&[u8]> = needed.iter().map(|n| &n[..]).collect();
+        let list: Vec<(&[u8], Option<&[u8]>)> =
+            list.iter().map(|(n, v)| (&n[..], v.as_deref())).collect();
+        let cnames: Vec<(std::ffi::CString, Option<std::ffi::CString>)> = list
+            .iter()
+            .map(|(n, v)| {
+                (
+                    std::ffi::CString::new(*n).unwrap(),
+                    v.map(|v| std::ffi::CString::new(v).unwrap()),
+                )
+            })
+            .collect();
+        let mut g = c.benchmark_group(format!("imports/{}", lib.name));
+        g.throughput(criterion::Throughput::Elements(list.len() as u64));
+        g.bench_function(format!("memdl resolve x{}", list.len()), |b| {
+            b.iter(|| memdl::__bench_resolve(&needed, black_box(&list)))
+        });
+        g.bench_function(format!("dlvsym(RTLD_DEFAULT) x{}", list.len()), |b| {
+            b.iter(|| {
+                cnames
+                    .iter()
+                    .filter(|(n, v)| {
+                        // SAFETY: lookups of NUL-terminated names.
+                        let p = unsafe {
+                            match v {
+                                Some(v) => libc::dlvsym(libc::RTLD_DEFAULT, n.as_ptr(), v.as_ptr()),
+                                None => libc::dlsym(libc::RTLD_DEFAULT, n.as_ptr()),
+                            }
+                        };
+                        !p.is_null()
+                    })
+                    .count()
+            })
+        });
+        g.finish();
+    }
+}
+
 fn scaling(c: &mut Criterion) {
     let mut g = c.benchmark_group("scaling");
     for n in [1_000usize, 10_000, 100_000] {
@@ -338,6 +416,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_millis(200))
         .measurement_time(Duration::from_millis(800));
-    targets = load, lookup, scaling, threads
+    targets = load, lookup, import_resolution, scaling, threads
 }
 criterion_main!(benches);

@@ -42,5 +42,7 @@ pub use error::{Error, Result};
 pub use image::{ElfImage, Placement, SegmentInfo};
 pub use options::{Limits, Options, SystemStrategy};
 pub use registry::{find_symbol, images, ImageInfo, SymbolInfo};
+#[doc(hidden)]
+pub use resolve::bench_resolve as __bench_resolve;
 pub use symbol::{Library, Symbol};
 pub use system::{SystemImage, SystemStrategyUsed};
