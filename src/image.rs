@@ -94,6 +94,7 @@ impl ElfImage {
         let layout = Layout::parse(bytes, page, &options.limits)?;
         let mapping = reserve(&layout)?;
         let bias = mapping.base().wrapping_sub(layout.span_start as usize);
+        populate_file_pages(&mapping, &layout, bias, page);
         for seg in &layout.loads {
             copy_segment(bytes, bias, seg);
         }
@@ -548,6 +549,29 @@ fn reserve(layout: &Layout) -> Result<Mapping> {
         layout.align as usize,
         layout.span_start as usize,
     )
+}
+
+/// Pre-faults the pages every segment's file bytes are about to be copied
+/// to, one `madvise` per run of adjacent pages (usually one for the image).
+fn populate_file_pages(mapping: &Mapping, layout: &Layout, bias: usize, page: u64) {
+    let mut run: Option<(u64, u64)> = None;
+    for seg in layout.loads.iter().filter(|s| s.filesz > 0) {
+        let (start, end) = (
+            page_start(seg.vaddr, page),
+            page_end(seg.vaddr + seg.filesz, page),
+        );
+        run = match run {
+            Some((s, e)) if start <= e => Some((s, e.max(end))),
+            Some((s, e)) => {
+                mapping.populate(bias.wrapping_add(s as usize), (e - s) as usize);
+                Some((start, end))
+            }
+            None => Some((start, end)),
+        };
+    }
+    if let Some((s, e)) = run {
+        mapping.populate(bias.wrapping_add(s as usize), (e - s) as usize);
+    }
 }
 
 /// Copies a segment's file bytes into the reservation; anonymous memory is

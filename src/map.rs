@@ -123,6 +123,29 @@ impl Mapping {
         Ok(())
     }
 
+    /// Pre-faults `[start, start + len)` (inside this mapping, page-aligned)
+    /// for writing with one `madvise(MADV_POPULATE_WRITE)`: the kernel
+    /// allocates the pages in one go instead of taking a page fault on each
+    /// first write (~3 µs each on a VM). Only an optimisation: on kernels
+    /// before 5.14 (EINVAL) or when memory is short, the pages are simply
+    /// faulted in as they are written.
+    pub fn populate(&self, start: usize, len: usize) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            /// `MADV_POPULATE_WRITE` (Linux 5.14+).
+            const MADV_POPULATE_WRITE: c_int = 23;
+            if len == 0 {
+                return;
+            }
+            debug_assert!(start >= self.base && start + len <= self.base + self.len);
+            // SAFETY: the range lies inside this read-write mapping
+            // (asserted by callers); populating changes no contents.
+            unsafe { libc::madvise(start as *mut _, len, MADV_POPULATE_WRITE) };
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let _ = (start, len);
+    }
+
     /// Changes the protection of `[start, start + len)`, which must lie
     /// inside this mapping.
     pub fn protect(&self, start: usize, len: usize, prot: c_int) -> Result<()> {

@@ -196,13 +196,13 @@ impl Relocations {
             if e.symbol == 0 || !needs_symbol(arch::classify(e.r_type)) {
                 continue;
             }
-            let slot = resolved
-                .get_mut(e.symbol as usize)
-                .ok_or(Error::SymbolIndexOutOfRange {
+            let slot = resolved.get_mut(e.symbol as usize).ok_or_else(|| {
+                Error::SymbolIndexOutOfRange {
                     index,
                     symbol: e.symbol.into(),
                     count: symbols.len().into(),
-                })?;
+                }
+            })?;
             if *slot != Resolved::Unused {
                 continue;
             }
