@@ -17,7 +17,7 @@ loaders=(floor-copy floor-map memdl-load memdl-load_fd memdl-system dlopen-now d
 # "calls name" lines of one run's strace -c summary.
 summary() {
   strace -f -c -o /dev/stdout "$bin" "$1" "$2" "$3" 2>/dev/null \
-    | awk '$0 ~ /^ *[0-9.]+ +[0-9.]+ +[0-9]+ +[0-9]+/ { n = ($5 ~ /^[0-9]+$/) ? $6 : $5; print $4, n }'
+    | awk '$0 ~ /^ *[0-9.]+ +[0-9.]+ +[0-9]+ +[0-9]+/ { n = ($5 ~ /^[0-9]+$/) ? $6 : $5; if (n != "total") print $4, n }'
 }
 
 for lib in ${libs[*]}; do

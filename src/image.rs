@@ -18,7 +18,7 @@ use crate::elf::dynamic::{Dynamic, Table};
 use crate::elf::symbols::SymbolTable;
 use crate::elf::{read, Layout, Memory, Phdr, Segment};
 use crate::error::{Error, Result};
-use crate::map::{page_size, protection_plan, FileView, Mapping};
+use crate::map::{page_size, prot_of, protection_plan, FileView, Mapping};
 use crate::options::Options;
 use crate::registry;
 use crate::reloc::{apply_deferred, Relocations};
@@ -152,10 +152,13 @@ impl ElfImage {
             // The bss that shares the last file page must read as zero, so
             // that page is written (and becomes private).
             let bss_in_page = seg.memsz > seg.filesz;
+            // A segment the loader never writes is mapped with its final
+            // protection at once (never writable, so W^X holds), which
+            // spares its mprotect later (see `mapped_final`).
             let prot = if seg.writable() || bss_in_page {
                 libc::PROT_READ | libc::PROT_WRITE
             } else {
-                libc::PROT_READ
+                prot_of(seg.flags)
             };
             mapping.map_file(
                 bias.wrapping_add(start as usize),
@@ -257,7 +260,9 @@ impl ElfImage {
             if r.prot & libc::PROT_EXEC != 0 {
                 arch::flush_icache(start, len);
             }
-            if r.prot != libc::PROT_READ | libc::PROT_WRITE {
+            if r.prot != libc::PROT_READ | libc::PROT_WRITE
+                && !mapped_final(&layout.loads, &placements, r.start, r.end, page)
+            {
                 mapping.protect(start, len, r.prot)?;
             }
         }
@@ -540,6 +545,33 @@ fn page_start(addr: u64, page: u64) -> u64 {
 /// Page-rounded end; the layout checked that segment ends round without overflow.
 fn page_end(addr: u64, page: u64) -> u64 {
     (addr + page - 1) & !(page - 1)
+}
+
+/// Whether every page of `[start, end)` belongs to a segment `load_fd`
+/// mapped from the file with its final protection already: mapped, never
+/// written by the loader (not writable, no bss to zero).
+fn mapped_final(
+    loads: &[Segment],
+    placements: &[Placement],
+    start: u64,
+    end: u64,
+    page: u64,
+) -> bool {
+    let mut at = start;
+    while at < end {
+        let covering = loads.iter().zip(placements).find(|(s, &p)| {
+            p == Placement::Mapped
+                && !s.writable()
+                && s.memsz == s.filesz
+                && page_start(s.vaddr, page) <= at
+                && at < page_end(s.end(), page)
+        });
+        match covering {
+            Some((s, _)) => at = page_end(s.end(), page),
+            None => return false,
+        }
+    }
+    true
 }
 
 /// One range for the whole image, aligned as its segments require.
