@@ -88,13 +88,53 @@ fn run(loader: &str, lib: &str, n: usize) {
     }
 }
 
+/// Loads `lib` once and looks its symbol up `n` times (`kind`: `hit`,
+/// `miss`, `dlsym-hit`, `dlsym-miss`), for instruction counts per lookup
+/// under `valgrind --tool=callgrind`.
+fn lookups(kind: &str, lib: &str, n: usize) {
+    let (path, sym) = library(lib);
+    let bytes = std::fs::read(&path).unwrap();
+    let img = ElfImage::load(&bytes).unwrap();
+    let cpath = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: trusted libraries; closed at the end.
+    let h = unsafe { libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    let csym = std::ffi::CString::new(sym).unwrap();
+    for _ in 0..n {
+        match kind {
+            // SAFETY: only the address is read.
+            "hit" => drop(black_box(
+                unsafe { img.get::<*const c_void>(black_box(sym)) }.unwrap(),
+            )),
+            // SAFETY: as above.
+            "miss" => drop(black_box(
+                unsafe { img.get::<*const c_void>(black_box(b"no_such_symbol")) }.is_err(),
+            )),
+            // SAFETY: a live handle and NUL-terminated names.
+            "dlsym-hit" => drop(black_box(unsafe {
+                libc::dlsym(h, black_box(csym.as_ptr()))
+            })),
+            // SAFETY: as above.
+            "dlsym-miss" => drop(black_box(unsafe {
+                libc::dlsym(h, black_box(c"no_such_symbol".as_ptr()))
+            })),
+            other => panic!("unknown lookup kind {other}"),
+        }
+    }
+    // SAFETY: opened above.
+    unsafe { libc::dlclose(h) };
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
     if let [loader, lib, n] = &args[..] {
-        run(loader, lib, n.parse().unwrap());
+        if let Some(kind) = loader.strip_prefix("lookup-") {
+            lookups(kind, lib, n.parse().unwrap());
+        } else {
+            run(loader, lib, n.parse().unwrap());
+        }
         return;
     }
     const N: u64 = 50;
