@@ -88,6 +88,47 @@ fn run(loader: &str, lib: &str, n: usize) {
     }
 }
 
+/// Resolves `lib`'s imports (undefined dynamic symbols, with their
+/// required versions) through memdl's chain `n` times, for instructions
+/// per import under callgrind. Prints the number of imports.
+fn resolves(lib: &str, n: usize) {
+    let (path, _) = library(lib);
+    let bytes = std::fs::read(&path).unwrap();
+    let elf = goblin::elf::Elf::parse(&bytes).unwrap();
+    let mut versions = std::collections::HashMap::new();
+    if let Some(vn) = &elf.verneed {
+        for need in vn.iter() {
+            for aux in need.iter() {
+                if let Some(name) = elf.dynstrtab.get_at(aux.vna_name) {
+                    versions.insert(aux.vna_other & 0x7fff, name.as_bytes());
+                }
+            }
+        }
+    }
+    let imports: Vec<(&[u8], Option<&[u8]>)> = elf
+        .dynsyms
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.st_shndx == 0 && s.st_name != 0)
+        .map(|(i, s)| {
+            let name = elf.dynstrtab.get_at(s.st_name).unwrap_or("").as_bytes();
+            let version = elf
+                .versym
+                .as_ref()
+                .and_then(|vs| vs.get_at(i))
+                .and_then(|v| versions.get(&(v.vs_val & 0x7fff)).copied());
+            (name, version)
+        })
+        .collect();
+    let needed: Vec<&[u8]> = elf.libraries.iter().map(|l| l.as_bytes()).collect();
+    // One warm-up pass fills the cache, as the first load of a process does.
+    memdl::__bench_resolve(&needed, &imports);
+    for _ in 0..n {
+        black_box(memdl::__bench_resolve(&needed, black_box(&imports)));
+    }
+    eprintln!("{} imports", imports.len());
+}
+
 /// Loads `lib` once and looks its symbol up `n` times (`kind`: `hit`,
 /// `miss`, `dlsym-hit`, `dlsym-miss`), for instruction counts per lookup
 /// under `valgrind --tool=callgrind`.
@@ -130,7 +171,9 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     if let [loader, lib, n] = &args[..] {
-        if let Some(kind) = loader.strip_prefix("lookup-") {
+        if loader == "resolve" {
+            resolves(lib, n.parse().unwrap());
+        } else if let Some(kind) = loader.strip_prefix("lookup-") {
             lookups(kind, lib, n.parse().unwrap());
         } else {
             run(loader, lib, n.parse().unwrap());

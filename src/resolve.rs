@@ -89,14 +89,22 @@ impl Hasher for NameHasher {
     fn write(&mut self, bytes: &[u8]) {
         const K: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut h = self.0;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
+        for c in bytes.chunks_exact(8) {
             let w = u64::from_le_bytes(c.try_into().expect("8-byte chunk"));
             h = (h.rotate_left(5) ^ w).wrapping_mul(K);
         }
-        let mut tail = [0u8; 8];
-        tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(tail) ^ bytes.len() as u64).wrapping_mul(K);
+        // The last (up to 7) bytes: the final 8 bytes of the input when it
+        // has that many (overlapping the last chunk), else byte by byte; no
+        // copy into a buffer (a memcpy call per hash).
+        let tail = if bytes.len() >= 8 {
+            u64::from_le_bytes(bytes[bytes.len() - 8..].try_into().expect("8 bytes"))
+        } else {
+            bytes
+                .iter()
+                .rev()
+                .fold(0u64, |t, &b| (t << 8) | u64::from(b))
+        };
+        h = (h.rotate_left(5) ^ tail ^ bytes.len() as u64).wrapping_mul(K);
         self.0 = h;
     }
     fn write_u8(&mut self, i: u8) {
@@ -110,12 +118,53 @@ impl Hasher for NameHasher {
     }
 }
 
-/// Cache key: the name, NUL, the version (empty without one), NUL, and the
-/// handle looked in (`RTLD_DEFAULT` for the global scope): a name never
-/// contains NUL. Handles stay valid while their object is loaded, and an
-/// unload changes the generation.
-type Key = Box<[u8]>;
-type ScopeMap = HashMap<Key, usize, BuildHasherDefault<NameHasher>>;
+/// One cached answer: `dlvsym(handle, name, version)` was `addr` (0 if
+/// not found). Handles stay valid while their object is loaded, and an
+/// unload changes the fingerprint.
+#[derive(Clone)]
+struct Answer {
+    handle: usize,
+    name: Box<[u8]>,
+    version: Option<Box<[u8]>>,
+    addr: usize,
+}
+
+impl Answer {
+    fn is(&self, handle: usize, name: &[u8], version: Option<&[u8]>) -> bool {
+        self.handle == handle && *self.name == *name && self.version.as_deref() == version
+    }
+}
+
+/// Hash of a question, computed from its parts in place (no key is built).
+fn question_hash(handle: usize, name: &[u8], version: Option<&[u8]>) -> u64 {
+    let mut h = NameHasher(handle as u64);
+    h.write(name);
+    if let Some(v) = version {
+        h.write(v);
+    }
+    h.finish()
+}
+
+/// The hash is the key already: no second hashing.
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = i;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Answers by question hash (colliding questions share a bucket).
+type ScopeMap = HashMap<u64, Vec<Answer>, BuildHasherDefault<IdentityHasher>>;
 
 /// Answers of the global scope under one generation of loaded objects
 /// (0 = not found there).
@@ -161,36 +210,6 @@ fn scope_generation() -> (u64, u64) {
     (state.0.finish(), state.1)
 }
 
-/// Runs `f` with the cache key of `name` at `version` in `handle`, without
-/// allocating for keys shorter than 256 bytes.
-fn with_key<R>(
-    name: &[u8],
-    version: Option<&[u8]>,
-    handle: usize,
-    f: impl FnOnce(&[u8]) -> R,
-) -> R {
-    let version = version.unwrap_or_default();
-    let len = name.len() + version.len() + 2 + 8;
-    let fill = |buf: &mut [u8]| {
-        let (n, rest) = buf.split_at_mut(name.len());
-        n.copy_from_slice(name);
-        rest[0] = 0;
-        let (v, rest) = rest[1..].split_at_mut(version.len());
-        v.copy_from_slice(version);
-        rest[0] = 0;
-        rest[1..].copy_from_slice(&handle.to_le_bytes());
-    };
-    let mut stack = [0u8; 256];
-    if len <= stack.len() {
-        fill(&mut stack[..len]);
-        f(&stack[..len])
-    } else {
-        let mut owned = vec![0u8; len];
-        fill(&mut owned);
-        f(&owned)
-    }
-}
-
 /// The resolver chain for one load.
 pub struct Resolver<'a> {
     host: &'a HashMap<Vec<u8>, usize>,
@@ -201,7 +220,7 @@ pub struct Resolver<'a> {
     cache: Option<Arc<ScopeCache>>,
     generation: (u64, u64),
     /// Answers this load looked up itself, added to the cache at the end.
-    learned: RefCell<Vec<(Key, usize)>>,
+    learned: RefCell<Vec<(u64, Answer)>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -252,14 +271,27 @@ impl<'a> Resolver<'a> {
     /// `dlvsym(handle, name, version)` (0 if not found), from the cache
     /// when it has it.
     fn scoped(&self, handle: *mut c_void, name: &[u8], version: Option<&[u8]>) -> usize {
-        with_key(name, version, handle as usize, |key| {
-            if let Some(&addr) = self.cache.as_ref().and_then(|c| c.map.get(key)) {
-                return addr;
-            }
-            let found = with_c_name(name, |c| lookup(handle, c, version)) as usize;
-            self.learned.borrow_mut().push((key.into(), found));
-            found
-        })
+        let hash = question_hash(handle as usize, name, version);
+        let cached = self.cache.as_ref().and_then(|c| {
+            c.map
+                .get(&hash)?
+                .iter()
+                .find(|a| a.is(handle as usize, name, version))
+        });
+        if let Some(answer) = cached {
+            return answer.addr;
+        }
+        let found = with_c_name(name, |c| lookup(handle, c, version)) as usize;
+        self.learned.borrow_mut().push((
+            hash,
+            Answer {
+                handle: handle as usize,
+                name: name.into(),
+                version: version.map(Into::into),
+                addr: found,
+            },
+        ));
+        found
     }
 
     /// Adds what this load learned to the process-wide cache, unless an
@@ -274,7 +306,15 @@ impl<'a> Resolver<'a> {
             Some(c) if c.generation == self.generation => c.map.clone(),
             _ => ScopeMap::default(),
         };
-        map.extend(learned);
+        for (hash, answer) in learned {
+            let bucket = map.entry(hash).or_default();
+            if !bucket
+                .iter()
+                .any(|a| a.is(answer.handle, &answer.name, answer.version.as_deref()))
+            {
+                bucket.push(answer);
+            }
+        }
         *slot = Some(Arc::new(ScopeCache {
             generation: self.generation,
             map,
