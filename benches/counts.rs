@@ -29,6 +29,7 @@ const LOADERS: &[&str] = &[
 ];
 
 fn library(name: &str) -> (PathBuf, &'static [u8]) {
+    keep_libm_loaded();
     match name {
         "example" => (common::test_lib_path("example"), b"add"),
         "zlib" => (common::machine_lib_path("libz.so.1"), b"crc32"),
@@ -39,6 +40,20 @@ fn library(name: &str) -> (PathBuf, &'static [u8]) {
         "gmp" => (common::machine_lib_path("libgmp.so.10"), b"__gmpz_init"),
         other => panic!("unknown library {other}"),
     }
+}
+
+/// Keeps `libm.so.6` loaded for the whole run, as it is in most C and C++
+/// host processes (a Rust binary does not link it). sqlite3 needs it:
+/// otherwise every load of sqlite3, by dlopen and by memdl alike, also
+/// loads and unloads libm (~70 µs), which is not the cost of loading
+/// sqlite3. The handle is never closed.
+fn keep_libm_loaded() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: the system's libm; loading it runs its trusted initialisers.
+        let h = unsafe { libc::dlopen(c"libm.so.6".as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        assert!(!h.is_null(), "libm.so.6 not found");
+    });
 }
 
 /// Runs `loader` on `lib` `n` times: load, look up, drop.
