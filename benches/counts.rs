@@ -1,5 +1,6 @@
 //! Counts per load that do not depend on noise: minor page faults
-//! (`getrusage`), for every loader and library of `compare.rs`.
+//! (`getrusage`), and CPU time (which leaves out waiting for a busy CPU),
+//! for every loader and library of `compare.rs`.
 //!
 //! `cargo bench --bench counts` prints the table. With arguments it runs
 //! one case `n` times and nothing else, for `benches/syscalls.sh` to count
@@ -54,6 +55,15 @@ fn keep_libm_loaded() {
         let h = unsafe { libc::dlopen(c"libm.so.6".as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
         assert!(!h.is_null(), "libm.so.6 not found");
     });
+}
+
+/// CPU time of the calling thread, in seconds.
+fn thread_cpu_time() -> f64 {
+    // SAFETY: clock_gettime fills the zeroed struct it is given.
+    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
 
 /// Runs `loader` on `lib` `n` times: load, look up, drop.
@@ -196,20 +206,50 @@ fn main() {
         return;
     }
     const N: u64 = 50;
-    println!("minor page faults per load + lookup + drop (mean of {N}, after 5 warm-up loads)");
-    print!("{:<10}", "library");
-    for l in LOADERS {
-        print!(" {l:>14}");
-    }
-    println!();
-    for lib in ["example", "zlib", "sqlite3", "gmp"] {
+    const BATCHES: usize = 7;
+    let libs = ["example", "zlib", "sqlite3", "gmp"];
+    let header = || {
+        print!("{:<10}", "library");
+        for l in LOADERS {
+            print!(" {l:>14}");
+        }
+        println!();
+    };
+    println!(
+        "CPU time (µs, this thread's user + system time, CLOCK_THREAD_CPUTIME_ID) per \
+         load + lookup + drop: median of {BATCHES} batches of {N}; time spent waiting for a \
+         busy CPU does not count"
+    );
+    header();
+    let mut faults = Vec::new();
+    for lib in libs {
         print!("{lib:<10}");
+        let mut row = Vec::new();
         for loader in LOADERS {
             run(loader, lib, 5);
+            let mut times: Vec<f64> = (0..BATCHES)
+                .map(|_| {
+                    let start = thread_cpu_time();
+                    run(loader, lib, N as usize);
+                    (thread_cpu_time() - start) * 1e6 / N as f64
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            print!(" {:>14.1}", times[BATCHES / 2]);
             let before = floor::minor_faults();
             run(loader, lib, N as usize);
-            let faults = floor::minor_faults() - before;
-            print!(" {:>14.1}", faults as f64 / N as f64);
+            row.push((floor::minor_faults() - before) as f64 / N as f64);
+        }
+        println!();
+        faults.push((lib, row));
+    }
+    println!();
+    println!("minor page faults per load + lookup + drop (mean of {N}, after 5 warm-up loads)");
+    header();
+    for (lib, row) in faults {
+        print!("{lib:<10}");
+        for f in row {
+            print!(" {f:>14.1}");
         }
         println!();
     }
