@@ -4,8 +4,9 @@
 //! Without FILE, the built-in example library.
 //!
 //! Each row is load + first lookup + drop, repeated in batches; the median
-//! batch gives the time per load. The numbers are wall-clock: on a busy
-//! machine, run with `--runs` higher and compare rows of one run only.
+//! batch gives the time per load, as wall time and as this thread's CPU
+//! time (which stays meaningful on a busy machine: it leaves out waiting
+//! for a CPU).
 
 use std::ffi::{c_void, CString};
 use std::fs::File;
@@ -57,8 +58,7 @@ fn subject(args: &BenchArgs) -> Result<Subject, String> {
         Some(path) => {
             let bytes =
                 std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-            let file =
-                File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
+            let file = File::open(path).map_err(|e| format!("opening {}: {e}", path.display()))?;
             let path_c = CString::new(path.as_os_str().as_encoded_bytes())
                 .map_err(|_| format!("{}: path contains NUL", path.display()))?;
             Ok(Subject {
@@ -76,10 +76,7 @@ fn subject(args: &BenchArgs) -> Result<Subject, String> {
             // that need anything else.
             let fd = unsafe { libc::memfd_create(c"memdl-bench-example".as_ptr(), 0) };
             if fd < 0 {
-                return Err(format!(
-                    "memfd_create: {}",
-                    std::io::Error::last_os_error()
-                ));
+                return Err(format!("memfd_create: {}", std::io::Error::last_os_error()));
             }
             // SAFETY: a fresh descriptor this function owns from here on.
             let mut file = unsafe { File::from_raw_fd(fd) };
@@ -97,11 +94,22 @@ fn subject(args: &BenchArgs) -> Result<Subject, String> {
     }
 }
 
-/// One row: median time per load and minor faults per load.
+/// One row: median wall time and CPU time per load, minor faults per load.
 struct Row {
     name: &'static str,
     per_load: Duration,
+    cpu: Duration,
     faults: f64,
+}
+
+/// CPU time of the calling thread (user + system): unlike wall time, it
+/// leaves out waiting for a CPU other processes hold.
+fn thread_cpu_time() -> Duration {
+    // SAFETY: clock_gettime fills the zeroed struct it is given.
+    let mut t: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
 
 /// Times `f` in `runs` batches big enough to take ~5 ms each.
@@ -114,20 +122,25 @@ fn measure(name: &'static str, runs: u32, f: &mut dyn FnMut()) -> Row {
     let once = start.elapsed().max(Duration::from_micros(1));
     let batch = (Duration::from_millis(5).as_nanos() / once.as_nanos()).clamp(1, 10_000) as u32;
     let faults_before = floor::minor_faults();
-    let mut times: Vec<Duration> = (0..runs)
+    let (mut times, mut cpu): (Vec<Duration>, Vec<Duration>) = (0..runs)
         .map(|_| {
-            let start = Instant::now();
+            let (start, cpu_start) = (Instant::now(), thread_cpu_time());
             for _ in 0..batch {
                 f();
             }
-            start.elapsed() / batch
+            (
+                start.elapsed() / batch,
+                thread_cpu_time().saturating_sub(cpu_start) / batch,
+            )
         })
-        .collect();
+        .unzip();
     let faults = (floor::minor_faults() - faults_before) as f64 / f64::from(runs * batch);
     times.sort();
+    cpu.sort();
     Row {
         name,
         per_load: times[times.len() / 2],
+        cpu: cpu[cpu.len() / 2],
         faults,
     }
 }
@@ -240,23 +253,29 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         s.bytes.len(),
         String::from_utf8_lossy(&symbol)
     );
+    let floor_cpu = rows[0].cpu.as_secs_f64();
     let _ = writeln!(
         out,
-        "{:<30} {:>12} {:>10} {:>14}",
-        "load + lookup + drop", "per load", "x floor", "minor faults"
+        "{:<30} {:>12} {:>8} {:>12} {:>8} {:>13}",
+        "load + lookup + drop", "wall", "x floor", "CPU", "x floor", "minor faults"
     );
     for r in &rows {
         let _ = writeln!(
             out,
-            "{:<30} {:>9.1} µs {:>9.2}x {:>14.1}",
+            "{:<30} {:>9.1} µs {:>7.2}x {:>9.1} µs {:>7.2}x {:>13.1}",
             r.name,
             r.per_load.as_secs_f64() * 1e6,
             r.per_load.as_secs_f64() / floor_time,
+            r.cpu.as_secs_f64() * 1e6,
+            r.cpu.as_secs_f64() / floor_cpu,
             r.faults
         );
     }
     let _ = writeln!(out, "{:<30} {:>12} {:>12}", "lookup", "memdl get", "dlsym");
-    for (what, m, d) in [("hit", memdl_hit, dlsym_hit), ("miss", memdl_miss, dlsym_miss)] {
+    for (what, m, d) in [
+        ("hit", memdl_hit, dlsym_hit),
+        ("miss", memdl_miss, dlsym_miss),
+    ] {
         let _ = writeln!(
             out,
             "{:<30} {:>9.1} ns {:>9.1} ns",
