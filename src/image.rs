@@ -18,7 +18,7 @@ use crate::elf::dynamic::{Dynamic, Table};
 use crate::elf::symbols::SymbolTable;
 use crate::elf::{read, Layout, Memory, Phdr, Segment};
 use crate::error::{Error, Result};
-use crate::map::{page_size, prot_of, protection_plan, FileView, Mapping};
+use crate::map::{page_size, prot_of, protection_plan, with_read_only, FileView, Mapping};
 use crate::options::Options;
 use crate::registry;
 use crate::reloc::{apply_deferred, Relocations};
@@ -253,7 +253,18 @@ impl ElfImage {
 
         // Final protections: code becomes executable (never while writable),
         // writable segments stay writable.
-        let plan = protection_plan(&layout, page)?;
+        let mut plan = protection_plan(&layout, page)?;
+        let relro = layout
+            .relro
+            .map(|(addr, size)| (addr & !(page - 1), (addr + size) & !(page - 1)))
+            .filter(|(start, end)| end > start);
+        // Without ifunc resolvers to run first, RELRO is sealed in the same
+        // pass (usually merged with the read-only segment before it: one
+        // mprotect fewer); otherwise after the resolvers, below.
+        let relro_in_plan = deferred.is_empty();
+        if let (true, Some((start, end))) = (relro_in_plan, relro) {
+            plan = with_read_only(&plan, start, end);
+        }
         for r in &plan {
             let start = bias.wrapping_add(r.start as usize);
             let len = (r.end - r.start) as usize;
@@ -272,12 +283,12 @@ impl ElfImage {
         // SAFETY: code is executable, targets are in writable segments and
         // each resolver was checked to lie in an executable segment.
         unsafe { apply_deferred(&deferred) };
-        if let Some((addr, size)) = layout.relro {
-            let start = (addr & !(page - 1)) as usize;
-            let end = ((addr + size) & !(page - 1)) as usize;
-            if end > start {
-                mapping.protect(bias.wrapping_add(start), end - start, libc::PROT_READ)?;
-            }
+        if let (false, Some((start, end))) = (relro_in_plan, relro) {
+            mapping.protect(
+                bias.wrapping_add(start as usize),
+                (end - start) as usize,
+                libc::PROT_READ,
+            )?;
         }
 
         let span = (

@@ -316,6 +316,30 @@ pub fn protection_plan(layout: &Layout, page: u64) -> Result<Vec<ProtectedRange>
     Ok(out)
 }
 
+/// `plan` with `[start, end)` (page-aligned) made read-only, neighbours
+/// of equal protection merged again: RELRO sealed by the same pass as the
+/// final protections, usually as one `mprotect` together with the read-only
+/// segment before it.
+pub fn with_read_only(plan: &[ProtectedRange], start: u64, end: u64) -> Vec<ProtectedRange> {
+    let mut out: Vec<ProtectedRange> = Vec::with_capacity(plan.len() + 2);
+    let mut push = |r: ProtectedRange| match out.last_mut() {
+        _ if r.start >= r.end => {}
+        Some(last) if last.prot == r.prot && last.end == r.start => last.end = r.end,
+        _ => out.push(r),
+    };
+    for &r in plan {
+        let (s, e) = (start.clamp(r.start, r.end), end.clamp(r.start, r.end));
+        push(ProtectedRange { end: s, ..r });
+        push(ProtectedRange {
+            start: s,
+            end: e,
+            prot: PROT_READ,
+        });
+        push(ProtectedRange { start: e, ..r });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,6 +375,23 @@ mod tests {
     const R: u32 = 4;
     const RX: u32 = 5;
     const RW: u32 = 6;
+
+    #[test]
+    fn read_only_overlay_merges_with_its_neighbour() {
+        let l = layout(&[(0, 0x1000, R), (0x1000, 0x3000, RW)]);
+        let plan = protection_plan(&l, 0x1000).unwrap();
+        let range = |start, end, prot| ProtectedRange { start, end, prot };
+        assert_eq!(
+            with_read_only(&plan, 0x1000, 0x2000),
+            vec![
+                range(0, 0x2000, PROT_READ),
+                range(0x2000, 0x4000, PROT_READ | PROT_WRITE)
+            ]
+        );
+        // Empty and out-of-plan ranges change nothing.
+        assert_eq!(with_read_only(&plan, 0x2000, 0x2000), plan);
+        assert_eq!(with_read_only(&plan, 0x8000, 0x9000), plan);
+    }
 
     #[test]
     fn gaps_become_prot_none_and_equal_neighbours_merge() {
