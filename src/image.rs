@@ -18,7 +18,7 @@ use crate::elf::dynamic::{Dynamic, Table};
 use crate::elf::symbols::SymbolTable;
 use crate::elf::{read, Layout, Memory, Phdr, Segment};
 use crate::error::{Error, Result};
-use crate::map::{page_size, protection_plan, FileView, Mapping};
+use crate::map::{page_size, prot_of, protection_plan, with_read_only, FileView, Mapping};
 use crate::options::Options;
 use crate::registry;
 use crate::reloc::{apply_deferred, Relocations};
@@ -94,6 +94,7 @@ impl ElfImage {
         let layout = Layout::parse(bytes, page, &options.limits)?;
         let mapping = reserve(&layout)?;
         let bias = mapping.base().wrapping_sub(layout.span_start as usize);
+        populate_file_pages(&mapping, &layout, bias, page);
         for seg in &layout.loads {
             copy_segment(bytes, bias, seg);
         }
@@ -243,14 +244,27 @@ impl ElfImage {
 
         // Final protections: code becomes executable (never while writable),
         // writable segments stay writable.
-        let plan = protection_plan(&layout, page)?;
+        let mut plan = protection_plan(&layout, page)?;
+        let relro = layout
+            .relro
+            .map(|(addr, size)| (addr & !(page - 1), (addr + size) & !(page - 1)))
+            .filter(|(start, end)| end > start);
+        // Without ifunc resolvers to run first, RELRO is sealed in the same
+        // pass (usually merged with the read-only segment before it: one
+        // mprotect fewer); otherwise after the resolvers, below.
+        let relro_in_plan = deferred.is_empty();
+        if let (true, Some((start, end))) = (relro_in_plan, relro) {
+            plan = with_read_only(&plan, start, end);
+        }
         for r in &plan {
             let start = bias.wrapping_add(r.start as usize);
             let len = (r.end - r.start) as usize;
             if r.prot & libc::PROT_EXEC != 0 {
                 arch::flush_icache(start, len);
             }
-            if r.prot != libc::PROT_READ | libc::PROT_WRITE {
+            if r.prot != libc::PROT_READ | libc::PROT_WRITE
+                && !mapped_final(&layout.loads, &placements, r.start, r.end, page)
+            {
                 mapping.protect(start, len, r.prot)?;
             }
         }
@@ -260,12 +274,12 @@ impl ElfImage {
         // SAFETY: code is executable, targets are in writable segments and
         // each resolver was checked to lie in an executable segment.
         unsafe { apply_deferred(&deferred) };
-        if let Some((addr, size)) = layout.relro {
-            let start = (addr & !(page - 1)) as usize;
-            let end = ((addr + size) & !(page - 1)) as usize;
-            if end > start {
-                mapping.protect(bias.wrapping_add(start), end - start, libc::PROT_READ)?;
-            }
+        if let (false, Some((start, end))) = (relro_in_plan, relro) {
+            mapping.protect(
+                bias.wrapping_add(start as usize),
+                (end - start) as usize,
+                libc::PROT_READ,
+            )?;
         }
 
         let span = (
@@ -593,13 +607,15 @@ fn place_from_file(
         let start = page_start(seg.vaddr, page);
         let file_end = page_end(seg.vaddr + seg.filesz, page);
         // The bss that shares the last file page must read as zero, so
-        // that page is written (and becomes private). Read-only segments
-        // become read-only again with the final protections.
+        // that page is written (and becomes private). A segment the loader
+        // never writes is mapped with its final protection at once (never
+        // writable, so W^X holds), which spares its mprotect later (see
+        // `mapped_final`).
         let bss_in_page = seg.memsz > seg.filesz && file_end > seg.vaddr + seg.filesz;
         let prot = if seg.writable() || bss_in_page {
             libc::PROT_READ | libc::PROT_WRITE
         } else {
-            libc::PROT_READ
+            prot_of(seg.flags)
         };
         mapping.map_file(
             bias.wrapping_add(start as usize),
@@ -625,6 +641,33 @@ fn place_from_file(
     Ok((mapping, layout, placements))
 }
 
+/// Whether every page of `[start, end)` belongs to a segment `load_fd`
+/// mapped from the file with its final protection already: mapped, never
+/// written by the loader (not writable, no bss to zero).
+fn mapped_final(
+    loads: &[Segment],
+    placements: &[Placement],
+    start: u64,
+    end: u64,
+    page: u64,
+) -> bool {
+    let mut at = start;
+    while at < end {
+        let covering = loads.iter().zip(placements).find(|(s, &p)| {
+            p == Placement::Mapped
+                && !s.writable()
+                && s.memsz == s.filesz
+                && page_start(s.vaddr, page) <= at
+                && at < page_end(s.end(), page)
+        });
+        match covering {
+            Some((s, _)) => at = page_end(s.end(), page),
+            None => return false,
+        }
+    }
+    true
+}
+
 /// One range for the whole image, aligned as its segments require.
 fn reserve(layout: &Layout) -> Result<Mapping> {
     Mapping::reserve(
@@ -632,6 +675,29 @@ fn reserve(layout: &Layout) -> Result<Mapping> {
         layout.align as usize,
         layout.span_start as usize,
     )
+}
+
+/// Pre-faults the pages every segment's file bytes are about to be copied
+/// to, one `madvise` per run of adjacent pages (usually one for the image).
+fn populate_file_pages(mapping: &Mapping, layout: &Layout, bias: usize, page: u64) {
+    let mut run: Option<(u64, u64)> = None;
+    for seg in layout.loads.iter().filter(|s| s.filesz > 0) {
+        let (start, end) = (
+            page_start(seg.vaddr, page),
+            page_end(seg.vaddr + seg.filesz, page),
+        );
+        run = match run {
+            Some((s, e)) if start <= e => Some((s, e.max(end))),
+            Some((s, e)) => {
+                mapping.populate(bias.wrapping_add(s as usize), (e - s) as usize);
+                Some((start, end))
+            }
+            None => Some((start, end)),
+        };
+    }
+    if let Some((s, e)) = run {
+        mapping.populate(bias.wrapping_add(s as usize), (e - s) as usize);
+    }
 }
 
 /// Copies a segment's file bytes into the reservation; anonymous memory is

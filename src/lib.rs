@@ -44,6 +44,8 @@ pub use error::{Error, Result};
 pub use image::{ElfImage, Placement, SegmentInfo};
 pub use options::{Limits, Options, SystemStrategy};
 pub use registry::{find_symbol, images, ImageInfo, SymbolInfo};
+#[doc(hidden)]
+pub use resolve::bench_resolve as __bench_resolve;
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
 pub use sealed::SealedElf;
 pub use symbol::{Library, Symbol};

@@ -39,6 +39,9 @@ pub fn page_size() -> usize {
 pub struct Mapping {
     base: usize,
     len: usize,
+    /// The whole range mapped, alignment slack included: what drop unmaps.
+    raw: usize,
+    raw_len: usize,
 }
 
 impl Mapping {
@@ -71,20 +74,16 @@ impl Mapping {
         let raw = raw as usize;
         let want = congruent_to & (align - 1);
         let base = raw + ((want.wrapping_sub(raw)) & (align - 1));
-        // Give back what alignment did not need: the head and the tail.
-        let head = base - raw;
-        let tail = total - head - len;
-        // SAFETY: both ranges lie inside the mapping just created and are
-        // page-aligned (raw, base, len and align are page multiples).
-        unsafe {
-            if head != 0 {
-                libc::munmap(raw as *mut _, head);
-            }
-            if tail != 0 {
-                libc::munmap((base + len) as *mut _, tail);
-            }
-        }
-        Ok(Mapping { base, len })
+        // What alignment did not need (the head and the tail) stays mapped
+        // until drop: never touched, it costs no memory (MAP_NORESERVE), and
+        // keeping it spares two munmap calls per load of an image aligned
+        // beyond the page size (test libraries are linked for 64 KiB).
+        Ok(Mapping {
+            base,
+            len,
+            raw,
+            raw_len: total,
+        })
     }
 
     pub fn base(&self) -> usize {
@@ -123,6 +122,31 @@ impl Mapping {
         Ok(())
     }
 
+    /// Pre-faults `[start, start + len)` (inside this mapping, page-aligned)
+    /// for writing with one `madvise(MADV_POPULATE_WRITE)`: the kernel
+    /// allocates the pages in one go instead of taking a page fault on each
+    /// first write (~3 µs each on a VM). Only an optimisation: on kernels
+    /// before 5.14 (EINVAL) or when memory is short, the pages are simply
+    /// faulted in as they are written.
+    pub fn populate(&self, start: usize, len: usize) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            /// `MADV_POPULATE_WRITE` (Linux 5.14+).
+            const MADV_POPULATE_WRITE: c_int = 23;
+            // Below a few pages, faulting them in costs no more than the
+            // system call.
+            if len < 4 * page_size() {
+                return;
+            }
+            debug_assert!(start >= self.base && start + len <= self.base + self.len);
+            // SAFETY: the range lies inside this read-write mapping
+            // (asserted by callers); populating changes no contents.
+            unsafe { libc::madvise(start as *mut _, len, MADV_POPULATE_WRITE) };
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let _ = (start, len);
+    }
+
     /// Changes the protection of `[start, start + len)`, which must lie
     /// inside this mapping.
     pub fn protect(&self, start: usize, len: usize, prot: c_int) -> Result<()> {
@@ -142,7 +166,7 @@ impl Mapping {
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: the range is exactly the mapping this value owns.
-        unsafe { libc::munmap(self.base as *mut _, self.len) };
+        unsafe { libc::munmap(self.raw as *mut _, self.raw_len) };
     }
 }
 
@@ -499,6 +523,30 @@ pub fn protection_plan(layout: &Layout, page: u64) -> Result<Vec<ProtectedRange>
     Ok(out)
 }
 
+/// `plan` with `[start, end)` (page-aligned) made read-only, neighbours
+/// of equal protection merged again: RELRO sealed by the same pass as the
+/// final protections, usually as one `mprotect` together with the read-only
+/// segment before it.
+pub fn with_read_only(plan: &[ProtectedRange], start: u64, end: u64) -> Vec<ProtectedRange> {
+    let mut out: Vec<ProtectedRange> = Vec::with_capacity(plan.len() + 2);
+    let mut push = |r: ProtectedRange| match out.last_mut() {
+        _ if r.start >= r.end => {}
+        Some(last) if last.prot == r.prot && last.end == r.start => last.end = r.end,
+        _ => out.push(r),
+    };
+    for &r in plan {
+        let (s, e) = (start.clamp(r.start, r.end), end.clamp(r.start, r.end));
+        push(ProtectedRange { end: s, ..r });
+        push(ProtectedRange {
+            start: s,
+            end: e,
+            prot: PROT_READ,
+        });
+        push(ProtectedRange { start: e, ..r });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,6 +582,23 @@ mod tests {
     const R: u32 = 4;
     const RX: u32 = 5;
     const RW: u32 = 6;
+
+    #[test]
+    fn read_only_overlay_merges_with_its_neighbour() {
+        let l = layout(&[(0, 0x1000, R), (0x1000, 0x3000, RW)]);
+        let plan = protection_plan(&l, 0x1000).unwrap();
+        let range = |start, end, prot| ProtectedRange { start, end, prot };
+        assert_eq!(
+            with_read_only(&plan, 0x1000, 0x2000),
+            vec![
+                range(0, 0x2000, PROT_READ),
+                range(0x2000, 0x4000, PROT_READ | PROT_WRITE)
+            ]
+        );
+        // Empty and out-of-plan ranges change nothing.
+        assert_eq!(with_read_only(&plan, 0x2000, 0x2000), plan);
+        assert_eq!(with_read_only(&plan, 0x8000, 0x9000), plan);
+    }
 
     #[test]
     fn gaps_become_prot_none_and_equal_neighbours_merge() {

@@ -196,13 +196,13 @@ impl Relocations {
             if e.symbol == 0 || !needs_symbol(arch::classify(e.r_type)) {
                 continue;
             }
-            let slot = resolved
-                .get_mut(e.symbol as usize)
-                .ok_or(Error::SymbolIndexOutOfRange {
+            let slot = resolved.get_mut(e.symbol as usize).ok_or_else(|| {
+                Error::SymbolIndexOutOfRange {
                     index,
                     symbol: e.symbol.into(),
                     count: symbols.len().into(),
-                })?;
+                }
+            })?;
             if *slot != Resolved::Unused {
                 continue;
             }
@@ -372,7 +372,9 @@ fn needs_symbol(kind: RelocKind) -> bool {
 /// writable segment of the image.
 fn writable_target(mem: &Memory<'_>, index: usize, offset: u64, size: u64) -> Result<usize> {
     let mut inside = false;
-    for s in mem.loads {
+    // Segments do not overlap, so at most one contains the target; the
+    // writable ones usually come last, so look from the end.
+    for s in mem.loads.iter().rev() {
         if s.contains(offset, size) {
             if s.writable() {
                 return Ok(mem.bias.wrapping_add(offset as usize));

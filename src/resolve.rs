@@ -10,9 +10,24 @@
 //! own loader services (`__tls_get_addr`, `dlsym`, `dladdr`, ...: see
 //! `interpose.rs`); under the deny policy only those that cannot reach the
 //! host (see `Options::deny_host_lookups`).
+//!
+//! Steps 2 and 3 go through a process-wide cache of `dlvsym` answers (hits
+//! and misses), keyed by handle, name and required version. glibc's answer
+//! for a name only changes when objects are loaded or unloaded: each load
+//! fingerprints the loaded objects once (`dl_iterate_phdr`: address, name),
+//! uses the cache only if it was filled under the same fingerprint, and adds
+//! its own answers only if the fingerprint is still the same when it is
+//! done. (Not seen: a library promoted from `RTLD_LOCAL` to `RTLD_GLOBAL`
+//! by a later `dlopen` without any load or unload; a cached global-scope
+//! miss for its symbols then still falls through to the `DT_NEEDED`s.)
+//! A load works on an immutable snapshot of the cache, so no lock is held
+//! while it resolves.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, Result};
 use crate::symbol::lossy;
@@ -65,11 +80,148 @@ pub(crate) fn with_c_name<R>(name: &[u8], f: impl FnOnce(*const c_char) -> R) ->
     }
 }
 
+/// A small multiplicative hash for symbol-name keys: the cache is private
+/// to the process and its keys come from loaded images, so SipHash's
+/// flooding resistance buys nothing here and costs ~4x per lookup.
+#[derive(Default)]
+struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut h = self.0;
+        for c in bytes.chunks_exact(8) {
+            let w = u64::from_le_bytes(c.try_into().expect("8-byte chunk"));
+            h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        // The last (up to 7) bytes: the final 8 bytes of the input when it
+        // has that many (overlapping the last chunk), else byte by byte; no
+        // copy into a buffer (a memcpy call per hash).
+        let tail = if bytes.len() >= 8 {
+            u64::from_le_bytes(bytes[bytes.len() - 8..].try_into().expect("8 bytes"))
+        } else {
+            bytes
+                .iter()
+                .rev()
+                .fold(0u64, |t, &b| (t << 8) | u64::from(b))
+        };
+        h = (h.rotate_left(5) ^ tail ^ bytes.len() as u64).wrapping_mul(K);
+        self.0 = h;
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.0 = (self.0.rotate_left(5) ^ u64::from(i)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.0 = (self.0.rotate_left(5) ^ i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// One cached answer: `dlvsym(handle, name, version)` was `addr` (0 if
+/// not found). Handles stay valid while their object is loaded, and an
+/// unload changes the fingerprint.
+#[derive(Clone)]
+struct Answer {
+    handle: usize,
+    name: Box<[u8]>,
+    version: Option<Box<[u8]>>,
+    addr: usize,
+}
+
+impl Answer {
+    fn is(&self, handle: usize, name: &[u8], version: Option<&[u8]>) -> bool {
+        self.handle == handle && *self.name == *name && self.version.as_deref() == version
+    }
+}
+
+/// Hash of a question, computed from its parts in place (no key is built).
+fn question_hash(handle: usize, name: &[u8], version: Option<&[u8]>) -> u64 {
+    let mut h = NameHasher(handle as u64);
+    h.write(name);
+    if let Some(v) = version {
+        h.write(v);
+    }
+    h.finish()
+}
+
+/// The hash is the key already: no second hashing.
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = i;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Answers by question hash (colliding questions share a bucket).
+type ScopeMap = HashMap<u64, Vec<Answer>, BuildHasherDefault<IdentityHasher>>;
+
+/// Answers of the global scope under one generation of loaded objects
+/// (0 = not found there).
+struct ScopeCache {
+    generation: (u64, u64),
+    map: ScopeMap,
+}
+
+static SCOPE_CACHE: RwLock<Option<Arc<ScopeCache>>> = RwLock::new(None);
+
+/// A fingerprint of the loaded objects: (hash of every object's load
+/// address, program header count and name, number of objects), from one
+/// `dl_iterate_phdr` walk.
+///
+/// A library that is unloaded and loaded again at the same address (as a
+/// `DT_NEEDED` like `libm` is, by every load and drop of an image needing
+/// it) leaves the fingerprint, and every address inside it, unchanged; one
+/// that comes back elsewhere, or any other object coming or going, changes
+/// it and empties the cache.
+fn scope_generation() -> (u64, u64) {
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: `data` is the state passed below; glibc passes a valid
+        // info whose name is null or a NUL-terminated string.
+        unsafe {
+            let (hasher, count) = &mut *data.cast::<(NameHasher, u64)>();
+            let info = &*info;
+            hasher.write_usize(info.dlpi_addr as usize);
+            hasher.write_usize(usize::from(info.dlpi_phnum));
+            if !info.dlpi_name.is_null() {
+                hasher.write(CStr::from_ptr(info.dlpi_name).to_bytes());
+            }
+            *count += 1;
+        }
+        0
+    }
+    let mut state = (NameHasher(0x5eed), 0u64);
+    // SAFETY: the callback only updates the state it is handed.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&mut state as *mut (NameHasher, u64)).cast()) };
+    (state.0.finish(), state.1)
+}
+
 /// The resolver chain for one load.
 pub struct Resolver<'a> {
     host: &'a HashMap<Vec<u8>, usize>,
     global_scope: bool,
     needed: Vec<NeededLibrary>,
+    /// The global-scope cache as it was when this load started, if it
+    /// belongs to the current generation.
+    cache: Option<Arc<ScopeCache>>,
+    generation: (u64, u64),
+    /// Answers this load looked up itself, added to the cache at the end.
+    learned: RefCell<Vec<(u64, Answer)>>,
 }
 
 impl<'a> Resolver<'a> {
@@ -96,17 +248,86 @@ impl<'a> Resolver<'a> {
                 opened.push(NeededLibrary { handle });
             }
         }
+        let (cache, generation) = if deny_host_lookups {
+            (None, (0, 0))
+        } else {
+            let generation = scope_generation();
+            let cache = SCOPE_CACHE
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .filter(|c| c.generation == generation);
+            (cache, generation)
+        };
         Ok(Resolver {
             host,
             global_scope: !deny_host_lookups,
             needed: opened,
+            cache,
+            generation,
+            learned: RefCell::new(Vec::new()),
         })
+    }
+
+    /// `dlvsym(handle, name, version)` (0 if not found), from the cache
+    /// when it has it.
+    fn scoped(&self, handle: *mut c_void, name: &[u8], version: Option<&[u8]>) -> usize {
+        let hash = question_hash(handle as usize, name, version);
+        let cached = self.cache.as_ref().and_then(|c| {
+            c.map
+                .get(&hash)?
+                .iter()
+                .find(|a| a.is(handle as usize, name, version))
+        });
+        if let Some(answer) = cached {
+            return answer.addr;
+        }
+        let found = with_c_name(name, |c| lookup(handle, c, version)) as usize;
+        self.learned.borrow_mut().push((
+            hash,
+            Answer {
+                handle: handle as usize,
+                name: name.into(),
+                version: version.map(Into::into),
+                addr: found,
+            },
+        ));
+        found
+    }
+
+    /// Adds what this load learned to the process-wide cache, unless an
+    /// object was loaded or unloaded meanwhile (its answers may be stale).
+    fn publish(&mut self) {
+        let learned = std::mem::take(self.learned.get_mut());
+        if learned.is_empty() || scope_generation() != self.generation {
+            return;
+        }
+        let mut slot = SCOPE_CACHE.write().unwrap_or_else(|p| p.into_inner());
+        let mut map = match slot.as_ref() {
+            Some(c) if c.generation == self.generation => c.map.clone(),
+            _ => ScopeMap::default(),
+        };
+        for (hash, answer) in learned {
+            let bucket = map.entry(hash).or_default();
+            if !bucket
+                .iter()
+                .any(|a| a.is(answer.handle, &answer.name, answer.version.as_deref()))
+            {
+                bucket.push(answer);
+            }
+        }
+        *slot = Some(Arc::new(ScopeCache {
+            generation: self.generation,
+            map,
+        }));
     }
 
     /// Resolves an import, or `None` when no step of the chain has it.
     pub fn resolve(&self, name: &[u8], version: Option<&[u8]>) -> Option<usize> {
-        if let Some(&addr) = self.host.get(name) {
-            return Some(addr);
+        if !self.host.is_empty() {
+            if let Some(&addr) = self.host.get(name) {
+                return Some(addr);
+            }
         }
         // A sandbox gets only the services that cannot reach the host.
         let builtin_allowed =
@@ -117,23 +338,17 @@ impl<'a> Resolver<'a> {
         if !self.global_scope {
             return None;
         }
-        let found = with_c_name(name, |c| {
-            let global = lookup(libc::RTLD_DEFAULT, c, version);
-            if !global.is_null() {
-                return global;
-            }
-            self.needed
-                .iter()
-                .map(|lib| lookup(lib.handle, c, version))
-                .find(|p| !p.is_null())
-                .unwrap_or(std::ptr::null_mut())
-        });
-        (!found.is_null()).then_some(found as usize)
+        // The global scope, then each needed library in DT_NEEDED order.
+        std::iter::once(libc::RTLD_DEFAULT)
+            .chain(self.needed.iter().map(|lib| lib.handle))
+            .map(|handle| self.scoped(handle, name, version))
+            .find(|&addr| addr != 0)
     }
 
     /// Hands over the opened libraries: the image keeps them open for its
     /// lifetime, since its code calls into them.
-    pub fn into_needed(self) -> Vec<NeededLibrary> {
+    pub fn into_needed(mut self) -> Vec<NeededLibrary> {
+        self.publish();
         self.needed
     }
 }
@@ -152,4 +367,22 @@ fn lookup(handle: *mut c_void, name: *const c_char, version: Option<&[u8]>) -> *
             unsafe { libc::dlsym(handle, name) }
         }
     }
+}
+
+/// For benchmarks only (`benches/compare.rs`, group `imports`): what a
+/// default-options load does to resolve its imports, without the rest of
+/// the load: opens `needed`, resolves every `(name, version)` through the
+/// chain, publishes to the cache. Returns how many were found.
+#[doc(hidden)]
+pub fn bench_resolve(needed: &[&[u8]], imports: &[(&[u8], Option<&[u8]>)]) -> usize {
+    let host = HashMap::new();
+    let Ok(resolver) = Resolver::new(&host, false, needed) else {
+        return 0;
+    };
+    let found = imports
+        .iter()
+        .filter(|(name, version)| resolver.resolve(name, *version).is_some())
+        .count();
+    drop(resolver.into_needed());
+    found
 }

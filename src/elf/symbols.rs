@@ -64,12 +64,12 @@ pub struct Strings {
 impl Strings {
     /// The NUL-terminated string at `offset`, without its NUL.
     pub fn get(&self, offset: u64) -> Result<&[u8]> {
-        let bad = Error::BadStringOffset {
+        let bad = || Error::BadStringOffset {
             offset,
             size: self.size,
         };
         if offset >= self.size {
-            return Err(bad);
+            return Err(bad());
         }
         // SAFETY: `addr..addr + size` was checked to lie in a read-only
         // loaded segment that stays mapped as long as `self` (owned by the
@@ -82,8 +82,25 @@ impl Strings {
         };
         match tail.iter().position(|&b| b == 0) {
             Some(n) => Ok(&tail[..n]),
-            None => Err(bad),
+            None => Err(bad()),
         }
+    }
+
+    /// Whether the string at `offset` is exactly `name` (what [`Strings::get`]
+    /// would return, compared without scanning for its end first).
+    pub fn equals(&self, offset: u64, name: &[u8]) -> bool {
+        let len = name.len() as u64;
+        // The name and its NUL must fit: offset + len < size.
+        if offset >= self.size || self.size - offset <= len {
+            return false;
+        }
+        // SAFETY: `offset..=offset + len` lies inside the table, which was
+        // checked to lie in a read-only loaded segment mapped for as long
+        // as `self` lives.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((self.addr + offset as usize) as *const u8, name.len() + 1)
+        };
+        bytes[name.len()] == 0 && &bytes[..name.len()] == name
     }
 }
 
@@ -307,7 +324,8 @@ impl SymbolTable {
 
     fn matches(&self, index: u32, name: &[u8], version: Option<&[u8]>) -> Option<Sym> {
         let sym = self.get(index)?;
-        (self.name(&sym).ok()? == name && self.visible(index, &sym, version)).then_some(sym)
+        (self.strings.equals(sym.name.into(), name) && self.visible(index, &sym, version))
+            .then_some(sym)
     }
 
     /// Finds the exported symbol `name` (the default version, or the given

@@ -5,6 +5,7 @@
 //! A subcommand is one variant of [`Command`] plus one module with an
 //! `Args` struct and a `run` function.
 
+mod bench;
 mod compare;
 mod elfscan;
 mod extract;
@@ -39,6 +40,8 @@ enum Command {
     Compare(compare::Args),
     /// List (and optionally write out) the ELF images inside a container file
     Extract(extract::Args),
+    /// Time memdl against dlopen, the system backend and the floor (load, lookup, faults)
+    Bench(bench::BenchArgs),
 }
 
 /// Why a command failed.
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(&args, &mut out),
         Command::Compare(args) => compare::run(&args, &mut out),
         Command::Extract(args) => extract::run(&args, &mut out),
+        Command::Bench(args) => bench::run(args).map_err(Failure::new),
     };
     let result = result.and_then(|()| out.flush().map_err(Failure::from));
     match result {
@@ -104,7 +108,7 @@ fn argument_error(e: clap::Error) -> ExitCode {
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
             let _ = writeln!(
                 io::stderr(),
-                "memdl: a subcommand is needed: inspect, compare or extract (see memdl --help)"
+                "memdl: a subcommand is needed: inspect, compare, extract or bench (see memdl --help)"
             );
             ExitCode::FAILURE
         }
