@@ -122,9 +122,6 @@ const DYLIBS: &[Dylib] = &[
     c_with("nodelete", &["nodelete.c"], &["-Wl,-z,nodelete"]),
     // Imports memdl_test_host_scale, which the test executable exports.
     c("callback", &["callback.c"]),
-    // The same linked -Bsymbolic (DF_SYMBOLIC): its own definitions come
-    // before the global scope for its references.
-    c_with("callback_symbolic", &["callback.c"], &["-Wl,-Bsymbolic"]),
     // Symbolic and relative relocations with positive and negative addends.
     c_with("pointers", &["pointers.c"], &["-nostdlib"]),
     // A thousand exports under each hash table style.

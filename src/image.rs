@@ -218,7 +218,7 @@ impl ElfImage {
             options.deny_host_lookups,
             &needed_names,
         )?;
-        let resolved = relocations.resolve(&mem, &symbols, &resolver, dynamic.symbolic)?;
+        let resolved = relocations.resolve(&mem, &symbols, &resolver)?;
         let needed = resolver.into_needed();
         let mut tls = match layout.tls {
             Some(t) => {

@@ -15,7 +15,7 @@ use goblin::elf::sym::{STB_WEAK, STT_GNU_IFUNC, STT_TLS};
 
 use crate::arch::{self, RelocKind};
 use crate::elf::dynamic::{Dynamic, Table};
-use crate::elf::symbols::{Sym, SymbolTable};
+use crate::elf::symbols::SymbolTable;
 use crate::elf::{read, Memory};
 use crate::error::{Error, Result};
 use crate::options::Limits;
@@ -184,16 +184,11 @@ impl Relocations {
     /// Pass 1: resolves every symbol a relocation names, through the image
     /// itself first and then the resolver chain. Returns one entry per
     /// symbol index, or every missing strong import in one error.
-    /// A reference to a symbol the image defines binds to that definition
-    /// unless an earlier object of the lookup scope defines it too (ELF
-    /// symbol interposition, as the system loader does it), except in a
-    /// `symbolic` (`-Bsymbolic`) object.
     pub fn resolve(
         &self,
         mem: &Memory<'_>,
         symbols: &SymbolTable,
         resolver: &Resolver<'_>,
-        symbolic: bool,
     ) -> Result<Vec<Resolved>> {
         let mut resolved = vec![Resolved::Unused; symbols.len() as usize];
         let mut missing = Vec::new();
@@ -225,9 +220,7 @@ impl Relocations {
                 } else {
                     mem.bias.wrapping_add(sym.value as usize)
                 };
-                if let Some(addr) = interposer(symbols, resolver, e.symbol, &sym, symbolic)? {
-                    Resolved::Address(addr)
-                } else if sym.kind() == STT_GNU_IFUNC {
+                if sym.kind() == STT_GNU_IFUNC {
                     code_address(mem, sym.value, "ifunc resolver")?;
                     Resolved::Ifunc(value)
                 } else {
@@ -360,21 +353,6 @@ impl Relocations {
         }
         Ok(deferred)
     }
-}
-
-/// Another object's definition that the lookup scope puts before the
-/// image's own definition of symbol `index`, if any.
-fn interposer(
-    symbols: &SymbolTable,
-    resolver: &Resolver<'_>,
-    index: u32,
-    sym: &Sym,
-    symbolic: bool,
-) -> Result<Option<usize>> {
-    if symbolic || !symbols.interposable(sym) {
-        return Ok(None);
-    }
-    Ok(resolver.interposer(symbols.name(sym)?, symbols.own_version(index)))
 }
 
 /// Kinds whose value depends on a symbol.

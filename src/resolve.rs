@@ -345,22 +345,6 @@ impl<'a> Resolver<'a> {
             .find(|&addr| addr != 0)
     }
 
-    /// A definition that interposes on the image's own definition of
-    /// `name`, as the system loader's lookup order has it: the caller's host
-    /// symbols, then the global scope (the executable and the libraries
-    /// loaded with it or `RTLD_GLOBAL`). memdl's built-in services and the
-    /// `DT_NEEDED` libraries come after the image itself in that order, so
-    /// they never interpose.
-    pub fn interposer(&self, name: &[u8], version: Option<&[u8]>) -> Option<usize> {
-        if let Some(&addr) = self.host.get(name) {
-            return Some(addr);
-        }
-        if !self.global_scope {
-            return None;
-        }
-        Some(self.scoped(libc::RTLD_DEFAULT, name, version)).filter(|&addr| addr != 0)
-    }
-
     /// Hands over the opened libraries: the image keeps them open for its
     /// lifetime, since its code calls into them.
     pub fn into_needed(mut self) -> Vec<NeededLibrary> {

@@ -50,9 +50,6 @@ pub struct Dynamic {
     pub flags: u64,
     pub flags_1: u64,
     pub textrel: bool,
-    /// `DT_SYMBOLIC` or `DF_SYMBOLIC`: the object's own definitions come
-    /// before the lookup scope for its references (`-Bsymbolic`).
-    pub symbolic: bool,
 }
 
 fn bad(reason: &'static str) -> Error {
@@ -133,7 +130,6 @@ impl Dynamic {
                 DT_FLAGS => d.flags |= val,
                 DT_FLAGS_1 => d.flags_1 |= val,
                 DT_TEXTREL => d.textrel = true,
-                DT_SYMBOLIC => d.symbolic = true,
                 _ => {}
             }
         }
@@ -142,9 +138,6 @@ impl Dynamic {
         }
         if d.flags & DF_TEXTREL != 0 {
             d.textrel = true;
-        }
-        if d.flags & DF_SYMBOLIC != 0 {
-            d.symbolic = true;
         }
         let pair = |a: Option<u64>, s: Option<u64>, name: &'static str| match (a, s) {
             (Some(vaddr), Some(size)) => Ok(Some(Table { vaddr, size })),

@@ -16,8 +16,6 @@ use crate::options::Limits;
 const SYM_SIZE: u64 = 24;
 /// `VER_NDX_LOCAL`: the symbol is not visible outside the object.
 const VER_NDX_LOCAL: u16 = 0;
-/// `VER_NDX_GLOBAL`: the object's base version, which names no version.
-const VER_NDX_GLOBAL: u16 = 1;
 /// Set in a `DT_VERSYM` entry for a non-default (`foo@V1`) version.
 const VERSYM_HIDDEN: u16 = 0x8000;
 
@@ -301,24 +299,6 @@ impl SymbolTable {
     pub fn defined_version(&self, ndx: u16) -> Option<&[u8]> {
         let &(_, name) = self.defined_versions.iter().find(|(i, _)| *i == ndx)?;
         self.strings.get(name).ok()
-    }
-
-    /// Name of the version symbol `index` is defined at (`foo@@V2` gives
-    /// `V2`), or `None` for an unversioned or base-version definition.
-    pub fn own_version(&self, index: u32) -> Option<&[u8]> {
-        match self.version_index(index) & !VERSYM_HIDDEN {
-            VER_NDX_LOCAL | VER_NDX_GLOBAL => None,
-            ndx => self.defined_version(ndx),
-        }
-    }
-
-    /// Whether the dynamic linker's lookup scope may replace this
-    /// definition for references from the object itself: global or weak,
-    /// default visibility (protected binds locally), not thread-local.
-    pub fn interposable(&self, sym: &Sym) -> bool {
-        matches!(sym.bind(), STB_GLOBAL | STB_WEAK)
-            && sym.visibility() == STV_DEFAULT
-            && sym.kind() != goblin::elf::sym::STT_TLS
     }
 
     /// Name of symbol `sym`.
