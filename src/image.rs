@@ -200,10 +200,10 @@ impl ElfImage {
         }
         let symbols = SymbolTable::parse(&mem, &dynamic, limits)?;
         let relocations = Relocations::parse(&mem, &dynamic, limits)?;
-        let init = dynamic.init.map(|v| code(&mem, v, "DT_INIT")).transpose()?;
+        let init = dynamic.init.map(|v| mem.code(v, "DT_INIT")).transpose()?;
         let fini_fn = dynamic
             .fini
-            .map(|v| code(&mem, v, "DT_FINI").map(|_| v))
+            .map(|v| mem.code(v, "DT_FINI").map(|_| v))
             .transpose()?;
         let init_array = function_array(&mem, dynamic.init_array, "DT_INIT_ARRAY")?;
         function_array(&mem, dynamic.fini_array, "DT_FINI_ARRAY")?;
@@ -716,23 +716,6 @@ fn copy_segment(bytes: &[u8], bias: usize, seg: &Segment) {
     };
 }
 
-/// Checks an init/fini function address from the dynamic section.
-fn code(mem: &Memory<'_>, vaddr: u64, what: &'static str) -> Result<usize> {
-    if mem
-        .loads
-        .iter()
-        .any(|s| s.executable() && s.contains(vaddr, 1))
-    {
-        Ok(mem.bias.wrapping_add(vaddr as usize))
-    } else {
-        Err(Error::TableOutOfBounds {
-            table: what,
-            addr: vaddr,
-            size: 1,
-        })
-    }
-}
-
 /// Checks an init/fini array's place and shape: (address, entries).
 fn function_array(
     mem: &Memory<'_>,
@@ -763,11 +746,7 @@ fn check_function_array(mem: &Memory<'_>, array: Option<(usize, usize)>) -> Resu
         if f == 0 || f == usize::MAX {
             continue;
         }
-        code(
-            mem,
-            f.wrapping_sub(mem.bias) as u64,
-            "init/fini array entry",
-        )?;
+        mem.code(f.wrapping_sub(mem.bias) as u64, "init/fini array entry")?;
     }
     Ok(())
 }

@@ -221,7 +221,7 @@ impl Relocations {
                     mem.bias.wrapping_add(sym.value as usize)
                 };
                 if sym.kind() == STT_GNU_IFUNC {
-                    code_address(mem, sym.value, "ifunc resolver")?;
+                    mem.code(sym.value, "ifunc resolver")?;
                     Resolved::Ifunc(value)
                 } else {
                     Resolved::Address(value)
@@ -282,7 +282,7 @@ impl Relocations {
             let value = match (kind, symbol) {
                 (RelocKind::Relative, _) => bias.wrapping_add(addend),
                 (RelocKind::IRelative, _) => {
-                    let resolver = code_address(mem, addend, "IRELATIVE resolver")?;
+                    let resolver = mem.code(addend, "IRELATIVE resolver")?;
                     deferred.push(Deferred {
                         target,
                         resolver,
@@ -389,24 +389,6 @@ fn writable_target(mem: &Memory<'_>, index: usize, offset: u64, size: u64) -> Re
     })
 }
 
-/// The runtime address of code at `vaddr`, which must lie in an executable
-/// segment: the loader only ever calls into the image's own code.
-fn code_address(mem: &Memory<'_>, vaddr: u64, what: &'static str) -> Result<usize> {
-    if mem
-        .loads
-        .iter()
-        .any(|s| s.executable() && s.contains(vaddr, 1))
-    {
-        Ok(mem.bias.wrapping_add(vaddr as usize))
-    } else {
-        Err(Error::TableOutOfBounds {
-            table: what,
-            addr: vaddr,
-            size: 1,
-        })
-    }
-}
-
 /// `DT_RELR`: an even word is the address of a relative relocation; an odd
 /// word is a bitmap of the 63 words that follow the last address.
 fn apply_relr(mem: &Memory<'_>, addr: usize, count: usize, first_index: usize) -> Result<()> {
@@ -453,7 +435,7 @@ fn apply_relr(mem: &Memory<'_>, addr: usize, count: usize, first_index: usize) -
 ///
 /// # Safety
 /// The image's code must be mapped executable, every target still writable,
-/// and every resolver address checked by [`code_address`].
+/// and every resolver address checked by [`Memory::code`](crate::elf::Memory::code).
 pub unsafe fn apply_deferred(deferred: &[Deferred]) {
     for d in deferred {
         // SAFETY: the caller guarantees the resolver is the image's code.

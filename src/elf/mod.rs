@@ -425,6 +425,25 @@ impl Memory<'_> {
         }
     }
 
+    /// The runtime address of code at `vaddr`, which must lie in an
+    /// executable segment: the loader only ever calls into the image's own
+    /// code (initialisers, finalisers, ifunc resolvers).
+    pub fn code(&self, vaddr: u64, what: &'static str) -> Result<usize> {
+        if self
+            .loads
+            .iter()
+            .any(|s| s.executable() && s.contains(vaddr, 1))
+        {
+            Ok(self.bias.wrapping_add(vaddr as usize))
+        } else {
+            Err(Error::TableOutOfBounds {
+                table: what,
+                addr: vaddr,
+                size: 1,
+            })
+        }
+    }
+
     /// Like [`Memory::table`], and the segment must also be read-only: the
     /// tables that drive relocation and lookup must not change after they
     /// were validated (relocations only ever write to writable segments).
