@@ -438,6 +438,24 @@ extern "C" fn record_event(ctx: *mut c_void, event: c_int) {
     events.lock().unwrap().push(event);
 }
 
+/// Registers `record_event` through the library's `set_sink(void (*)(void
+/// *, int), void *)`, unloads the library, and returns the events its
+/// finalisers reported, as the observation `label`.
+fn unload_events(lib: Box<dyn Library>, set_sink: &str, label: &str) -> (String, String) {
+    let events = Mutex::new(Vec::<c_int>::new());
+    // SAFETY: the library's sink setter has that signature; the sink and
+    // `events` outlive the image, which is dropped right after.
+    unsafe {
+        type SetSink = unsafe extern "C" fn(extern "C" fn(*mut c_void, c_int), *mut c_void);
+        sym::<SetSink>(&*lib, set_sink)(record_event, &events as *const _ as *mut c_void);
+    }
+    drop(lib);
+    (
+        label.to_owned(),
+        format!("{:?}", events.into_inner().unwrap()),
+    )
+}
+
 fn exercise_lifecycle(lib: &dyn Library) -> Observations {
     let mut s = Seen::default();
     // SAFETY: the signatures of test-dylibs/lifecycle.c; argv and envp are
@@ -498,21 +516,7 @@ fn lifecycle_order_and_arguments() {
     let mut results = Vec::new();
     for Loaded { how, lib } in backends(&bytes, &Options::new()) {
         let mut seen = exercise_lifecycle(&*lib);
-        let finalised = Mutex::new(Vec::<c_int>::new());
-        // SAFETY: lifecycle_set_sink(void (*)(void *, int), void *); the
-        // sink and `finalised` outlive the image, dropped right after.
-        unsafe {
-            type SetSink = unsafe extern "C" fn(extern "C" fn(*mut c_void, c_int), *mut c_void);
-            sym::<SetSink>(&*lib, "lifecycle_set_sink")(
-                record_event,
-                &finalised as *const _ as *mut c_void,
-            );
-        }
-        drop(lib);
-        seen.push((
-            "finalisers run".to_owned(),
-            format!("{:?}", finalised.into_inner().unwrap()),
-        ));
+        seen.push(unload_events(lib, "lifecycle_set_sink", "finalisers run"));
         results.push((how, seen));
     }
     compare(&results, &expected);
@@ -1298,20 +1302,10 @@ fn cxx_statics_exceptions_and_virtual_calls() {
     let mut results = Vec::new();
     for Loaded { how, lib } in backends(&test_lib("cxx"), &Options::new()) {
         let mut seen = exercise_cxx(&*lib);
-        let destroyed = Mutex::new(Vec::<c_int>::new());
-        // SAFETY: cxx_set_sink(void (*)(void *, int), void *); the sink and
-        // `destroyed` outlive the image, dropped right after.
-        unsafe {
-            type SetSink = unsafe extern "C" fn(extern "C" fn(*mut c_void, c_int), *mut c_void);
-            sym::<SetSink>(&*lib, "cxx_set_sink")(
-                record_event,
-                &destroyed as *const _ as *mut c_void,
-            );
-        }
-        drop(lib);
-        seen.push((
-            "static objects destroyed".to_owned(),
-            format!("{:?}", destroyed.into_inner().unwrap()),
+        seen.push(unload_events(
+            lib,
+            "cxx_set_sink",
+            "static objects destroyed",
         ));
         results.push((how, seen));
     }

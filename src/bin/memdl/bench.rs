@@ -21,15 +21,6 @@ use memdl::{ElfImage, Library, SystemImage};
 #[path = "../../../benches/support/floor.rs"]
 mod floor;
 
-/// The built-in example library (`test-dylibs/example.c`, no imports).
-#[cfg(memdl_test_dylibs)]
-const BUILTIN_EXAMPLE: Option<&[u8]> = Some(include_bytes!(concat!(
-    env!("MEMDL_TEST_LIB_DIR"),
-    "/libexample.so"
-)));
-#[cfg(not(memdl_test_dylibs))]
-const BUILTIN_EXAMPLE: Option<&[u8]> = None;
-
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// The library (default: the built-in example)
@@ -69,7 +60,7 @@ fn subject(args: &BenchArgs) -> Result<Subject, String> {
             })
         }
         None => {
-            let bytes = BUILTIN_EXAMPLE
+            let bytes = crate::compare::BUILTIN_EXAMPLE
                 .ok_or("no built-in example in this build: give a FILE")?
                 .to_vec();
             // SAFETY: memfd_create with a NUL-terminated name and no flags

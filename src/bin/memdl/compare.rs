@@ -13,14 +13,15 @@ use crate::input::{parse_number, Input, Source};
 use crate::{inspect, CliResult, Failure};
 
 /// The built-in example library (`test-dylibs/example.c`: arithmetic and
-/// data, no imports), so `memdl compare` works without any file.
+/// data, no imports), so `memdl compare` and `memdl bench` work without
+/// any file.
 #[cfg(memdl_test_dylibs)]
-const BUILTIN_EXAMPLE: Option<&[u8]> = Some(include_bytes!(concat!(
+pub const BUILTIN_EXAMPLE: Option<&[u8]> = Some(include_bytes!(concat!(
     env!("MEMDL_TEST_LIB_DIR"),
     "/libexample.so"
 )));
 #[cfg(not(memdl_test_dylibs))]
-const BUILTIN_EXAMPLE: Option<&[u8]> = None;
+pub const BUILTIN_EXAMPLE: Option<&[u8]> = None;
 
 /// Mismatches listed before the rest are summarised.
 const MISMATCHES_SHOWN: usize = 20;
