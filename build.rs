@@ -20,12 +20,7 @@ struct Dylib {
 }
 
 const fn c(name: &'static str, sources: &'static [&'static str]) -> Dylib {
-    Dylib {
-        name,
-        sources,
-        cpp: false,
-        flags: &[],
-    }
+    c_with(name, sources, &[])
 }
 
 const fn c_with(

@@ -1339,28 +1339,22 @@ type Compress = unsafe extern "C" fn(*mut u8, *mut c_ulong, *const u8, c_ulong) 
 type Checksum = unsafe extern "C" fn(c_ulong, *const u8, u32) -> c_ulong;
 
 fn zlib_compress(lib: &dyn Library, src: &[u8]) -> (c_int, Vec<u8>) {
-    let mut out = vec![0u8; src.len() + 1024];
-    let mut len = out.len() as c_ulong;
-    // SAFETY: compress(dest, &destLen, source, sourceLen) with destLen the
-    // size of `out`.
-    let rc = unsafe {
-        sym::<Compress>(lib, "compress")(
-            out.as_mut_ptr(),
-            &mut len,
-            src.as_ptr(),
-            src.len() as c_ulong,
-        )
-    };
-    out.truncate(len as usize);
-    (rc, out)
+    zlib_convert(lib, "compress", src, src.len() + 1024)
 }
 
 fn zlib_uncompress(lib: &dyn Library, src: &[u8], capacity: usize) -> (c_int, Vec<u8>) {
+    zlib_convert(lib, "uncompress", src, capacity)
+}
+
+/// zlib's `compress` or `uncompress` (same signature) into a buffer of
+/// `capacity` bytes: the return code and the bytes written.
+fn zlib_convert(lib: &dyn Library, name: &str, src: &[u8], capacity: usize) -> (c_int, Vec<u8>) {
     let mut out = vec![0u8; capacity];
     let mut len = out.len() as c_ulong;
-    // SAFETY: uncompress has compress's signature; destLen is out's size.
+    // SAFETY: (un)compress(dest, &destLen, source, sourceLen) with destLen
+    // the size of `out`.
     let rc = unsafe {
-        sym::<Compress>(lib, "uncompress")(
+        sym::<Compress>(lib, name)(
             out.as_mut_ptr(),
             &mut len,
             src.as_ptr(),
