@@ -18,7 +18,10 @@ use crate::elf::dynamic::{Dynamic, Table};
 use crate::elf::symbols::SymbolTable;
 use crate::elf::{read, Layout, Memory, Phdr, Segment};
 use crate::error::{Error, Result};
-use crate::map::{page_size, prot_of, protection_plan, with_read_only, FileView, Mapping};
+use crate::map::{
+    checked_file_range, page_size, prot_of, protection_plan, read_exact_at, with_read_only,
+    Mapping, ProtectedRange,
+};
 use crate::options::Options;
 use crate::registry;
 use crate::reloc::{apply_deferred, Relocations};
@@ -98,8 +101,11 @@ impl ElfImage {
         for seg in &layout.loads {
             copy_segment(bytes, bias, seg);
         }
-        let placements = vec![Placement::Copied; layout.loads.len()];
-        Self::link(mapping, layout, placements, options)
+        let placed = Placed {
+            placements: vec![Placement::Copied; layout.loads.len()],
+            mapped: Vec::new(),
+        };
+        Self::link(mapping, layout, placed, options)
     }
 
     /// Loads the ELF that lies at `offset` in `fd` and is `len` bytes long
@@ -130,10 +136,15 @@ impl ElfImage {
     /// [`ElfImage::load_fd`] under `options`.
     pub fn load_fd_with(fd: impl AsFd, offset: u64, len: u64, options: &Options) -> Result<Self> {
         let fd = fd.as_fd();
-        let view = FileView::new(fd, offset, len)?;
-        let (mapping, layout, placements) = place_from_file(view.bytes(), fd, offset, options)?;
-        drop(view);
-        Self::link(mapping, layout, placements, options)
+        checked_file_range(fd, offset, len)?;
+        // Only the headers are read (`pread`): mapping the whole range to
+        // parse it would cost a mapping, an unmapping and a page fault more.
+        // `at` lies inside the range just checked, so `offset + at` fits.
+        let layout = Layout::parse_headers(len, page_size() as u64, &options.limits, |at, buf| {
+            read_exact_at(fd, buf, offset + at)
+        })?;
+        let (mapping, placed) = place_from_file(&layout, fd, offset, CopyFrom::File)?;
+        Self::link(mapping, layout, placed, options)
     }
 
     /// Loads an ELF whose `bytes` the caller has mapped from a file (a
@@ -170,20 +181,21 @@ impl ElfImage {
         let Some(backing) = crate::map::file_backing(bytes.as_ptr() as usize, bytes.len()) else {
             return Self::load_with(bytes, options);
         };
-        let (mapping, layout, placements) =
-            place_from_file(bytes, backing.file.as_fd(), backing.offset, options)?;
+        let layout = Layout::parse(bytes, page_size() as u64, &options.limits)?;
+        let (mapping, placed) = place_from_file(
+            &layout,
+            backing.file.as_fd(),
+            backing.offset,
+            CopyFrom::Bytes(bytes),
+        )?;
         drop(backing);
-        Self::link(mapping, layout, placements, options)
+        Self::link(mapping, layout, placed, options)
     }
 
     /// Everything after the segments are in place: dynamic section,
     /// symbols, imports, relocation, protections, initialisers.
-    fn link(
-        mapping: Mapping,
-        layout: Layout,
-        placements: Vec<Placement>,
-        options: &Options,
-    ) -> Result<Self> {
+    fn link(mapping: Mapping, layout: Layout, placed: Placed, options: &Options) -> Result<Self> {
+        let Placed { placements, mapped } = placed;
         let page = page_size() as u64;
         let limits = &options.limits;
 
@@ -262,9 +274,7 @@ impl ElfImage {
             if r.prot & libc::PROT_EXEC != 0 {
                 arch::flush_icache(start, len);
             }
-            if r.prot != libc::PROT_READ | libc::PROT_WRITE
-                && !mapped_final(&layout.loads, &placements, r.start, r.end, page)
-            {
+            if !already_protected(&mapped, r) {
                 mapping.protect(start, len, r.prot)?;
             }
         }
@@ -563,70 +573,135 @@ fn page_end(addr: u64, page: u64) -> u64 {
     (addr + page - 1) & !(page - 1)
 }
 
-/// Validates `bytes` (the ELF, which is also `len` bytes of `fd` at
-/// `offset`), reserves its span and places each segment: mapped privately
-/// from `fd` where its file offset and address agree modulo the page size
-/// and no other segment shares its pages, copied from `bytes` otherwise.
+/// Where a segment that is not mapped from the file is copied from.
+enum CopyFrom<'a> {
+    /// The ELF's bytes, in memory.
+    Bytes(&'a [u8]),
+    /// The file itself (`pread` straight into the image).
+    File,
+}
+
+/// How the segments were put in place: each segment's [`Placement`], and
+/// the page ranges mapped from the file with a protection other than the
+/// reservation's read-write (for the final protections to skip what is
+/// already right).
+struct Placed {
+    placements: Vec<Placement>,
+    mapped: Vec<ProtectedRange>,
+}
+
+/// Reserves the span of `layout` (an ELF that lies at `offset` of `fd`) and
+/// puts each segment in place: mapped from the file where its offset allows
+/// (see [`ElfImage::load_fd`]), copied otherwise.
+///
+/// Runs of read-only segments that follow each other in the file as in
+/// memory (headers, code, read-only data under `-z separate-code`) are
+/// mapped by one `mmap`, read-only; the final protections then make the
+/// code executable with one `mprotect`, which costs less than a mapping.
 fn place_from_file(
-    bytes: &[u8],
+    layout: &Layout,
     fd: BorrowedFd<'_>,
     offset: u64,
-    options: &Options,
-) -> Result<(Mapping, Layout, Vec<Placement>)> {
+    copy_from: CopyFrom<'_>,
+) -> Result<(Mapping, Placed)> {
     let page = page_size() as u64;
-    let layout = Layout::parse(bytes, page, &options.limits)?;
-    let mapping = reserve(&layout)?;
+    let loads = &layout.loads;
+    let mapping = reserve(layout)?;
     let bias = mapping.base().wrapping_sub(layout.span_start as usize);
-    let mut placements = Vec::with_capacity(layout.loads.len());
     // On a noexec mount the kernel refuses executable mappings of the file:
     // code is copied, the rest is still mapped.
     let exec_allowed = !crate::map::on_noexec_mount(fd);
-    for (i, seg) in layout.loads.iter().enumerate() {
-        // Cannot overflow: the range was checked against the file size (or
-        // lies in this process's memory) and the segment inside it.
-        let file_offset = offset + seg.offset;
-        // Whether `seg` has its pages to itself: a page also holding part
-        // of a neighbour (possible when the kernel's page is larger than
-        // the link's max-page-size) needs both segments' bytes, so it is
-        // built by copying.
+    // Cannot overflow: the range was checked against the file size (or lies
+    // in this process's memory) and every segment inside it.
+    let file_offset = |seg: &Segment| offset + seg.offset;
+    let zero_copy = |i: usize| {
+        let seg = &loads[i];
+        // Whether `seg` has its pages to itself: a page also holding part of
+        // a neighbour (possible when the kernel's page is larger than the
+        // link's max-page-size) needs both segments' bytes, so it is built
+        // by copying.
         let own_pages = |other: Option<&Segment>, before: bool| match other {
             None => true,
             Some(o) if before => page_end(o.end(), page) <= page_start(seg.vaddr, page),
             Some(o) => page_end(seg.end(), page) <= page_start(o.vaddr, page),
         };
-        let zero_copy = seg.filesz > 0
+        seg.filesz > 0
             && (exec_allowed || !seg.executable())
-            && file_offset % page == seg.vaddr % page
-            && own_pages(i.checked_sub(1).and_then(|p| layout.loads.get(p)), true)
-            && own_pages(layout.loads.get(i + 1), false);
-        if !zero_copy {
-            copy_segment(bytes, bias, seg);
-            placements.push(Placement::Copied);
+            && file_offset(seg) % page == seg.vaddr % page
+            && own_pages(i.checked_sub(1).and_then(|p| loads.get(p)), true)
+            && own_pages(loads.get(i + 1), false)
+    };
+    let file_end = |seg: &Segment| page_end(seg.vaddr + seg.filesz, page);
+    // The bss that shares the last file page must read as zero, so that
+    // page is written (and becomes private).
+    let bss_in_page =
+        |seg: &Segment| seg.memsz > seg.filesz && file_end(seg) > seg.vaddr + seg.filesz;
+    // Mapped read-only, never written by the loader.
+    let read_only = |seg: &Segment| !seg.writable() && !bss_in_page(seg);
+
+    let mut placed = Placed {
+        placements: Vec::with_capacity(loads.len()),
+        mapped: Vec::new(),
+    };
+    let mut i = 0;
+    while i < loads.len() {
+        let seg = &loads[i];
+        if !zero_copy(i) {
+            let dest = bias.wrapping_add(seg.vaddr as usize);
+            match copy_from {
+                CopyFrom::Bytes(bytes) => copy_segment(bytes, bias, seg),
+                CopyFrom::File => {
+                    // SAFETY: the destination lies inside the reservation
+                    // (the span covers every segment's memory and filesz <=
+                    // memsz), which is read-write and referenced by nothing
+                    // else yet.
+                    let buf = unsafe {
+                        std::slice::from_raw_parts_mut(dest as *mut u8, seg.filesz as usize)
+                    };
+                    read_exact_at(fd, buf, file_offset(seg))?;
+                }
+            }
+            placed.placements.push(Placement::Copied);
+            i += 1;
             continue;
         }
+        // The run of segments one mapping covers: this one, and while it is
+        // read-only, the read-only segments right after it in memory whose
+        // file offsets keep the same distance to their addresses.
+        let mut last = i;
+        while read_only(&loads[last])
+            && loads.get(last + 1).is_some_and(|next| {
+                zero_copy(last + 1)
+                    && read_only(next)
+                    && page_start(next.vaddr, page) == file_end(&loads[last])
+                    && file_offset(next).wrapping_sub(next.vaddr)
+                        == file_offset(seg).wrapping_sub(seg.vaddr)
+            })
+        {
+            last += 1;
+        }
         let start = page_start(seg.vaddr, page);
-        let file_end = page_end(seg.vaddr + seg.filesz, page);
-        // The bss that shares the last file page must read as zero, so
-        // that page is written (and becomes private). A segment the loader
-        // never writes is mapped with its final protection at once (never
-        // writable, so W^X holds), which spares its mprotect later (see
-        // `mapped_final`).
-        let bss_in_page = seg.memsz > seg.filesz && file_end > seg.vaddr + seg.filesz;
-        let prot = if seg.writable() || bss_in_page {
+        let end = file_end(&loads[last]);
+        // A segment the loader never writes is mapped with its final
+        // protection at once (never writable, so W^X holds), which spares
+        // its mprotect later; a run of several is mapped read-only.
+        let prot = if !read_only(seg) {
             libc::PROT_READ | libc::PROT_WRITE
-        } else {
+        } else if last == i {
             prot_of(seg.flags)
+        } else {
+            libc::PROT_READ
         };
         mapping.map_file(
             bias.wrapping_add(start as usize),
-            (file_end - start) as usize,
+            (end - start) as usize,
             prot,
             fd,
-            file_offset - (seg.vaddr - start),
+            file_offset(seg) - (seg.vaddr - start),
         )?;
-        if bss_in_page {
+        if bss_in_page(seg) {
             let zero_from = seg.vaddr + seg.filesz;
-            let zero_to = file_end.min(seg.end());
+            let zero_to = end.min(seg.end());
             // SAFETY: inside the segment's pages, just mapped read-write.
             unsafe {
                 std::ptr::write_bytes(
@@ -636,32 +711,31 @@ fn place_from_file(
                 )
             };
         }
-        placements.push(Placement::Mapped);
+        if prot != libc::PROT_READ | libc::PROT_WRITE {
+            placed.mapped.push(ProtectedRange { start, end, prot });
+        }
+        placed
+            .placements
+            .extend((i..=last).map(|_| Placement::Mapped));
+        i = last + 1;
     }
-    Ok((mapping, layout, placements))
+    Ok((mapping, placed))
 }
 
-/// Whether every page of `[start, end)` belongs to a segment `load_fd`
-/// mapped from the file with its final protection already: mapped, never
-/// written by the loader (not writable, no bss to zero).
-fn mapped_final(
-    loads: &[Segment],
-    placements: &[Placement],
-    start: u64,
-    end: u64,
-    page: u64,
-) -> bool {
-    let mut at = start;
-    while at < end {
-        let covering = loads.iter().zip(placements).find(|(s, &p)| {
-            p == Placement::Mapped
-                && !s.writable()
-                && s.memsz == s.filesz
-                && page_start(s.vaddr, page) <= at
-                && at < page_end(s.end(), page)
-        });
-        match covering {
-            Some((s, _)) => at = page_end(s.end(), page),
+/// Whether every page of `r` already has protection `r.prot`: pages of the
+/// reservation are read-write, except where `mapped` says otherwise.
+fn already_protected(mapped: &[ProtectedRange], r: &ProtectedRange) -> bool {
+    let overlaps = |m: &&ProtectedRange| m.start < r.end && r.start < m.end;
+    if r.prot == libc::PROT_READ | libc::PROT_WRITE {
+        return !mapped.iter().any(|m| overlaps(&m));
+    }
+    let mut at = r.start;
+    while at < r.end {
+        match mapped
+            .iter()
+            .find(|m| m.start <= at && at < m.end && m.prot == r.prot)
+        {
+            Some(m) => at = m.end,
             None => return false,
         }
     }

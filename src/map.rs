@@ -170,18 +170,6 @@ impl Drop for Mapping {
     }
 }
 
-/// A read-only view of `len` bytes at `offset` of a file, for parsing
-/// without reading the file into a buffer; unmapped on drop.
-///
-/// The file must not shrink while the view exists (a sealed memfd cannot).
-#[derive(Debug)]
-pub struct FileView {
-    map: usize,
-    map_len: usize,
-    skip: usize,
-    len: usize,
-}
-
 /// The size of the file behind `fd`, after checking that
 /// `offset..offset + len` is a non-empty range inside it.
 pub fn checked_file_range(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<u64> {
@@ -203,48 +191,41 @@ pub fn checked_file_range(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<u
     Ok(size)
 }
 
-impl FileView {
-    pub fn new(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<FileView> {
-        checked_file_range(fd, offset, len)?;
-        let page = page_size() as u64;
-        let start = offset & !(page - 1);
-        let skip = (offset - start) as usize;
-        let map_len = skip + len as usize;
-        // SAFETY: a fresh read-only private mapping of a file range that
-        // exists (checked against fstat above).
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                PROT_READ,
-                libc::MAP_PRIVATE,
+/// Fills `buf` from `offset` of `fd` (`pread`, repeated after short reads
+/// and signals); a file that ends first is [`Error::Truncated`].
+pub fn read_exact_at(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> Result<()> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let at = offset.checked_add(done as u64).ok_or(Error::Truncated {
+            what: "file range",
+            offset,
+            size: buf.len() as u64,
+            len: done as u64,
+        })?;
+        // SAFETY: the destination is the unfilled rest of `buf`.
+        let n = unsafe {
+            libc::pread(
                 fd.as_raw_fd(),
-                start as libc::off_t,
+                buf[done..].as_mut_ptr().cast(),
+                buf.len() - done,
+                at as libc::off_t,
             )
         };
-        if map == libc::MAP_FAILED {
-            return Err(Error::last_map("mmap (file view)"));
+        match n {
+            0 => {
+                return Err(Error::Truncated {
+                    what: "file range",
+                    offset,
+                    size: buf.len() as u64,
+                    len: done as u64,
+                })
+            }
+            n if n > 0 => done += n as usize,
+            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            _ => return Err(Error::last_os("pread")),
         }
-        Ok(FileView {
-            map: map as usize,
-            map_len,
-            skip,
-            len: len as usize,
-        })
     }
-
-    pub fn bytes(&self) -> &[u8] {
-        // SAFETY: the mapping covers skip + len readable bytes for as long
-        // as `self` lives.
-        unsafe { std::slice::from_raw_parts((self.map + self.skip) as *const u8, self.len) }
-    }
-}
-
-impl Drop for FileView {
-    fn drop(&mut self) {
-        // SAFETY: exactly the mapping this value owns.
-        unsafe { libc::munmap(self.map as *mut _, self.map_len) };
-    }
+    Ok(())
 }
 
 /// Whether `fd`'s file lies on a `noexec` mount, where the kernel refuses

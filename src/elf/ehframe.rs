@@ -49,12 +49,16 @@ impl Cursor<'_> {
         self.pos += 1;
         Ok(self.bytes[self.pos - 1])
     }
-    fn take(&mut self, n: usize) -> Result<u64, Refusal> {
-        let mut v = 0u64;
-        for i in 0..n {
-            v |= u64::from(self.u8()?) << (8 * i);
+    /// `N` bytes as a little-endian number (one bounds check, one load).
+    fn take<const N: usize>(&mut self) -> Result<u64, Refusal> {
+        let end = self.pos + N;
+        if end > self.end {
+            return Err("field past the end of its record");
         }
-        Ok(v)
+        let mut word = [0u8; 8];
+        word[..N].copy_from_slice(&self.bytes[self.pos..end]);
+        self.pos = end;
+        Ok(u64::from_le_bytes(word))
     }
     fn uleb(&mut self) -> Result<u64, Refusal> {
         let (mut v, mut shift) = (0u64, 0u32);
@@ -93,11 +97,11 @@ impl Cursor<'_> {
     /// A value in `enc`'s format (its application is the caller's).
     fn encoded(&mut self, enc: u8) -> Result<u64, Refusal> {
         Ok(match enc & 0x0f {
-            DW_EH_PE_ABSPTR | DW_EH_PE_UDATA8 | DW_EH_PE_SDATA8 => self.take(8)?,
-            DW_EH_PE_UDATA2 => self.take(2)?,
-            DW_EH_PE_UDATA4 => self.take(4)?,
-            DW_EH_PE_SDATA2 => self.take(2)? as u16 as i16 as u64,
-            DW_EH_PE_SDATA4 => self.take(4)? as u32 as i32 as u64,
+            DW_EH_PE_ABSPTR | DW_EH_PE_UDATA8 | DW_EH_PE_SDATA8 => self.take::<8>()?,
+            DW_EH_PE_UDATA2 => self.take::<2>()?,
+            DW_EH_PE_UDATA4 => self.take::<4>()?,
+            DW_EH_PE_SDATA2 => self.take::<2>()? as u16 as i16 as u64,
+            DW_EH_PE_SDATA4 => self.take::<4>()? as u32 as i32 as u64,
             DW_EH_PE_ULEB128 => self.uleb()?,
             DW_EH_PE_SLEB128 => self.sleb()? as u64,
             _ => return Err("unknown pointer encoding"),
@@ -218,14 +222,26 @@ pub fn check(mem: &Memory<'_>, vaddr: u64) -> Result<(), Refusal> {
     // SAFETY: `[addr, addr + len)` lies in a readable loaded segment
     // (checked just above), mapped for as long as `mem`'s image.
     let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
-    let code = |runtime: u64, size: u64| {
-        let v = runtime.wrapping_sub(mem.bias as u64);
-        mem.loads
-            .iter()
-            .any(|s| s.executable() && s.contains(v, size.max(1)))
+    // Runtime ranges of the executable segments (usually one), so each of
+    // the thousands of FDEs of a large library costs two compares.
+    let text: Vec<(u64, u64)> = mem
+        .loads
+        .iter()
+        .filter(|s| s.executable())
+        .map(|s| {
+            let start = (mem.bias as u64).wrapping_add(s.vaddr);
+            (start, start.wrapping_add(s.memsz))
+        })
+        .collect();
+    let code = |begin: u64, size: u64| {
+        text.iter().any(|&(start, end)| {
+            begin >= start && begin.checked_add(size.max(1)).is_some_and(|e| e <= end)
+        })
     };
-    // CIE start offset → its FDE pointer encoding.
+    // CIE start offset → its FDE pointer encoding; FDEs name the CIE just
+    // before them almost always, so the last one found is tried first.
     let mut cies: Vec<(usize, u8)> = Vec::new();
+    let mut last_cie = (usize::MAX, 0u8);
     let mut pos = 0usize;
     loop {
         if pos == bytes.len() && zero_after(addr + len) {
@@ -252,7 +268,7 @@ pub fn check(mem: &Memory<'_>, vaddr: u64) -> Result<(), Refusal> {
             pos: pos + 4,
             end,
         };
-        let id = c.take(4)? as u32;
+        let id = c.take::<4>()? as u32;
         if id == 0 {
             let enc = parse_cie(&mut c)?;
             cies.push((pos, enc));
@@ -261,10 +277,13 @@ pub fn check(mem: &Memory<'_>, vaddr: u64) -> Result<(), Refusal> {
             let cie = (pos + 4)
                 .checked_sub(id as usize)
                 .ok_or("CIE pointer before the section")?;
-            let &(_, enc) = cies
-                .iter()
-                .find(|&&(start, _)| start == cie)
-                .ok_or("CIE pointer does not name a preceding CIE")?;
+            if last_cie.0 != cie {
+                last_cie = *cies
+                    .iter()
+                    .find(|&&(start, _)| start == cie)
+                    .ok_or("CIE pointer does not name a preceding CIE")?;
+            }
+            let enc = last_cie.1;
             let field = (addr + c.pos) as u64;
             let begin = c.encoded(enc)?;
             let range = c.encoded(enc & 0x0f)?;

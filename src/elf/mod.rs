@@ -135,6 +135,43 @@ impl Layout {
     /// Validates the ELF header and program headers of `bytes`.
     pub fn parse(bytes: &[u8], page: u64, limits: &Limits) -> Result<Layout> {
         let len = bytes.len() as u64;
+        let table = Self::program_header_table(bytes, len, limits)?;
+        // In bounds: the range was checked against `len`.
+        let table = &bytes[table.start as usize..table.end as usize];
+        Self::from_program_headers(table, len, page, limits)
+    }
+
+    /// Validates `read_at`'s ELF of `len` bytes, reading only its headers:
+    /// the first page, and the program header table if it lies beyond.
+    /// `read_at(offset, buf)` fills `buf` from that offset of the ELF.
+    pub fn parse_headers(
+        len: u64,
+        page: u64,
+        limits: &Limits,
+        read_at: impl Fn(u64, &mut [u8]) -> Result<()>,
+    ) -> Result<Layout> {
+        // Linkers put the program headers right after the ELF header.
+        let mut head = vec![0u8; len.min(page.max(EHDR_SIZE as u64)) as usize];
+        read_at(0, &mut head)?;
+        let table = Self::program_header_table(&head, len, limits)?;
+        if table.end <= head.len() as u64 {
+            let table = &head[table.start as usize..table.end as usize];
+            return Self::from_program_headers(table, len, page, limits);
+        }
+        // Bounded by the program header count limit.
+        let mut table_bytes = vec![0u8; (table.end - table.start) as usize];
+        read_at(table.start, &mut table_bytes)?;
+        Self::from_program_headers(&table_bytes, len, page, limits)
+    }
+
+    /// Checks the ELF header, which `bytes` (the first bytes of an ELF of
+    /// `len` bytes, or all of it when shorter than a header) holds, and
+    /// returns where the program header table lies.
+    fn program_header_table(
+        bytes: &[u8],
+        len: u64,
+        limits: &Limits,
+    ) -> Result<std::ops::Range<u64>> {
         if bytes.len() < EHDR_SIZE {
             if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
                 return Err(Error::BadMagic);
@@ -202,8 +239,7 @@ impl Layout {
                 len,
             });
         };
-        let table = &bytes[phoff as usize..table_end as usize];
-        Self::from_program_headers(table, len, page, limits)
+        Ok(phoff..table_end)
     }
 
     fn from_program_headers(
