@@ -105,7 +105,7 @@ impl ElfImage {
             placements: vec![Placement::Copied; layout.loads.len()],
             mapped: Vec::new(),
         };
-        Self::link(mapping, layout, placed, options)
+        Self::link(mapping, layout, placed, Source::Bytes(bytes), options)
     }
 
     /// Loads the ELF that lies at `offset` in `fd` and is `len` bytes long
@@ -143,8 +143,9 @@ impl ElfImage {
         let layout = Layout::parse_headers(len, page_size() as u64, &options.limits, |at, buf| {
             read_exact_at(fd, buf, offset + at)
         })?;
-        let (mapping, placed) = place_from_file(&layout, fd, offset, CopyFrom::File)?;
-        Self::link(mapping, layout, placed, options)
+        let source = Source::File { fd, offset };
+        let (mapping, placed) = place_from_file(&layout, fd, offset, source)?;
+        Self::link(mapping, layout, placed, source, options)
     }
 
     /// Loads an ELF whose `bytes` the caller has mapped from a file (a
@@ -182,19 +183,22 @@ impl ElfImage {
             return Self::load_with(bytes, options);
         };
         let layout = Layout::parse(bytes, page_size() as u64, &options.limits)?;
-        let (mapping, placed) = place_from_file(
-            &layout,
-            backing.file.as_fd(),
-            backing.offset,
-            CopyFrom::Bytes(bytes),
-        )?;
+        let source = Source::Bytes(bytes);
+        let (mapping, placed) =
+            place_from_file(&layout, backing.file.as_fd(), backing.offset, source)?;
         drop(backing);
-        Self::link(mapping, layout, placed, options)
+        Self::link(mapping, layout, placed, source, options)
     }
 
     /// Everything after the segments are in place: dynamic section,
     /// symbols, imports, relocation, protections, initialisers.
-    fn link(mapping: Mapping, layout: Layout, placed: Placed, options: &Options) -> Result<Self> {
+    fn link(
+        mapping: Mapping,
+        layout: Layout,
+        placed: Placed,
+        source: Source<'_>,
+        options: &Options,
+    ) -> Result<Self> {
         let Placed { placements, mapped } = placed;
         let page = page_size() as u64;
         let limits = &options.limits;
@@ -230,8 +234,6 @@ impl ElfImage {
             options.deny_host_lookups,
             &needed_names,
         )?;
-        let resolved = relocations.resolve(&mem, &symbols, &resolver)?;
-        let needed = resolver.into_needed();
         let mut tls = match layout.tls {
             Some(t) => {
                 if dynamic.flags & DF_STATIC_TLS != 0 {
@@ -246,7 +248,8 @@ impl ElfImage {
             }
             None => None,
         };
-        let deferred = relocations.apply(&mem, &resolved, tls.as_mut())?;
+        let deferred = relocations.apply(&mem, &symbols, &resolver, tls.as_mut())?;
+        let needed = resolver.into_needed();
         // Init/fini arrays hold relocated pointers now: all must be code.
         check_function_array(&mem, init_array)?;
         check_function_array(
@@ -306,9 +309,26 @@ impl ElfImage {
                 .unwrap_or_else(|| format!("memdl:{:#x}", span.0)),
         )
         .unwrap_or_default();
+        // What a read-only segment mapped from the file holds can be read
+        // from the source instead of faulting its pages in.
+        let unmapped = |vaddr: u64, len: u64| -> Option<Vec<u8>> {
+            let (seg, _) = layout.loads.iter().zip(&placements).find(|(s, &p)| {
+                p == Placement::Mapped
+                    && !s.writable()
+                    && vaddr >= s.vaddr
+                    && vaddr
+                        .checked_add(len)
+                        .is_some_and(|end| end <= s.vaddr + s.filesz)
+            })?;
+            let mut buf = vec![0u8; usize::try_from(len).ok()?];
+            source
+                .read(seg.offset + (vaddr - seg.vaddr), &mut buf)
+                .ok()?;
+            Some(buf)
+        };
         let frames = layout
             .eh_frame_hdr
-            .and_then(|hdr| FrameRegistration::new(&mem, hdr));
+            .and_then(|hdr| FrameRegistration::new(&mem, hdr, &unmapped));
         let core = Arc::new(Loaded {
             bias,
             range: span,
@@ -573,12 +593,39 @@ fn page_end(addr: u64, page: u64) -> u64 {
     (addr + page - 1) & !(page - 1)
 }
 
-/// Where a segment that is not mapped from the file is copied from.
-enum CopyFrom<'a> {
+/// Where the ELF's bytes can be read without touching the image: what a
+/// segment that is not mapped from the file is copied from, and what the
+/// `.eh_frame` check reads.
+#[derive(Clone, Copy)]
+enum Source<'a> {
     /// The ELF's bytes, in memory.
     Bytes(&'a [u8]),
-    /// The file itself (`pread` straight into the image).
-    File,
+    /// `fd` from `offset` on (`pread`).
+    File { fd: BorrowedFd<'a>, offset: u64 },
+}
+
+impl Source<'_> {
+    /// Fills `buf` from `at` of the ELF (a range inside it: `Layout`
+    /// checked every segment's file range).
+    fn read(&self, at: u64, buf: &mut [u8]) -> Result<()> {
+        match *self {
+            Source::Bytes(bytes) => {
+                let range = usize::try_from(at)
+                    .ok()
+                    .and_then(|at| bytes.get(at..at.checked_add(buf.len())?));
+                let src = range.ok_or(Error::Truncated {
+                    what: "file range",
+                    offset: at,
+                    size: buf.len() as u64,
+                    len: bytes.len() as u64,
+                })?;
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            // `at` lies inside the range checked against the file size.
+            Source::File { fd, offset } => read_exact_at(fd, buf, offset + at),
+        }
+    }
 }
 
 /// How the segments were put in place: each segment's [`Placement`], and
@@ -602,7 +649,7 @@ fn place_from_file(
     layout: &Layout,
     fd: BorrowedFd<'_>,
     offset: u64,
-    copy_from: CopyFrom<'_>,
+    source: Source<'_>,
 ) -> Result<(Mapping, Placed)> {
     let page = page_size() as u64;
     let loads = &layout.loads;
@@ -648,19 +695,12 @@ fn place_from_file(
         let seg = &loads[i];
         if !zero_copy(i) {
             let dest = bias.wrapping_add(seg.vaddr as usize);
-            match copy_from {
-                CopyFrom::Bytes(bytes) => copy_segment(bytes, bias, seg),
-                CopyFrom::File => {
-                    // SAFETY: the destination lies inside the reservation
-                    // (the span covers every segment's memory and filesz <=
-                    // memsz), which is read-write and referenced by nothing
-                    // else yet.
-                    let buf = unsafe {
-                        std::slice::from_raw_parts_mut(dest as *mut u8, seg.filesz as usize)
-                    };
-                    read_exact_at(fd, buf, file_offset(seg))?;
-                }
-            }
+            // SAFETY: the destination lies inside the reservation (the span
+            // covers every segment's memory and filesz <= memsz), which is
+            // read-write and referenced by nothing else yet.
+            let buf =
+                unsafe { std::slice::from_raw_parts_mut(dest as *mut u8, seg.filesz as usize) };
+            source.read(seg.offset, buf)?;
             placed.placements.push(Placement::Copied);
             i += 1;
             continue;

@@ -1,14 +1,18 @@
 //! The generic relocation walk over `DT_RELR`, `DT_REL`, `DT_RELA` and
 //! `DT_JMPREL`; what each type means comes from [`crate::arch`].
 //!
-//! Three passes keep "nothing of the library runs before everything is
+//! Two passes keep "nothing of the library runs before everything is
 //! known" true:
-//! 1. [`Relocations::resolve`] resolves every symbol a relocation names and
-//!    reports all missing imports at once;
-//! 2. [`Relocations::apply`] writes every relocation that needs no code of
-//!    the library, and returns the ones that need an ifunc resolver;
-//! 3. [`apply_deferred`] calls those resolvers once the code is executable
+//! 1. [`Relocations::apply`] resolves each symbol a relocation names (once,
+//!    on first use), writes every relocation that needs no code of the
+//!    library, reports all missing imports at once, and returns the
+//!    relocations that need an ifunc resolver;
+//! 2. [`apply_deferred`] calls those resolvers once the code is executable
 //!    (and before RELRO is sealed).
+//!
+//! One walk over the tables, not one to resolve and one to write: a large
+//! library has thousands of entries (SQLite: 3,000, 70 KiB), and reading
+//! them once is most of the cost.
 
 use goblin::elf::dynamic::{DT_REL, DT_RELA};
 use goblin::elf::sym::{STB_WEAK, STT_GNU_IFUNC, STT_TLS};
@@ -155,132 +159,91 @@ impl Relocations {
         Ok(r)
     }
 
-    /// Every REL/RELA entry in application order, numbered across tables.
-    pub fn entries(&self) -> impl Iterator<Item = (usize, Entry)> + '_ {
-        self.tables
-            .iter()
-            .flat_map(|t| {
-                let size = if t.has_addend { RELA_SIZE } else { REL_SIZE } as usize;
-                (0..t.count).map(move |i| {
-                    let at = t.addr + i * size;
-                    // SAFETY: entry i of a table checked at parse (count
-                    // entries of `size` bytes in a read-only segment).
-                    let (offset, info): (u64, u64) = unsafe { (read(at), read(at + 8)) };
-                    let addend = t.has_addend.then(|| {
-                        // SAFETY: as above; RELA entries are 24 bytes.
-                        unsafe { read::<i64>(at + 16) }
-                    });
-                    Entry {
-                        offset,
-                        r_type: info as u32,
-                        symbol: (info >> 32) as u32,
-                        addend,
-                    }
-                })
-            })
-            .enumerate()
+    /// Calls `f` with every REL/RELA entry in application order, numbered
+    /// across tables; stops at the first error.
+    fn for_each_entry(&self, mut f: impl FnMut(usize, Entry) -> Result<()>) -> Result<()> {
+        let mut index = 0;
+        for t in &self.tables {
+            let size = if t.has_addend { RELA_SIZE } else { REL_SIZE } as usize;
+            for i in 0..t.count {
+                let at = t.addr + i * size;
+                // SAFETY: entry i of a table checked at parse (count entries
+                // of `size` bytes in a read-only segment); RELA entries are
+                // 24 bytes.
+                let (offset, info, addend): (u64, u64, Option<i64>) =
+                    unsafe { (read(at), read(at + 8), t.has_addend.then(|| read(at + 16))) };
+                let entry = Entry {
+                    offset,
+                    r_type: info as u32,
+                    symbol: (info >> 32) as u32,
+                    addend,
+                };
+                f(index, entry)?;
+                index += 1;
+            }
+        }
+        Ok(())
     }
 
-    /// Pass 1: resolves every symbol a relocation names, through the image
-    /// itself first and then the resolver chain. Returns one entry per
-    /// symbol index, or every missing strong import in one error.
-    pub fn resolve(
+    /// Resolves the symbols the relocations name, through the image
+    /// itself first and then the resolver chain, and writes every
+    /// relocation that needs no library code to run. Returns the
+    /// relocations that wait for an ifunc resolver, or every missing strong
+    /// import in one error.
+    pub fn apply(
         &self,
         mem: &Memory<'_>,
         symbols: &SymbolTable,
         resolver: &Resolver<'_>,
-    ) -> Result<Vec<Resolved>> {
-        let mut resolved = vec![Resolved::Unused; symbols.len() as usize];
-        let mut missing = Vec::new();
-        for (index, e) in self.entries() {
-            if e.symbol == 0 || !needs_symbol(arch::classify(e.r_type)) {
-                continue;
-            }
-            let slot = resolved.get_mut(e.symbol as usize).ok_or_else(|| {
-                Error::SymbolIndexOutOfRange {
-                    index,
-                    symbol: e.symbol.into(),
-                    count: symbols.len().into(),
-                }
-            })?;
-            if *slot != Resolved::Unused {
-                continue;
-            }
-            let sym = symbols.get(e.symbol).expect("index checked against len");
-            *slot = if sym.kind() == STT_TLS {
-                if !sym.is_defined() {
-                    return Err(Error::ImportedTls {
-                        name: lossy(symbols.name(&sym)?),
-                    });
-                }
-                Resolved::Tls(sym.value)
-            } else if sym.is_defined() {
-                let value = if sym.is_absolute() {
-                    sym.value as usize
-                } else {
-                    mem.bias.wrapping_add(sym.value as usize)
-                };
-                if sym.kind() == STT_GNU_IFUNC {
-                    mem.code(sym.value, "ifunc resolver")?;
-                    Resolved::Ifunc(value)
-                } else {
-                    Resolved::Address(value)
-                }
-            } else {
-                let name = symbols.name(&sym)?;
-                let version = symbols.required_version(e.symbol)?;
-                match resolver.resolve(name, version) {
-                    Some(addr) => Resolved::Address(addr),
-                    None if sym.bind() == STB_WEAK => Resolved::Address(0),
-                    None => {
-                        let mut full = lossy(name);
-                        if let Some(v) = version {
-                            full.push('@');
-                            full.push_str(&lossy(v));
-                        }
-                        missing.push(full);
-                        Resolved::Address(0)
-                    }
-                }
-            };
-        }
-        if !missing.is_empty() {
-            return Err(Error::UnresolvedSymbols { names: missing });
-        }
-        Ok(resolved)
-    }
-
-    /// Pass 2: applies every relocation that needs no library code to run.
-    /// Returns the relocations that wait for an ifunc resolver.
-    pub fn apply(
-        &self,
-        mem: &Memory<'_>,
-        resolved: &[Resolved],
         mut tls: Option<&mut TlsModule>,
     ) -> Result<Vec<Deferred>> {
+        let targets = Targets::new(mem);
         if let Some((addr, count)) = self.relr {
-            apply_relr(mem, addr, count, self.tables.iter().map(|t| t.count).sum())?;
+            apply_relr(
+                &targets,
+                addr,
+                count,
+                self.tables.iter().map(|t| t.count).sum(),
+            )?;
         }
         let bias = mem.bias as u64;
+        let mut symbol_values = SymbolValues {
+            resolved: vec![Resolved::Unused; symbols.len() as usize],
+            missing: Vec::new(),
+            mem,
+            symbols,
+            resolver,
+        };
         let mut deferred = Vec::new();
-        for (index, e) in self.entries() {
+        self.for_each_entry(|index, e| {
             let kind = arch::classify(e.r_type);
+            if kind == RelocKind::Relative {
+                let target = targets.get(index, e.offset, 8)?;
+                // SAFETY: `target` is 8 bytes inside a writable segment of
+                // the image, mapped read-write during relocation.
+                let addend = e
+                    .addend
+                    .map_or_else(|| unsafe { read::<u64>(target) }, |a| a as u64);
+                // SAFETY: as above.
+                unsafe { std::ptr::write_unaligned(target as *mut u64, bias.wrapping_add(addend)) };
+                return Ok(());
+            }
             if kind == RelocKind::None {
-                continue;
+                return Ok(());
             }
             let size = if kind == RelocKind::TlsDesc { 16 } else { 8 };
-            let target = writable_target(mem, index, e.offset, size)?;
+            let target = targets.get(index, e.offset, size)?;
             // SAFETY: `target` is 8 bytes inside a writable segment of the
             // image, mapped read-write during relocation.
             let addend = e
                 .addend
                 .map_or_else(|| unsafe { read::<u64>(target) }, |a| a as u64);
-            let symbol = match resolved.get(e.symbol as usize) {
-                Some(&r) if e.symbol != 0 => r,
-                _ => Resolved::Address(0),
+            let symbol = if e.symbol != 0 && needs_symbol(kind) {
+                symbol_values.get(index, e.symbol)?
+            } else {
+                Resolved::Address(0)
             };
             let value = match (kind, symbol) {
-                (RelocKind::Relative, _) => bias.wrapping_add(addend),
                 (RelocKind::IRelative, _) => {
                     let resolver = mem.code(addend, "IRELATIVE resolver")?;
                     deferred.push(Deferred {
@@ -288,7 +251,7 @@ impl Relocations {
                         resolver,
                         addend: 0,
                     });
-                    continue;
+                    return Ok(());
                 }
                 (RelocKind::Absolute | RelocKind::Slot { .. }, Resolved::Ifunc(resolver)) => {
                     let addend = if kind == (RelocKind::Slot { with_addend: false }) {
@@ -301,7 +264,7 @@ impl Relocations {
                         resolver,
                         addend,
                     });
-                    continue;
+                    return Ok(());
                 }
                 (
                     RelocKind::Absolute | RelocKind::Slot { with_addend: true },
@@ -350,8 +313,84 @@ impl Relocations {
             };
             // SAFETY: as above.
             unsafe { std::ptr::write_unaligned(target as *mut u64, value) };
+            Ok(())
+        })?;
+        if !symbol_values.missing.is_empty() {
+            return Err(Error::UnresolvedSymbols {
+                names: symbol_values.missing,
+            });
         }
         Ok(deferred)
+    }
+}
+
+/// What each symbol relocations name resolves to, found on first use.
+struct SymbolValues<'a> {
+    /// One entry per symbol index.
+    resolved: Vec<Resolved>,
+    /// Strong imports no resolver knows (`name` or `name@version`).
+    missing: Vec<String>,
+    mem: &'a Memory<'a>,
+    symbols: &'a SymbolTable,
+    resolver: &'a Resolver<'a>,
+}
+
+impl SymbolValues<'_> {
+    /// Symbol `symbol`, named by relocation `index`: the image's own
+    /// definition, else the resolver chain's; a missing strong import is
+    /// recorded (and reads as 0) so that all of them are reported together.
+    fn get(&mut self, index: usize, symbol: u32) -> Result<Resolved> {
+        let count = self.resolved.len();
+        let slot =
+            self.resolved
+                .get_mut(symbol as usize)
+                .ok_or_else(|| Error::SymbolIndexOutOfRange {
+                    index,
+                    symbol: symbol.into(),
+                    count: count as u64,
+                })?;
+        if *slot != Resolved::Unused {
+            return Ok(*slot);
+        }
+        let symbols = self.symbols;
+        let sym = symbols.get(symbol).expect("index checked against len");
+        *slot = if sym.kind() == STT_TLS {
+            if !sym.is_defined() {
+                return Err(Error::ImportedTls {
+                    name: lossy(symbols.name(&sym)?),
+                });
+            }
+            Resolved::Tls(sym.value)
+        } else if sym.is_defined() {
+            let value = if sym.is_absolute() {
+                sym.value as usize
+            } else {
+                self.mem.bias.wrapping_add(sym.value as usize)
+            };
+            if sym.kind() == STT_GNU_IFUNC {
+                self.mem.code(sym.value, "ifunc resolver")?;
+                Resolved::Ifunc(value)
+            } else {
+                Resolved::Address(value)
+            }
+        } else {
+            let name = symbols.name(&sym)?;
+            let version = symbols.required_version(symbol)?;
+            match self.resolver.resolve(name, version) {
+                Some(addr) => Resolved::Address(addr),
+                None if sym.bind() == STB_WEAK => Resolved::Address(0),
+                None => {
+                    let mut full = lossy(name);
+                    if let Some(v) = version {
+                        full.push('@');
+                        full.push_str(&lossy(v));
+                    }
+                    self.missing.push(full);
+                    Resolved::Address(0)
+                }
+            }
+        };
+        Ok(*slot)
     }
 }
 
@@ -368,33 +407,53 @@ fn needs_symbol(kind: RelocKind) -> bool {
     )
 }
 
-/// The runtime address of a relocation target of `size` bytes, which must lie in a
-/// writable segment of the image.
-fn writable_target(mem: &Memory<'_>, index: usize, offset: u64, size: u64) -> Result<usize> {
-    let mut inside = false;
-    // Segments do not overlap, so at most one contains the target; the
-    // writable ones usually come last, so look from the end.
-    for s in mem.loads.iter().rev() {
-        if s.contains(offset, size) {
-            if s.writable() {
-                return Ok(mem.bias.wrapping_add(offset as usize));
-            }
-            inside = true;
+/// Where relocations may write: the image's writable segments.
+struct Targets {
+    bias: usize,
+    /// `[vaddr, vaddr + memsz)` of each writable segment (usually one).
+    writable: Vec<(u64, u64)>,
+    /// `[vaddr, vaddr + memsz)` of each segment, for the error.
+    all: Vec<(u64, u64)>,
+}
+
+impl Targets {
+    fn new(mem: &Memory<'_>) -> Targets {
+        let range = |s: &crate::elf::Segment| (s.vaddr, s.end());
+        Targets {
+            bias: mem.bias,
+            writable: mem
+                .loads
+                .iter()
+                .filter(|s| s.writable())
+                .map(range)
+                .collect(),
+            all: mem.loads.iter().map(range).collect(),
         }
     }
-    Err(if inside {
-        Error::RelocationInReadOnly { index, offset }
-    } else {
-        Error::RelocationOutOfBounds { index, offset }
-    })
+
+    /// The runtime address of relocation `index`'s target of `size` bytes
+    /// at `offset`, which must lie in a writable segment of the image.
+    fn get(&self, index: usize, offset: u64, size: u64) -> Result<usize> {
+        let inside = |&(start, end): &(u64, u64)| {
+            offset >= start && offset.checked_add(size).is_some_and(|e| e <= end)
+        };
+        if self.writable.iter().any(inside) {
+            return Ok(self.bias.wrapping_add(offset as usize));
+        }
+        Err(if self.all.iter().any(inside) {
+            Error::RelocationInReadOnly { index, offset }
+        } else {
+            Error::RelocationOutOfBounds { index, offset }
+        })
+    }
 }
 
 /// `DT_RELR`: an even word is the address of a relative relocation; an odd
 /// word is a bitmap of the 63 words that follow the last address.
-fn apply_relr(mem: &Memory<'_>, addr: usize, count: usize, first_index: usize) -> Result<()> {
-    let bias = mem.bias as u64;
+fn apply_relr(targets: &Targets, addr: usize, count: usize, first_index: usize) -> Result<()> {
+    let bias = targets.bias as u64;
     let relocate = |index: usize, offset: u64| -> Result<()> {
-        let target = writable_target(mem, index, offset, 8)?;
+        let target = targets.get(index, offset, 8)?;
         // SAFETY: 8 bytes in a writable segment, mapped read-write now.
         unsafe {
             let p = target as *mut u64;

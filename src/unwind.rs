@@ -9,7 +9,7 @@
 
 use std::ffi::c_void;
 
-use crate::elf::{read, Memory};
+use crate::elf::Memory;
 
 // DWARF pointer encodings used by `.eh_frame_hdr`'s `eh_frame_ptr`.
 const DW_EH_PE_OMIT: u8 = 0xff;
@@ -42,30 +42,43 @@ impl FrameRegistration {
     /// points to. `None` when the header is malformed or the process has no
     /// libgcc unwinder to register with (unwinding through the image then
     /// stops at its frames, nothing else changes).
-    pub fn new(mem: &Memory<'_>, hdr_vaddr: u64) -> Option<FrameRegistration> {
-        let hdr = mem.table(".eh_frame_hdr", hdr_vaddr, 4).ok()?;
-        // SAFETY: the 4-byte header was checked just above.
-        let (version, enc): (u8, u8) = unsafe { (read(hdr), read(hdr + 1)) };
+    ///
+    /// `unmapped(vaddr, len)` may return the bytes of a range of the image
+    /// read from its file instead (for a read-only segment mapped from it,
+    /// they are the same): checking a large `.eh_frame` through the mapping
+    /// would fault in every page of it (SQLite: 140 KiB), which costs more
+    /// than reading the file.
+    pub fn new(
+        mem: &Memory<'_>,
+        hdr_vaddr: u64,
+        unmapped: &dyn Fn(u64, u64) -> Option<Vec<u8>>,
+    ) -> Option<FrameRegistration> {
+        // `len` bytes at `vaddr`, read from the file if possible.
+        let bytes = |vaddr: u64, len: u64| -> Option<Vec<u8>> {
+            if let Some(b) = unmapped(vaddr, len) {
+                return Some(b);
+            }
+            let at = mem.table(".eh_frame_hdr", vaddr, len).ok()?;
+            // SAFETY: `[at, at + len)` lies in a readable loaded segment
+            // (checked just above); `len` is at most 8.
+            Some(unsafe { std::slice::from_raw_parts(at as *const u8, len as usize) }.to_vec())
+        };
+        let head = bytes(hdr_vaddr, 4)?;
+        let (version, enc) = (head[0], head[1]);
         if version != 1 || enc == DW_EH_PE_OMIT {
             return None;
         }
         let field = hdr_vaddr + 4;
+        let word = |len: u64| -> Option<u64> {
+            let b = bytes(field, len)?;
+            let mut w = [0u8; 8];
+            w[..b.len()].copy_from_slice(&b);
+            Some(u64::from_le_bytes(w))
+        };
         let value = match enc & 0x0f {
-            DW_EH_PE_ABSPTR | DW_EH_PE_UDATA8 | DW_EH_PE_SDATA8 => {
-                let at = mem.table(".eh_frame_hdr", field, 8).ok()?;
-                // SAFETY: checked just above.
-                unsafe { read::<u64>(at) }
-            }
-            DW_EH_PE_UDATA4 => {
-                let at = mem.table(".eh_frame_hdr", field, 4).ok()?;
-                // SAFETY: checked just above.
-                u64::from(unsafe { read::<u32>(at) })
-            }
-            DW_EH_PE_SDATA4 => {
-                let at = mem.table(".eh_frame_hdr", field, 4).ok()?;
-                // SAFETY: checked just above.
-                (unsafe { read::<i32>(at) }) as i64 as u64
-            }
+            DW_EH_PE_ABSPTR | DW_EH_PE_UDATA8 | DW_EH_PE_SDATA8 => word(8)?,
+            DW_EH_PE_UDATA4 => word(4)?,
+            DW_EH_PE_SDATA4 => word(4)? as u32 as i32 as i64 as u64,
             _ => return None,
         };
 
@@ -82,7 +95,7 @@ impl FrameRegistration {
         let eh_frame = mem.table(".eh_frame", eh_frame_vaddr, 4).ok()?;
         // libgcc trusts what it is given: a malformed section would crash
         // the next unwind anywhere in the process.
-        crate::elf::ehframe::check(mem, eh_frame_vaddr).ok()?;
+        crate::elf::ehframe::check(mem, eh_frame_vaddr, unmapped).ok()?;
         let register = lookup(c"__register_frame")?;
         let deregister = lookup(c"__deregister_frame")?;
         // SAFETY: `eh_frame` is the start of the image's .eh_frame section

@@ -207,8 +207,14 @@ fn parse_cie(c: &mut Cursor<'_>) -> Result<u8, Refusal> {
     Ok(fde_enc)
 }
 
-/// Checks the `.eh_frame` at `vaddr` of the loaded image `mem`.
-pub fn check(mem: &Memory<'_>, vaddr: u64) -> Result<(), Refusal> {
+/// Checks the `.eh_frame` at `vaddr` of the loaded image `mem`, reading
+/// it through `unmapped` (see [`crate::unwind::FrameRegistration::new`])
+/// when that can.
+pub fn check(
+    mem: &Memory<'_>,
+    vaddr: u64,
+    unmapped: &dyn Fn(u64, u64) -> Option<Vec<u8>>,
+) -> Result<(), Refusal> {
     let seg = mem
         .loads
         .iter()
@@ -218,10 +224,14 @@ pub fn check(mem: &Memory<'_>, vaddr: u64) -> Result<(), Refusal> {
     let addr = mem
         .table(".eh_frame", vaddr, len)
         .map_err(|_| ".eh_frame outside the loaded segments")?;
+    let copy = unmapped(vaddr, len);
     let len = usize::try_from(len).map_err(|_| "segment too large")?;
-    // SAFETY: `[addr, addr + len)` lies in a readable loaded segment
-    // (checked just above), mapped for as long as `mem`'s image.
-    let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
+    let bytes = match &copy {
+        Some(copy) if copy.len() == len => copy.as_slice(),
+        // SAFETY: `[addr, addr + len)` lies in a readable loaded segment
+        // (checked just above), mapped for as long as `mem`'s image.
+        _ => unsafe { std::slice::from_raw_parts(addr as *const u8, len) },
+    };
     // Runtime ranges of the executable segments (usually one), so each of
     // the thousands of FDEs of a large library costs two compares.
     let text: Vec<(u64, u64)> = mem
@@ -249,10 +259,7 @@ pub fn check(mem: &Memory<'_>, vaddr: u64) -> Result<(), Refusal> {
             // but the zeros after the segment in its last page end the walk.
             return Ok(());
         }
-        let length = bytes
-            .get(pos..pos + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-            .ok_or("no terminator before the end of the segment")?;
+        let length = word32(bytes, pos).ok_or("no terminator before the end of the segment")?;
         if length == 0 {
             return Ok(());
         }
@@ -263,43 +270,73 @@ pub fn check(mem: &Memory<'_>, vaddr: u64) -> Result<(), Refusal> {
             .checked_add(length as usize)
             .filter(|&e| e <= bytes.len())
             .ok_or("record past the end of the segment")?;
-        let mut c = Cursor {
-            bytes,
-            pos: pos + 4,
-            end,
-        };
-        let id = c.take::<4>()? as u32;
+        // Every record holds at least its 4-byte id.
+        let id = word32(bytes, pos + 4)
+            .filter(|_| pos + 8 <= end)
+            .ok_or("field past the end of its record")?;
         if id == 0 {
+            let mut c = Cursor {
+                bytes,
+                pos: pos + 8,
+                end,
+            };
             let enc = parse_cie(&mut c)?;
             cies.push((pos, enc));
+            pos = end;
+            continue;
+        }
+        // The CIE pointer counts back from the pointer field itself.
+        let cie = (pos + 4)
+            .checked_sub(id as usize)
+            .ok_or("CIE pointer before the section")?;
+        if last_cie.0 != cie {
+            last_cie = *cies
+                .iter()
+                .find(|&&(start, _)| start == cie)
+                .ok_or("CIE pointer does not name a preceding CIE")?;
+        }
+        let enc = last_cie.1;
+        let field = pos + 8;
+        let (begin, range) = if enc == DW_EH_PE_PCREL | DW_EH_PE_SDATA4 {
+            // What compilers emit: two 4-byte fields, the first PC-relative.
+            let begin = word32(bytes, field).filter(|_| field + 8 <= end);
+            let range = word32(bytes, field + 4);
+            let (Some(begin), Some(range)) = (begin, range) else {
+                return Err("field past the end of its record");
+            };
+            let at = (addr + field) as u64;
+            (at.wrapping_add(begin as i32 as u64), range as i32 as u64)
         } else {
-            // The CIE pointer counts back from the pointer field itself.
-            let cie = (pos + 4)
-                .checked_sub(id as usize)
-                .ok_or("CIE pointer before the section")?;
-            if last_cie.0 != cie {
-                last_cie = *cies
-                    .iter()
-                    .find(|&&(start, _)| start == cie)
-                    .ok_or("CIE pointer does not name a preceding CIE")?;
-            }
-            let enc = last_cie.1;
-            let field = (addr + c.pos) as u64;
+            let mut c = Cursor {
+                bytes,
+                pos: field,
+                end,
+            };
             let begin = c.encoded(enc)?;
             let range = c.encoded(enc & 0x0f)?;
             let begin = if enc & 0xf0 == DW_EH_PE_PCREL {
-                field.wrapping_add(begin)
+                ((addr + field) as u64).wrapping_add(begin)
             } else {
                 begin
             };
             // libgcc skips absolute FDEs at 0 (discarded functions).
-            let skipped = enc == DW_EH_PE_ABSPTR && begin == 0;
-            if !skipped && !code(begin, range) {
-                return Err("FDE covers code outside the image");
+            if enc == DW_EH_PE_ABSPTR && begin == 0 {
+                pos = end;
+                continue;
             }
+            (begin, range)
+        };
+        if !code(begin, range) {
+            return Err("FDE covers code outside the image");
         }
         pos = end;
     }
+}
+
+/// The little-endian 32-bit word at `pos`, if 4 bytes are there.
+fn word32(bytes: &[u8], pos: usize) -> Option<u32> {
+    let b = bytes.get(pos..pos.checked_add(4)?)?;
+    Some(u32::from_le_bytes(b.try_into().ok()?))
 }
 
 #[cfg(test)]
