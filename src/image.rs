@@ -95,7 +95,7 @@ impl ElfImage {
     pub fn load_with(bytes: &[u8], options: &Options) -> Result<Self> {
         let page = page_size() as u64;
         let layout = Layout::parse(bytes, page, &options.limits)?;
-        let mapping = reserve(&layout)?;
+        let mapping = reserve(&layout, RW)?;
         let bias = mapping.base().wrapping_sub(layout.span_start as usize);
         populate_file_pages(&mapping, &layout, bias, page);
         for seg in &layout.loads {
@@ -103,6 +103,7 @@ impl ElfImage {
         }
         let placed = Placed {
             placements: vec![Placement::Copied; layout.loads.len()],
+            reserved: RW,
             mapped: Vec::new(),
         };
         Self::link(mapping, layout, placed, Source::Bytes(bytes), options)
@@ -199,7 +200,6 @@ impl ElfImage {
         source: Source<'_>,
         options: &Options,
     ) -> Result<Self> {
-        let Placed { placements, mapped } = placed;
         let page = page_size() as u64;
         let limits = &options.limits;
 
@@ -277,7 +277,7 @@ impl ElfImage {
             if r.prot & libc::PROT_EXEC != 0 {
                 arch::flush_icache(start, len);
             }
-            if !already_protected(&mapped, r) {
+            if !already_protected(&placed, r) {
                 mapping.protect(start, len, r.prot)?;
             }
         }
@@ -312,14 +312,18 @@ impl ElfImage {
         // What a read-only segment mapped from the file holds can be read
         // from the source instead of faulting its pages in.
         let unmapped = |vaddr: u64, len: u64| -> Option<Vec<u8>> {
-            let (seg, _) = layout.loads.iter().zip(&placements).find(|(s, &p)| {
-                p == Placement::Mapped
-                    && !s.writable()
-                    && vaddr >= s.vaddr
-                    && vaddr
-                        .checked_add(len)
-                        .is_some_and(|end| end <= s.vaddr + s.filesz)
-            })?;
+            let (seg, _) = layout
+                .loads
+                .iter()
+                .zip(&placed.placements)
+                .find(|(s, &p)| {
+                    p == Placement::Mapped
+                        && !s.writable()
+                        && vaddr >= s.vaddr
+                        && vaddr
+                            .checked_add(len)
+                            .is_some_and(|end| end <= s.vaddr + s.filesz)
+                })?;
             let mut buf = vec![0u8; usize::try_from(len).ok()?];
             source
                 .read(seg.offset + (vaddr - seg.vaddr), &mut buf)
@@ -349,7 +353,7 @@ impl ElfImage {
         registry::register(&core);
         let image = ElfImage {
             core,
-            placements,
+            placements: placed.placements,
             soname,
         };
 
@@ -628,12 +632,17 @@ impl Source<'_> {
     }
 }
 
+/// Read and write: what copying into memory needs.
+const RW: libc::c_int = libc::PROT_READ | libc::PROT_WRITE;
+
 /// How the segments were put in place: each segment's [`Placement`], and
-/// the page ranges mapped from the file with a protection other than the
-/// reservation's read-write (for the final protections to skip what is
+/// the protection of every page (for the final protections to skip what is
 /// already right).
 struct Placed {
     placements: Vec<Placement>,
+    /// The protection the span was reserved with.
+    reserved: libc::c_int,
+    /// Disjoint page ranges mapped over the reservation, with theirs.
     mapped: Vec<ProtectedRange>,
 }
 
@@ -653,8 +662,6 @@ fn place_from_file(
 ) -> Result<(Mapping, Placed)> {
     let page = page_size() as u64;
     let loads = &layout.loads;
-    let mapping = reserve(layout)?;
-    let bias = mapping.base().wrapping_sub(layout.span_start as usize);
     // On a noexec mount the kernel refuses executable mappings of the file:
     // code is copied, the rest is still mapped.
     let exec_allowed = !crate::map::on_noexec_mount(fd);
@@ -686,8 +693,19 @@ fn place_from_file(
     // Mapped read-only, never written by the loader.
     let read_only = |seg: &Segment| !seg.writable() && !bss_in_page(seg);
 
+    // When every segment is mapped from the file, nothing is copied into
+    // the reservation: reserved inaccessible, the gaps between segments
+    // (64 KiB-aligned links have them) need no mprotect later.
+    let reserved = if (0..loads.len()).all(zero_copy) {
+        libc::PROT_NONE
+    } else {
+        RW
+    };
+    let mapping = reserve(layout, reserved)?;
+    let bias = mapping.base().wrapping_sub(layout.span_start as usize);
     let mut placed = Placed {
         placements: Vec::with_capacity(loads.len()),
+        reserved,
         mapped: Vec::new(),
     };
     let mut i = 0;
@@ -726,7 +744,7 @@ fn place_from_file(
         // protection at once (never writable, so W^X holds), which spares
         // its mprotect later; a run of several is mapped read-only.
         let prot = if !read_only(seg) {
-            libc::PROT_READ | libc::PROT_WRITE
+            RW
         } else if last == i {
             prot_of(seg.flags)
         } else {
@@ -739,6 +757,19 @@ fn place_from_file(
             fd,
             file_offset(seg) - (seg.vaddr - start),
         )?;
+        // A writable segment's bss pages past the file's: zero pages of the
+        // reservation, which must become writable unless they already are.
+        // (A read-only segment's get their protection with the others.)
+        let bss_end = page_end(seg.end(), page);
+        if seg.writable() && bss_end > end && reserved != RW {
+            let len = (bss_end - end) as usize;
+            mapping.protect(bias.wrapping_add(end as usize), len, RW)?;
+            placed.mapped.push(ProtectedRange {
+                start: end,
+                end: bss_end,
+                prot: RW,
+            });
+        }
         if bss_in_page(seg) {
             let zero_from = seg.vaddr + seg.filesz;
             let zero_to = end.min(seg.end());
@@ -751,9 +782,7 @@ fn place_from_file(
                 )
             };
         }
-        if prot != libc::PROT_READ | libc::PROT_WRITE {
-            placed.mapped.push(ProtectedRange { start, end, prot });
-        }
+        placed.mapped.push(ProtectedRange { start, end, prot });
         placed
             .placements
             .extend((i..=last).map(|_| Placement::Mapped));
@@ -762,20 +791,24 @@ fn place_from_file(
     Ok((mapping, placed))
 }
 
-/// Whether every page of `r` already has protection `r.prot`: pages of the
-/// reservation are read-write, except where `mapped` says otherwise.
-fn already_protected(mapped: &[ProtectedRange], r: &ProtectedRange) -> bool {
-    let overlaps = |m: &&ProtectedRange| m.start < r.end && r.start < m.end;
-    if r.prot == libc::PROT_READ | libc::PROT_WRITE {
-        return !mapped.iter().any(|m| overlaps(&m));
-    }
+/// Whether every page of `r` already has protection `r.prot`: where
+/// `placed.mapped` says, else the reservation's.
+fn already_protected(placed: &Placed, r: &ProtectedRange) -> bool {
     let mut at = r.start;
     while at < r.end {
-        match mapped
-            .iter()
-            .find(|m| m.start <= at && at < m.end && m.prot == r.prot)
-        {
-            Some(m) => at = m.end,
+        match placed.mapped.iter().find(|m| m.start <= at && at < m.end) {
+            Some(m) if m.prot == r.prot => at = m.end,
+            Some(_) => return false,
+            None if placed.reserved == r.prot => {
+                // Up to the next mapped range.
+                at = placed
+                    .mapped
+                    .iter()
+                    .filter(|m| m.start > at)
+                    .map(|m| m.start)
+                    .min()
+                    .unwrap_or(r.end);
+            }
             None => return false,
         }
     }
@@ -783,11 +816,12 @@ fn already_protected(mapped: &[ProtectedRange], r: &ProtectedRange) -> bool {
 }
 
 /// One range for the whole image, aligned as its segments require.
-fn reserve(layout: &Layout) -> Result<Mapping> {
+fn reserve(layout: &Layout, prot: libc::c_int) -> Result<Mapping> {
     Mapping::reserve(
         layout.span() as usize,
         layout.align as usize,
         layout.span_start as usize,
+        prot,
     )
 }
 

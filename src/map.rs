@@ -45,9 +45,11 @@ pub struct Mapping {
 }
 
 impl Mapping {
-    /// Maps `len` bytes readable and writable at an address congruent to
-    /// `congruent_to` modulo `align` (a power of two, at least a page).
-    pub fn reserve(len: usize, align: usize, congruent_to: usize) -> Result<Mapping> {
+    /// Maps `len` bytes with protection `prot` (read-write to copy into,
+    /// or none when everything will be mapped over it) at an address
+    /// congruent to `congruent_to` modulo `align` (a power of two, at least
+    /// a page).
+    pub fn reserve(len: usize, align: usize, congruent_to: usize, prot: c_int) -> Result<Mapping> {
         let page = page_size();
         let align = align.max(page);
         let extra = align - page;
@@ -62,7 +64,7 @@ impl Mapping {
             libc::mmap(
                 std::ptr::null_mut(),
                 total,
-                PROT_READ | PROT_WRITE,
+                prot,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | MAP_NORESERVE,
                 -1,
                 0,

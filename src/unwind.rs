@@ -63,14 +63,19 @@ impl FrameRegistration {
             // (checked just above); `len` is at most 8.
             Some(unsafe { std::slice::from_raw_parts(at as *const u8, len as usize) }.to_vec())
         };
-        let head = bytes(hdr_vaddr, 4)?;
+        // The 4-byte header and the pointer after it, in one read if the
+        // segment holds 8 bytes more.
+        let head = bytes(hdr_vaddr, 12).or_else(|| bytes(hdr_vaddr, 4))?;
         let (version, enc) = (head[0], head[1]);
         if version != 1 || enc == DW_EH_PE_OMIT {
             return None;
         }
         let field = hdr_vaddr + 4;
         let word = |len: u64| -> Option<u64> {
-            let b = bytes(field, len)?;
+            let b = match head.get(4..4 + len as usize) {
+                Some(b) => b.to_vec(),
+                None => bytes(field, len)?,
+            };
             let mut w = [0u8; 8];
             w[..b.len()].copy_from_slice(&b);
             Some(u64::from_le_bytes(w))
