@@ -180,6 +180,9 @@ fn load(c: &mut Criterion) {
         g.bench_function("floor (map file)", |b| {
             b.iter(|| floor::load_mapped(&plan, black_box(&file)))
         });
+        g.bench_function("floor (map file, touch)", |b| {
+            b.iter(|| floor::load_mapped_touched(&plan, black_box(&file)))
+        });
         g.bench_function("memdl load", |b| {
             b.iter(|| {
                 let img = ElfImage::load(black_box(&lib.bytes)).unwrap();

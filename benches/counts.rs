@@ -22,6 +22,7 @@ mod floor;
 const LOADERS: &[&str] = &[
     "floor-copy",
     "floor-map",
+    "floor-map-touch",
     "memdl-load",
     "memdl-load_fd",
     "memdl-system",
@@ -78,6 +79,7 @@ fn run(loader: &str, lib: &str, n: usize) {
         match loader {
             "floor-copy" => floor::load_copy(&plan, &bytes),
             "floor-map" => floor::load_mapped(&plan, &file),
+            "floor-map-touch" => floor::load_mapped_touched(&plan, &file),
             "memdl-load" => {
                 let img = ElfImage::load(&bytes).unwrap();
                 // SAFETY: only the address is read.

@@ -12,7 +12,7 @@ N=${N:-20}
 cargo bench --bench counts --no-run 2>/dev/null
 bin=$(ls -t target/release/deps/counts-* | grep -v '\.d$' | head -1)
 libs=("${@:-example zlib sqlite3 gmp}")
-loaders=(floor-copy floor-map memdl-load memdl-load_fd memdl-system dlopen-now dlopen-lazy)
+loaders=(floor-copy floor-map floor-map-touch memdl-load memdl-load_fd memdl-system dlopen-now dlopen-lazy)
 
 # "calls name" lines of one run's strace -c summary.
 summary() {

@@ -8,6 +8,11 @@
 //! * [`load_mapped`] (the floor of loading from a file): reserve the span
 //!   `PROT_NONE`, map each `PT_LOAD` from the file with its final
 //!   protection (bss past the file pages anonymous), unmap.
+//! * [`load_mapped_touched`]: the same, plus the page work no loader of a
+//!   library with relocations and initialisers avoids: read the first
+//!   segment (where the dynamic tables are), write every page of each
+//!   writable segment (relocations: copy-on-write), seal its first page
+//!   read-only (RELRO), and read the code segment (initialisers run).
 //!
 //! The input is trusted (these are the machine's own libraries): it only
 //! reads the program headers.
@@ -138,6 +143,16 @@ pub fn load_copy(plan: &Plan, bytes: &[u8]) {
 /// Reserve `PROT_NONE`, map each segment from the file with its final
 /// protection (the partial bss page zeroed, the rest anonymous), unmap.
 pub fn load_mapped(plan: &Plan, file: &std::fs::File) {
+    map_and_unmap(plan, file, false)
+}
+
+/// [`load_mapped`] plus the page faults and the `mprotect` every loader
+/// of a relocated library with initialisers takes.
+pub fn load_mapped_touched(plan: &Plan, file: &std::fs::File) {
+    map_and_unmap(plan, file, true)
+}
+
+fn map_and_unmap(plan: &Plan, file: &std::fs::File, touch: bool) {
     let len = plan.end - plan.start;
     // SAFETY: a fresh private anonymous mapping.
     let base = unsafe {
@@ -190,6 +205,27 @@ pub fn load_mapped(plan: &Plan, file: &std::fs::File) {
                         0,
                     )
                 };
+            }
+        }
+    }
+    if touch {
+        for (i, l) in plan.loads.iter().enumerate() {
+            let at = bias + l.vaddr;
+            if l.prot & libc::PROT_WRITE != 0 {
+                let mut page = plan.down(at);
+                while page < at + l.filesz {
+                    let p = page.max(at) as *mut u8;
+                    // SAFETY: a byte of a writable segment's file pages,
+                    // written with the value it has.
+                    unsafe { p.write_volatile(p.read_volatile()) };
+                    page += plan.page;
+                }
+                let first = plan.down(at);
+                // SAFETY: the segment's first page, inside the mapping.
+                unsafe { libc::mprotect(first as *mut _, plan.page, libc::PROT_READ) };
+            } else if i == 0 || l.prot & libc::PROT_EXEC != 0 {
+                // SAFETY: a byte of a readable segment.
+                unsafe { (at as *const u8).read_volatile() };
             }
         }
     }
