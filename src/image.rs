@@ -323,11 +323,8 @@ impl ElfImage {
                             .checked_add(len)
                             .is_some_and(|end| end <= s.vaddr + s.filesz)
                 })?;
-            let mut buf = vec![0u8; usize::try_from(len).ok()?];
-            source
-                .read(seg.offset + (vaddr - seg.vaddr), &mut buf)
-                .ok()?;
-            Some(buf)
+            let len = usize::try_from(len).ok()?;
+            source.read_vec(seg.offset + (vaddr - seg.vaddr), len).ok()
         };
         let frames = layout
             .eh_frame_hdr
@@ -629,6 +626,18 @@ impl Source<'_> {
             Source::File { fd, offset } => read_exact_at(fd, buf, offset + at),
         }
     }
+
+    /// `len` bytes from `at` of the ELF, as [`Source::read`].
+    fn read_vec(&self, at: u64, len: usize) -> Result<Vec<u8>> {
+        match *self {
+            Source::Bytes(_) => {
+                let mut buf = vec![0u8; len];
+                self.read(at, &mut buf)?;
+                Ok(buf)
+            }
+            Source::File { fd, offset } => crate::map::read_vec_at(fd, len, offset + at),
+        }
+    }
 }
 
 /// Read and write: what copying into memory needs.
@@ -853,7 +862,6 @@ fn populate_and_copy(mapping: &Mapping, bytes: &[u8], bias: usize, seg: &Segment
         at = chunk_end;
     }
 }
-
 
 /// Checks an init/fini array's place and shape: (address, entries).
 fn function_array(

@@ -196,14 +196,36 @@ pub fn checked_file_range(fd: BorrowedFd<'_>, offset: u64, len: u64) -> Result<u
 /// Fills `buf` from `offset` of `fd` (`pread`, repeated after short reads
 /// and signals); a file that ends first is [`Error::Truncated`].
 pub fn read_exact_at(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> Result<()> {
+    // SAFETY: initialised bytes are valid `MaybeUninit<u8>`s, and only
+    // bytes are written through the view.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+    fill_at(fd, uninit, offset)
+}
+
+/// `len` bytes from `offset` of `fd`, read into a fresh vector without
+/// zeroing it first (a large `.eh_frame` is read on every load).
+pub fn read_vec_at(fd: BorrowedFd<'_>, len: usize, offset: u64) -> Result<Vec<u8>> {
+    let mut v = Vec::with_capacity(len);
+    fill_at(fd, &mut v.spare_capacity_mut()[..len], offset)?;
+    // SAFETY: `fill_at` wrote all `len` bytes.
+    unsafe { v.set_len(len) };
+    Ok(v)
+}
+
+/// Writes all of `buf` from `offset` of `fd`, or fails.
+fn fill_at(fd: BorrowedFd<'_>, buf: &mut [std::mem::MaybeUninit<u8>], offset: u64) -> Result<()> {
+    let size = buf.len() as u64;
+    let truncated = |done: usize| Error::Truncated {
+        what: "file range",
+        offset,
+        size,
+        len: done as u64,
+    };
     let mut done = 0usize;
     while done < buf.len() {
-        let at = offset.checked_add(done as u64).ok_or(Error::Truncated {
-            what: "file range",
-            offset,
-            size: buf.len() as u64,
-            len: done as u64,
-        })?;
+        let at = offset
+            .checked_add(done as u64)
+            .ok_or_else(|| truncated(done))?;
         // SAFETY: the destination is the unfilled rest of `buf`.
         let n = unsafe {
             libc::pread(
@@ -214,14 +236,7 @@ pub fn read_exact_at(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> Result<
             )
         };
         match n {
-            0 => {
-                return Err(Error::Truncated {
-                    what: "file range",
-                    offset,
-                    size: buf.len() as u64,
-                    len: done as u64,
-                })
-            }
+            0 => return Err(truncated(done)),
             n if n > 0 => done += n as usize,
             _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
             _ => return Err(Error::last_os("pread")),
