@@ -201,6 +201,9 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         measure("floor (map file)", runs, &mut || {
             floor::load_mapped(&plan, &s.file)
         }),
+        measure("floor (map file, touch)", runs, &mut || {
+            floor::load_mapped_touched(&plan, &s.file)
+        }),
         measure("memdl load(bytes)", runs, &mut || {
             lookup(&ElfImage::load(&s.bytes).expect("loaded before timing"))
         }),
