@@ -73,6 +73,14 @@ impl Subject {
             Subject::Builtin(bytes) => ElfImage::load(bytes),
         }
     }
+
+    /// The system loader: from the file's range, or from memory.
+    fn load_system(&self) -> memdl::Result<SystemImage> {
+        match self {
+            Subject::File(input) => input.load_system(),
+            Subject::Builtin(bytes) => SystemImage::load(bytes),
+        }
+    }
 }
 
 /// How one export compares between the backends.
@@ -107,7 +115,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> CliResult {
             subject.describe()
         ))
     })?;
-    let system = SystemImage::load(subject.bytes()).map_err(|e| {
+    let system = subject.load_system().map_err(|e| {
         Failure::new(format!(
             "the system loader cannot load {}: {e}",
             subject.describe()
@@ -197,7 +205,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> CliResult {
     });
     let load_system = median_of(runs, || {
         let start = Instant::now();
-        let img = SystemImage::load(subject.bytes());
+        let img = subject.load_system();
         drop(img);
         start.elapsed()
     });
@@ -234,7 +242,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> CliResult {
     )?;
     writeln!(
         out,
-        "({a}: memdl's own loader, ElfImage; {b}: the system loader fed from memory, SystemImage)"
+        "({a}: memdl's own loader, ElfImage; {b}: the system loader without a file on disk, SystemImage)"
     )?;
     if !mismatches.is_empty() {
         return Err(Failure::new(format!(

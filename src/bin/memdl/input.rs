@@ -147,6 +147,11 @@ impl Input {
     pub fn load_memdl(&self) -> memdl::Result<memdl::ElfImage> {
         memdl::ElfImage::load_fd(&self.file, self.offset, self.len)
     }
+
+    /// The system loader, fed the same range of the same file.
+    pub fn load_system(&self) -> memdl::Result<memdl::SystemImage> {
+        memdl::SystemImage::load_fd(&self.file, self.offset, self.len)
+    }
 }
 
 /// Opens `path` and maps it read-only: containers may be far larger than
