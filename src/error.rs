@@ -132,6 +132,12 @@ pub enum Error {
     /// A feature of the file that this loader refuses.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
+    /// A descriptor handed to [`crate::SealedElf::from_fd`] lacks a seal
+    /// (write, shrink, grow, sealing itself): its contents could still
+    /// change under a loaded image. `seals` is what `F_GET_SEALS` gave
+    /// (-1: not a file that takes seals, such as a regular file).
+    #[error("descriptor is not a memfd sealed against write, shrink, grow and unsealing (F_GET_SEALS: {seals})")]
+    NotSealed { seals: i32 },
     /// A configured limit was exceeded (see [`crate::Limits`]).
     #[error("{what} is {value}, over the limit of {limit}")]
     LimitExceeded {

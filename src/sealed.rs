@@ -52,13 +52,13 @@ impl SealedElf {
 
     /// Takes a descriptor from elsewhere (another process) after checking
     /// that it carries every seal; a file whose contents could still change
-    /// is refused with [`Error::Unsupported`].
+    /// is refused with [`Error::NotSealed`].
     pub fn from_fd(fd: OwnedFd) -> Result<Self> {
         // SAFETY: F_GET_SEALS on a descriptor we own; it takes no argument.
         let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
         // Negative (EINVAL): not a memfd, or a file system without seals.
         if seals < 0 || seals & SEALS != SEALS {
-            return Err(Error::Unsupported(NOT_SEALED));
+            return Err(Error::NotSealed { seals });
         }
         let file = File::from(fd);
         let len = file
@@ -154,11 +154,6 @@ impl From<SealedElf> for OwnedFd {
         sealed.file.into()
     }
 }
-
-/// The text of the [`Error::Unsupported`] for a descriptor without every
-/// seal: its contents could still change under the loader.
-pub(crate) const NOT_SEALED: &str =
-    "descriptor is not a memfd sealed against write, shrink, grow and unsealing";
 
 /// Room for a few descriptors' control message: a peer sending more than
 /// one gets them closed rather than leaked.
