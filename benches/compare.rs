@@ -7,7 +7,8 @@
 //!
 //! Groups:
 //! * `load/<lib>`: load + first lookup + drop, for every loader;
-//! * `lookup/<lib>`: one hit and one miss, memdl `get` vs `dlsym` vs elf_loader;
+//! * `lookup/<lib>`: one hit and one miss, memdl `get` vs `dlsym` vs
+//!   elf_loader, and every export of the library in turn (memdl, `dlsym`);
 //! * `scaling/<n>`: generated libraries with n exports and n relocations;
 //! * `threads/<lib>`: two loads on one thread vs one load on each of two
 //!   threads, memdl and the floor.
@@ -255,6 +256,33 @@ fn lookup(c: &mut Criterion) {
         g.bench_function("dlsym hit", |b| {
             // SAFETY: a live handle and a NUL-terminated name.
             b.iter(|| unsafe { libc::dlsym(handle, black_box(lib.symbol).as_ptr()) })
+        });
+        // Every export, one after the other: the index serves each name,
+        // not just one repeated name that stays in cache.
+        let names: Vec<Vec<u8>> = img.exports().map(|(n, _)| n.to_vec()).collect();
+        let cnames: Vec<std::ffi::CString> = names
+            .iter()
+            .map(|n| std::ffi::CString::new(n.clone()).unwrap())
+            .collect();
+        g.bench_function("memdl get hit, every export in turn", |b| {
+            let mut i = 0;
+            b.iter(|| {
+                let name = &names[i];
+                i = if i + 1 == names.len() { 0 } else { i + 1 };
+                // SAFETY: only the address is read.
+                unsafe { img.get::<*const c_void>(black_box(name)) }
+                    .unwrap()
+                    .as_ptr()
+            })
+        });
+        g.bench_function("dlsym hit, every export in turn", |b| {
+            let mut i = 0;
+            b.iter(|| {
+                let name = &cnames[i];
+                i = if i + 1 == cnames.len() { 0 } else { i + 1 };
+                // SAFETY: a live handle and a NUL-terminated name.
+                unsafe { libc::dlsym(handle, black_box(name).as_ptr()) }
+            })
         });
         g.bench_function("memdl get miss", |b| {
             // SAFETY: only the address is read.

@@ -117,5 +117,10 @@ pub trait Library: Send + Sync {
 
 /// A readable name from a byte string, for errors.
 pub(crate) fn lossy(name: &[u8]) -> String {
-    String::from_utf8_lossy(name).into_owned()
+    // Names are nearly always valid UTF-8, which `from_utf8` checks a word
+    // at a time; the lossy conversion walks a byte at a time.
+    match std::str::from_utf8(name) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(name).into_owned(),
+    }
 }

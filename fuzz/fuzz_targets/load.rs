@@ -1,6 +1,7 @@
 //! Fuzzes `ElfImage::load` with host lookups denied: any input must load or
 //! fail with an `Error`, never crash, and looking symbols up in what loaded
-//! must not crash either, nor must a stack walk while it is loaded.
+//! must not crash either (and the export index must answer as the hash
+//! table does), nor must a stack walk while it is loaded.
 //!
 //! Inputs whose loading would legitimately run code of the file
 //! (initialisers, finalisers, IRELATIVE or ifunc resolvers) are skipped:
@@ -30,6 +31,20 @@ fuzz_target!(|data: &[u8]| {
         }
         for (name, addr) in img.exports() {
             std::hint::black_box((name, addr));
+        }
+        // The export index must answer as the hash table does, however the
+        // tables it is built from were mangled.
+        img.__build_export_index();
+        let names = ["add", "counter", "ops", "sort_checksum", "crc32", ""];
+        let exported: Vec<&[u8]> = img.exports().map(|(n, _)| n).take(256).collect();
+        for name in names.iter().map(|n| n.as_bytes()).chain(exported) {
+            // SAFETY: only the address is taken; nothing is called or read.
+            let got = unsafe { img.get::<*const u8>(name) }.map(|s| s.as_ptr() as usize);
+            let want = img.__hash_table_address(name, None);
+            assert_eq!(
+                got.map_err(|e| e.to_string()),
+                want.map_err(|e| e.to_string())
+            );
         }
         // The first FDE lookup makes libgcc parse every registered
         // .eh_frame, this image's included (as any unwind would).

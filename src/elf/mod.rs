@@ -8,6 +8,7 @@
 
 pub mod dynamic;
 pub mod ehframe;
+pub mod index;
 pub mod symbols;
 
 use goblin::elf::header::{

@@ -62,6 +62,33 @@ pub struct Strings {
 }
 
 impl Strings {
+    /// Runtime address of the table's first byte.
+    pub(super) fn base(&self) -> usize {
+        self.addr
+    }
+
+    /// Size of the table in bytes (`DT_STRSZ`).
+    pub(super) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The string at `offset` if it ends (NUL) within `max_len` bytes:
+    /// [`Strings::get`] with a bounded scan, for callers that give up on
+    /// longer strings anyway.
+    pub(super) fn get_short(&self, offset: u64, max_len: usize) -> Option<&[u8]> {
+        let left = self.size.checked_sub(offset).filter(|&n| n > 0)?;
+        // The string and its NUL, or less when the table ends first.
+        let window = left.min((max_len as u64).saturating_add(1)) as usize;
+        // SAFETY: `offset < size` and `window <= size - offset`: the bytes
+        // lie in the table, which was checked to lie in a read-only loaded
+        // segment mapped for as long as `self` lives.
+        let tail = unsafe {
+            std::slice::from_raw_parts((self.addr + offset as usize) as *const u8, window)
+        };
+        let n = tail.iter().position(|&b| b == 0)?;
+        tail.get(..n)
+    }
+
     /// The NUL-terminated string at `offset`, without its NUL.
     pub fn get(&self, offset: u64) -> Result<&[u8]> {
         let bad = || Error::BadStringOffset {
@@ -308,7 +335,7 @@ impl SymbolTable {
 
     /// Whether symbol `index` is visible to a plain-name lookup: exported,
     /// and either unversioned or the default (`@@`) version.
-    fn visible(&self, index: u32, sym: &Sym, version: Option<&[u8]>) -> bool {
+    pub(super) fn visible(&self, index: u32, sym: &Sym, version: Option<&[u8]>) -> bool {
         if !sym.is_exported() {
             return false;
         }
@@ -322,8 +349,16 @@ impl SymbolTable {
         }
     }
 
-    fn matches(&self, index: u32, name: &[u8], version: Option<&[u8]>) -> Option<Sym> {
+    #[inline]
+    fn matches(
+        &self,
+        index: u32,
+        name: &[u8],
+        version: Option<&[u8]>,
+        work: &mut u64,
+    ) -> Option<Sym> {
         let sym = self.get(index)?;
+        *work = work.saturating_add(name.len() as u64);
         (self.strings.equals(sym.name.into(), name) && self.visible(index, &sym, version))
             .then_some(sym)
     }
@@ -331,8 +366,21 @@ impl SymbolTable {
     /// Finds the exported symbol `name` (the default version, or the given
     /// one) through the hash table.
     pub fn lookup(&self, name: &[u8], version: Option<&[u8]>) -> Option<(u32, Sym)> {
+        self.find(name, version, &mut 0)
+    }
+
+    /// [`SymbolTable::lookup`], adding to `work` what it cost: one per
+    /// chain entry visited, and the bytes hashed and compared.
+    #[inline]
+    pub(super) fn find(
+        &self,
+        name: &[u8],
+        version: Option<&[u8]>,
+        work: &mut u64,
+    ) -> Option<(u32, Sym)> {
+        *work = work.saturating_add(name.len() as u64);
         if let Some(g) = &self.gnu {
-            return self.gnu_lookup(g, name, version);
+            return self.gnu_lookup(g, name, version, work);
         }
         let h = self.sysv.as_ref()?;
         let mut index = self.sysv_bucket(h, sysv_hash(name) % h.nbucket);
@@ -341,7 +389,8 @@ impl SymbolTable {
             if index == 0 || index >= h.nchain {
                 return None;
             }
-            if let Some(sym) = self.matches(index, name, version) {
+            *work = work.saturating_add(1);
+            if let Some(sym) = self.matches(index, name, version, work) {
                 return Some((index, sym));
             }
             // SAFETY: the chain array has nchain entries and index < nchain.
@@ -355,7 +404,14 @@ impl SymbolTable {
         unsafe { read(h.buckets + b as usize * 4) }
     }
 
-    fn gnu_lookup(&self, g: &GnuHash, name: &[u8], version: Option<&[u8]>) -> Option<(u32, Sym)> {
+    #[inline]
+    fn gnu_lookup(
+        &self,
+        g: &GnuHash,
+        name: &[u8],
+        version: Option<&[u8]>,
+        work: &mut u64,
+    ) -> Option<(u32, Sym)> {
         let h = gnu_hash(name);
         let word_index = (h / 64) & g.bloom_mask;
         // SAFETY: word_index <= bloom_mask < bloom_size words, checked at parse.
@@ -373,8 +429,9 @@ impl SymbolTable {
             // SAFETY: symoffset <= index < count, and the chain array covers
             // count - symoffset entries (checked at parse).
             let chain: u32 = unsafe { read(g.chains + (index - g.symoffset) as usize * 4) };
+            *work = work.saturating_add(1);
             if chain | 1 == h | 1 {
-                if let Some(sym) = self.matches(index, name, version) {
+                if let Some(sym) = self.matches(index, name, version, work) {
                     return Some((index, sym));
                 }
             }
