@@ -965,18 +965,21 @@ fn place_from_file(
             fd,
             file_offset(seg) - (seg.vaddr - start),
         )?;
-        // A writable segment's bss pages past the file's: zero pages of the
-        // reservation, which must become writable unless they already are.
-        // (A read-only segment's get their protection with the others.)
-        let bss_end = page_end(seg.end(), page);
-        if seg.writable() && bss_end > end && reserved != RW {
-            let len = (bss_end - end) as usize;
-            mapping.protect(bias.wrapping_add(end as usize), len, RW)?;
-            placed.mapped.push(ProtectedRange {
-                start: end,
-                end: bss_end,
-                prot: RW,
-            });
+        // Bss pages past the file's are zero pages of the reservation: they
+        // must be accessible before the final protections, since the loader
+        // writes a writable segment's and may read tables in a read-only
+        // one's (they read as zeros), unless the reservation already is.
+        for s in &loads[i..=last] {
+            let (data_end, bss_end) = (file_end(s), page_end(s.end(), page));
+            if bss_end > data_end && reserved != RW {
+                let len = (bss_end - data_end) as usize;
+                mapping.protect(bias.wrapping_add(data_end as usize), len, RW)?;
+                placed.mapped.push(ProtectedRange {
+                    start: data_end,
+                    end: bss_end,
+                    prot: RW,
+                });
+            }
         }
         if bss_in_page(seg) {
             let zero_from = seg.vaddr + seg.filesz;

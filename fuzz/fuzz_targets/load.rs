@@ -24,7 +24,15 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let options = memdl::Options::new().deny_host_lookups();
-    if let Ok(img) = options.load(data) {
+    let from_fd = load_fd(data, &options).map(drop);
+    let loaded = options.load(data);
+    assert_eq!(
+        from_fd.is_ok(),
+        loaded.is_ok(),
+        "load_fd: {from_fd:?}, load: {:?}",
+        loaded.as_ref().map(drop)
+    );
+    if let Ok(img) = loaded {
         for name in ["add", "counter", "ops", "sort_checksum", "crc32", ""] {
             // SAFETY: only the address is taken; nothing is called or read.
             let _ = unsafe { img.get::<*const u8>(name) };
@@ -54,3 +62,19 @@ fuzz_target!(|data: &[u8]| {
         std::hint::black_box(fde);
     }
 });
+
+/// Loads `data` with `load_fd` from a memfd holding it after a header of
+/// 4096 bytes (even lengths) or 100 bytes (odd).
+fn load_fd(data: &[u8], options: &memdl::Options) -> memdl::Result<memdl::ElfImage> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let offset = if data.len() % 2 == 0 { 4096 } else { 100 };
+    // SAFETY: a plain system call with a NUL-terminated name.
+    let raw = unsafe { libc::memfd_create(c"fuzz".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(raw >= 0, "memfd_create");
+    // SAFETY: just created, owned by nobody else.
+    let mut file = unsafe { std::fs::File::from_raw_fd(raw) };
+    file.write_all(&vec![0u8; offset]).unwrap();
+    file.write_all(data).unwrap();
+    memdl::ElfImage::load_fd_with(&file, offset as u64, data.len() as u64, options)
+}
