@@ -254,6 +254,9 @@ pub fn check(
     let mut last_cie = (usize::MAX, 0u8);
     let mut pos = 0usize;
     loop {
+        if let (&[only_text], DW_FAST_FDE) = (text.as_slice(), last_cie.1) {
+            pos = skip_plain_fdes(bytes, pos, last_cie.0, addr as u64, only_text);
+        }
         if pos == bytes.len() && zero_after(addr + len) {
             // No terminator in the file (an object linked without crtend),
             // but the zeros after the segment in its last page end the walk.
@@ -297,7 +300,7 @@ pub fn check(
         }
         let enc = last_cie.1;
         let field = pos + 8;
-        let (begin, range) = if enc == DW_EH_PE_PCREL | DW_EH_PE_SDATA4 {
+        let (begin, range) = if enc == DW_FAST_FDE {
             // What compilers emit: two 4-byte fields, the first PC-relative.
             let begin = word32(bytes, field).filter(|_| field + 8 <= end);
             let range = word32(bytes, field + 4);
@@ -328,6 +331,39 @@ pub fn check(
         };
         if !code(begin, range) {
             return Err("FDE covers code outside the image");
+        }
+        pos = end;
+    }
+}
+
+/// The FDE pointer encoding compilers emit: 4-byte PC-relative.
+const DW_FAST_FDE: u8 = DW_EH_PE_PCREL | DW_EH_PE_SDATA4;
+
+/// Walks, from `pos`, the FDEs that are certainly fine and that `check`
+/// would pass (the bulk of a large library's section): each names the CIE
+/// at `cie` (whose FDE encoding is [`DW_FAST_FDE`]), fits the section, and
+/// covers code inside `text`. Returns where the first other record starts
+/// (a CIE, the terminator, anything doubtful), for `check` to go on from.
+fn skip_plain_fdes(bytes: &[u8], mut pos: usize, cie: usize, base: u64, text: (u64, u64)) -> usize {
+    loop {
+        let (Some(length), Some(id)) = (word32(bytes, pos), word32(bytes, pos + 4)) else {
+            return pos;
+        };
+        // An id and two 4-byte fields at least; not the 64-bit escape.
+        if !(12..u32::MAX).contains(&length) || id == 0 {
+            return pos;
+        }
+        let end = pos + 4 + length as usize;
+        if end > bytes.len() || (pos + 4).checked_sub(id as usize) != Some(cie) {
+            return pos;
+        }
+        let (Some(begin), Some(range)) = (word32(bytes, pos + 8), word32(bytes, pos + 12)) else {
+            return pos;
+        };
+        let begin = (base + (pos + 8) as u64).wrapping_add(begin as i32 as u64);
+        let range = (range as i32 as u64).max(1);
+        if begin < text.0 || begin.checked_add(range).is_none_or(|e| e > text.1) {
+            return pos;
         }
         pos = end;
     }
