@@ -340,20 +340,29 @@ impl SymbolValues<'_> {
     /// definition, else the resolver chain's; a missing strong import is
     /// recorded (and reads as 0) so that all of them are reported together.
     fn get(&mut self, index: usize, symbol: u32) -> Result<Resolved> {
-        let count = self.resolved.len();
-        let slot =
-            self.resolved
-                .get_mut(symbol as usize)
-                .ok_or_else(|| Error::SymbolIndexOutOfRange {
-                    index,
-                    symbol: symbol.into(),
-                    count: count as u64,
-                })?;
+        let symbols = self.symbols;
+        let sym = symbols
+            .get(symbol)
+            .ok_or_else(|| Error::SymbolIndexOutOfRange {
+                index,
+                symbol: symbol.into(),
+                count: symbols.len().into(),
+            })?;
+        // The image's own plain definitions cost less to work out again
+        // than to remember (SQLite's 1,300 PLT entries each name a
+        // different one of its functions).
+        if sym.is_defined() && !matches!(sym.kind(), STT_TLS | STT_GNU_IFUNC) {
+            return Ok(Resolved::Address(if sym.is_absolute() {
+                sym.value as usize
+            } else {
+                self.mem.bias.wrapping_add(sym.value as usize)
+            }));
+        }
+        // In range: `symbols.get` found it.
+        let slot = &mut self.resolved[symbol as usize];
         if *slot != Resolved::Unused {
             return Ok(*slot);
         }
-        let symbols = self.symbols;
-        let sym = symbols.get(symbol).expect("index checked against len");
         *slot = if sym.kind() == STT_TLS {
             if !sym.is_defined() {
                 return Err(Error::ImportedTls {
