@@ -107,9 +107,7 @@ impl ElfImage {
         let bias = mapping.base().wrapping_sub(layout.span_start as usize);
         // Counted until the load returns (see `populate_and_copy`).
         let in_flight = LoadInFlight::enter();
-        for seg in &layout.loads {
-            populate_and_copy(&mapping, bytes, bias, seg, page, in_flight.alone);
-        }
+        populate_and_copy(&mapping, bytes, bias, &layout.loads, page, in_flight.alone);
         let placed = Placed {
             placements: vec![Placement::Copied; layout.loads.len()],
             reserved: RW,
@@ -1060,7 +1058,7 @@ impl Drop for LoadInFlight {
     }
 }
 
-/// Copies a segment's file bytes into the reservation. When no other load
+/// Copies the segments' file bytes into the reservation. When no other load
 /// is in progress (`alone`), the pages are pre-faulted just
 /// before, one `madvise(MADV_POPULATE_WRITE)` per 256 KiB instead of a page
 /// fault per page: less than half the cost of a large library's copy, and
@@ -1075,31 +1073,55 @@ fn populate_and_copy(
     mapping: &Mapping,
     bytes: &[u8],
     bias: usize,
-    seg: &Segment,
+    loads: &[Segment],
     page: u64,
     alone: bool,
 ) {
     const CHUNK: u64 = 256 * 1024;
-    let file_end = seg.vaddr + seg.filesz;
-    let mut at = page_start(seg.vaddr, page);
-    while at < file_end {
-        let chunk_end = (at + CHUNK).min(page_end(file_end, page));
-        if alone {
-            mapping.populate(bias.wrapping_add(at as usize), (chunk_end - at) as usize);
+    // The file pages of every segment, page-rounded; adjacent segments
+    // (the usual layout) make one run, so a small library takes one call.
+    let pages = |s: &Segment| {
+        (
+            page_start(s.vaddr, page),
+            page_end(s.vaddr + s.filesz, page),
+        )
+    };
+    let with_data = || loads.iter().filter(|s| s.filesz > 0);
+    let mut runs: Vec<(u64, u64)> = Vec::with_capacity(loads.len());
+    for (start, end) in with_data().map(pages) {
+        match runs.last_mut() {
+            Some(run) if start <= run.1 => run.1 = run.1.max(end),
+            _ => runs.push((start, end)),
         }
-        let (from, to) = (at.max(seg.vaddr), chunk_end.min(file_end));
-        let src = &bytes[(seg.offset + (from - seg.vaddr)) as usize..][..(to - from) as usize];
-        // SAFETY: the destination lies inside the reservation (the span
-        // covers every segment's memory and filesz <= memsz) and is
-        // read-write; the source range was bounds-checked by Layout::parse.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                src.as_ptr(),
-                bias.wrapping_add(from as usize) as *mut u8,
-                src.len(),
-            )
-        };
-        at = chunk_end;
+    }
+    for (run_start, run_end) in runs {
+        let mut at = run_start;
+        while at < run_end {
+            let chunk_end = (at + CHUNK).min(run_end);
+            if alone {
+                mapping.populate(bias.wrapping_add(at as usize), (chunk_end - at) as usize);
+            }
+            for seg in with_data() {
+                let (from, to) = (at.max(seg.vaddr), chunk_end.min(seg.vaddr + seg.filesz));
+                if from >= to {
+                    continue;
+                }
+                let src =
+                    &bytes[(seg.offset + (from - seg.vaddr)) as usize..][..(to - from) as usize];
+                // SAFETY: the destination lies inside the reservation (the
+                // span covers every segment's memory and filesz <= memsz)
+                // and is read-write; the source range was bounds-checked by
+                // Layout::parse.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        src.as_ptr(),
+                        bias.wrapping_add(from as usize) as *mut u8,
+                        src.len(),
+                    )
+                };
+            }
+            at = chunk_end;
+        }
     }
 }
 
