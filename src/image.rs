@@ -317,8 +317,13 @@ impl ElfImage {
         )
         .unwrap_or_default();
         // What a read-only segment mapped from the file holds can be read
-        // from the source instead of faulting its pages in.
+        // from the source instead of faulting its pages in (up to a size
+        // worth copying; beyond, or if memory is short, the mapping is read).
+        const MAX_COPY: u64 = 16 << 20;
         let unmapped = |vaddr: u64, len: u64| -> Option<Vec<u8>> {
+            if len > MAX_COPY {
+                return None;
+            }
             let (seg, _) = layout
                 .loads
                 .iter()
