@@ -152,7 +152,8 @@ impl ElfImage {
             read_exact_at(fd, buf, offset + at)
         })?;
         let source = Source::File { fd, offset };
-        let (mapping, placed) = place_from_file(&layout, fd, offset, source)?;
+        let in_flight = LoadInFlight::enter();
+        let (mapping, placed) = place_from_file(&layout, fd, offset, source, in_flight.alone)?;
         Self::link(mapping, layout, placed, source, options)
     }
 
@@ -192,8 +193,14 @@ impl ElfImage {
         };
         let layout = Layout::parse(bytes, page_size() as u64, &options.limits)?;
         let source = Source::Bytes(bytes);
-        let (mapping, placed) =
-            place_from_file(&layout, backing.file.as_fd(), backing.offset, source)?;
+        let in_flight = LoadInFlight::enter();
+        let (mapping, placed) = place_from_file(
+            &layout,
+            backing.file.as_fd(),
+            backing.offset,
+            source,
+            in_flight.alone,
+        )?;
         drop(backing);
         Self::link(mapping, layout, placed, source, options)
     }
@@ -872,6 +879,7 @@ fn place_from_file(
     fd: BorrowedFd<'_>,
     offset: u64,
     source: Source<'_>,
+    alone: bool,
 ) -> Result<(Mapping, Placed)> {
     let page = page_size() as u64;
     let loads = &layout.loads;
@@ -926,6 +934,12 @@ fn place_from_file(
         let seg = &loads[i];
         if !zero_copy(i) {
             let dest = bias.wrapping_add(seg.vaddr as usize);
+            if alone {
+                // As `load` does (see `populate_and_copy`).
+                let start = page_start(seg.vaddr, page);
+                let len = (file_end(seg) - start) as usize;
+                mapping.populate(bias.wrapping_add(start as usize), len);
+            }
             // SAFETY: the destination lies inside the reservation (the span
             // covers every segment's memory and filesz <= memsz), which is
             // read-write and referenced by nothing else yet.
@@ -1041,7 +1055,7 @@ fn reserve(layout: &Layout, prot: libc::c_int) -> Result<Mapping> {
     )
 }
 
-/// Counts the [`ElfImage::load`]s in progress; see [`populate_and_copy`].
+/// Counts the loads in progress; see [`populate_and_copy`].
 struct LoadInFlight {
     /// Whether no other load was in progress when this one started.
     alone: bool,
