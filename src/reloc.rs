@@ -20,7 +20,7 @@ use goblin::elf::sym::{STB_WEAK, STT_GNU_IFUNC, STT_TLS};
 use crate::arch::{self, RelocKind};
 use crate::elf::dynamic::{Dynamic, Table};
 use crate::elf::symbols::SymbolTable;
-use crate::elf::{read, Memory};
+use crate::elf::{read, Memory, Segment};
 use crate::error::{Error, Result};
 use crate::options::Limits;
 use crate::resolve::Resolver;
@@ -417,39 +417,31 @@ fn needs_symbol(kind: RelocKind) -> bool {
 }
 
 /// Where relocations may write: the image's writable segments.
-struct Targets {
+struct Targets<'a> {
     bias: usize,
-    /// `[vaddr, vaddr + memsz)` of each writable segment (usually one).
-    writable: Vec<(u64, u64)>,
-    /// `[vaddr, vaddr + memsz)` of each segment, for the error.
-    all: Vec<(u64, u64)>,
+    /// The writable segments (usually one), checked first and alone on
+    /// the path every relocation takes.
+    writable: Vec<&'a Segment>,
+    /// Every segment, to tell the two errors apart.
+    loads: &'a [Segment],
 }
 
-impl Targets {
-    fn new(mem: &Memory<'_>) -> Targets {
-        let range = |s: &crate::elf::Segment| (s.vaddr, s.end());
+impl<'a> Targets<'a> {
+    fn new(mem: &Memory<'a>) -> Targets<'a> {
         Targets {
             bias: mem.bias,
-            writable: mem
-                .loads
-                .iter()
-                .filter(|s| s.writable())
-                .map(range)
-                .collect(),
-            all: mem.loads.iter().map(range).collect(),
+            writable: mem.loads.iter().filter(|s| s.writable()).collect(),
+            loads: mem.loads,
         }
     }
 
     /// The runtime address of relocation `index`'s target of `size` bytes
     /// at `offset`, which must lie in a writable segment of the image.
     fn get(&self, index: usize, offset: u64, size: u64) -> Result<usize> {
-        let inside = |&(start, end): &(u64, u64)| {
-            offset >= start && offset.checked_add(size).is_some_and(|e| e <= end)
-        };
-        if self.writable.iter().any(inside) {
+        if self.writable.iter().any(|s| s.contains(offset, size)) {
             return Ok(self.bias.wrapping_add(offset as usize));
         }
-        Err(if self.all.iter().any(inside) {
+        Err(if self.loads.iter().any(|s| s.contains(offset, size)) {
             Error::RelocationInReadOnly { index, offset }
         } else {
             Error::RelocationOutOfBounds { index, offset }
@@ -459,7 +451,7 @@ impl Targets {
 
 /// `DT_RELR`: an even word is the address of a relative relocation; an odd
 /// word is a bitmap of the 63 words that follow the last address.
-fn apply_relr(targets: &Targets, addr: usize, count: usize, first_index: usize) -> Result<()> {
+fn apply_relr(targets: &Targets<'_>, addr: usize, count: usize, first_index: usize) -> Result<()> {
     let bias = targets.bias as u64;
     let relocate = |index: usize, offset: u64| -> Result<()> {
         let target = targets.get(index, offset, 8)?;

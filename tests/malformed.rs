@@ -233,18 +233,10 @@ impl Case {
     }
 }
 
-/// `bytes` loaded with `load_fd` from a memfd holding them (closed again
-/// before returning).
+/// `bytes` loaded with `load_fd` from a sealed memfd holding them (closed
+/// again before returning).
 fn load_fd(bytes: &[u8], options: &Options) -> Result<ElfImage, Error> {
-    use std::io::Write;
-    use std::os::fd::FromRawFd;
-    // SAFETY: a plain system call with a NUL-terminated name.
-    let raw = unsafe { libc::memfd_create(c"malformed".as_ptr(), libc::MFD_CLOEXEC) };
-    assert!(raw >= 0, "memfd_create");
-    // SAFETY: just created, owned by nobody else.
-    let mut file = unsafe { std::fs::File::from_raw_fd(raw) };
-    file.write_all(bytes).unwrap();
-    ElfImage::load_fd_with(&file, 0, bytes.len() as u64, options)
+    memdl::SealedElf::new(bytes)?.load_with(options)
 }
 
 fn cases() -> Vec<Case> {
