@@ -186,21 +186,24 @@ fn load(c: &mut Criterion) {
         });
         g.bench_function("memdl load", |b| {
             b.iter(|| {
-                let img = ElfImage::load(black_box(&lib.bytes)).unwrap();
+                // SAFETY: a trusted test or machine library (its initialisers run).
+                let img = unsafe { ElfImage::load(black_box(&lib.bytes)) }.unwrap();
                 // SAFETY: only the address is read.
                 black_box(unsafe { img.get::<*const c_void>(sym) }.unwrap().as_ptr());
             })
         });
         g.bench_function("memdl load_fd", |b| {
             b.iter(|| {
-                let img = ElfImage::load_fd(&file, 0, len).unwrap();
+                // SAFETY: a trusted test or machine library (its initialisers run).
+                let img = unsafe { ElfImage::load_fd(&file, 0, len) }.unwrap();
                 // SAFETY: only the address is read.
                 black_box(unsafe { img.get::<*const c_void>(sym) }.unwrap().as_ptr());
             })
         });
         g.bench_function("memdl system (memfd+dlopen)", |b| {
             b.iter(|| {
-                let img = SystemImage::load(black_box(&lib.bytes)).unwrap();
+                // SAFETY: a trusted test or machine library (its initialisers run).
+                let img = unsafe { SystemImage::load(black_box(&lib.bytes)) }.unwrap();
                 // SAFETY: only the address is read.
                 black_box(unsafe { img.get::<*const c_void>(sym) }.unwrap().as_ptr());
             })
@@ -240,7 +243,8 @@ fn load(c: &mut Criterion) {
 
 fn lookup(c: &mut Criterion) {
     for lib in libraries() {
-        let img = ElfImage::load(&lib.bytes).unwrap();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let img = unsafe { ElfImage::load(&lib.bytes) }.unwrap();
         let sys = dlopen(&lib, libc::RTLD_NOW | libc::RTLD_LOCAL);
         let handle = sys.into_raw();
         let sym = lib.sym();
@@ -408,7 +412,8 @@ fn scaling(c: &mut Criterion) {
         });
         g.bench_with_input(BenchmarkId::new("memdl load", n), &n, |b, _| {
             b.iter(|| {
-                let img = ElfImage::load(&lib.bytes).unwrap();
+                // SAFETY: a trusted test or machine library (its initialisers run).
+                let img = unsafe { ElfImage::load(&lib.bytes) }.unwrap();
                 // SAFETY: only the address is read.
                 black_box(unsafe { img.get::<*const c_void>(b"v0") }.unwrap().as_ptr());
             })
@@ -439,7 +444,8 @@ fn run_threads(threads: usize, iters: u64, f: &(dyn Fn() + Sync)) -> Duration {
 fn threads(c: &mut Criterion) {
     for lib in libraries().into_iter().filter(|l| l.name != "gmp") {
         let plan = floor::Plan::new(&lib.bytes);
-        let memdl = || drop(black_box(ElfImage::load(&lib.bytes).unwrap()));
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let memdl = || drop(black_box(unsafe { ElfImage::load(&lib.bytes) }.unwrap()));
         let floor = || floor::load_copy(&plan, &lib.bytes);
         let mut g = c.benchmark_group(format!("threads/{}", lib.name));
         for (name, f) in [

@@ -81,17 +81,20 @@ fn run(loader: &str, lib: &str, n: usize) {
             "floor-map" => floor::load_mapped(&plan, &file),
             "floor-map-touch" => floor::load_mapped_touched(&plan, &file),
             "memdl-load" => {
-                let img = ElfImage::load(&bytes).unwrap();
+                // SAFETY: a trusted test or machine library (its initialisers run).
+                let img = unsafe { ElfImage::load(&bytes) }.unwrap();
                 // SAFETY: only the address is read.
                 black_box(unsafe { img.get::<*const c_void>(sym) }.unwrap().as_ptr());
             }
             "memdl-load_fd" => {
-                let img = ElfImage::load_fd(&file, 0, bytes.len() as u64).unwrap();
+                // SAFETY: a trusted test or machine library (its initialisers run).
+                let img = unsafe { ElfImage::load_fd(&file, 0, bytes.len() as u64) }.unwrap();
                 // SAFETY: only the address is read.
                 black_box(unsafe { img.get::<*const c_void>(sym) }.unwrap().as_ptr());
             }
             "memdl-system" => {
-                let img = SystemImage::load(&bytes).unwrap();
+                // SAFETY: a trusted test or machine library (its initialisers run).
+                let img = unsafe { SystemImage::load(&bytes) }.unwrap();
                 // SAFETY: only the address is read.
                 black_box(unsafe { img.get::<*const c_void>(sym) }.unwrap().as_ptr());
             }
@@ -162,7 +165,8 @@ fn resolves(lib: &str, n: usize) {
 fn lookups(kind: &str, lib: &str, n: usize) {
     let (path, sym) = library(lib);
     let bytes = std::fs::read(&path).unwrap();
-    let img = ElfImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
     let cpath = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     // SAFETY: trusted libraries; closed at the end.
     let h = unsafe { libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };

@@ -23,10 +23,12 @@ fn load_and_drop(c: &mut Criterion) {
     for (name, bytes, _) in libraries() {
         let mut g = c.benchmark_group(format!("load+drop/{name}"));
         g.bench_function("memdl", |b| {
-            b.iter(|| drop(black_box(ElfImage::load(&bytes).unwrap())))
+            // SAFETY: a trusted test or machine library (its initialisers run).
+            b.iter(|| drop(black_box(unsafe { ElfImage::load(&bytes) }.unwrap())))
         });
         g.bench_function("memfd+dlopen", |b| {
-            b.iter(|| drop(black_box(SystemImage::load(&bytes).unwrap())))
+            // SAFETY: a trusted test or machine library (its initialisers run).
+            b.iter(|| drop(black_box(unsafe { SystemImage::load(&bytes) }.unwrap())))
         });
         g.finish();
     }
@@ -34,8 +36,10 @@ fn load_and_drop(c: &mut Criterion) {
 
 fn lookup(c: &mut Criterion) {
     for (name, bytes, symbol) in libraries() {
-        let custom = ElfImage::load(&bytes).unwrap();
-        let system = SystemImage::load(&bytes).unwrap();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let custom = unsafe { ElfImage::load(&bytes) }.unwrap();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let system = unsafe { SystemImage::load(&bytes) }.unwrap();
         let mut g = c.benchmark_group(format!("lookup/{name}"));
         g.bench_function("memdl", |b| {
             b.iter(|| custom.symbol_address(black_box(symbol)).unwrap())

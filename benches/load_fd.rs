@@ -83,50 +83,60 @@ fn load_fd(c: &mut Criterion) {
     std::io::Write::write_all(&mut container, &bytes).unwrap();
 
     report("ElfImage::load (copy)", &|| {
-        Box::new(ElfImage::load(&bytes).unwrap())
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        Box::new(unsafe { ElfImage::load(&bytes) }.unwrap())
     });
     report("ElfImage::load_fd", &|| {
-        Box::new(ElfImage::load_fd(&file, 0, len).unwrap())
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        Box::new(unsafe { ElfImage::load_fd(&file, 0, len) }.unwrap())
     });
     report("ElfImage::load_fd unaligned", &|| {
-        Box::new(ElfImage::load_fd(&container, 1000, len).unwrap())
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        Box::new(unsafe { ElfImage::load_fd(&container, 1000, len) }.unwrap())
     });
     report("SystemImage::load", &|| {
-        Box::new(SystemImage::load(&bytes).unwrap())
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        Box::new(unsafe { SystemImage::load(&bytes) }.unwrap())
     });
     // glibc recognises the same file (device, inode) and shares one object.
     report("SystemImage::load_fd", &|| {
-        Box::new(SystemImage::load_fd(&file, 0, len).unwrap())
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        Box::new(unsafe { SystemImage::load_fd(&file, 0, len) }.unwrap())
     });
 
     let mut g = c.benchmark_group(format!("load+call+drop/{LIB}"));
     g.bench_function("ElfImage::load (copy)", |b| {
         b.iter(|| {
-            let img = ElfImage::load(&bytes).unwrap();
+            // SAFETY: a trusted test or machine library (its initialisers run).
+            let img = unsafe { ElfImage::load(&bytes) }.unwrap();
             black_box(use_it(&img))
         })
     });
     g.bench_function("ElfImage::load_fd (mapped)", |b| {
         b.iter(|| {
-            let img = ElfImage::load_fd(&file, 0, len).unwrap();
+            // SAFETY: a trusted test or machine library (its initialisers run).
+            let img = unsafe { ElfImage::load_fd(&file, 0, len) }.unwrap();
             black_box(use_it(&img))
         })
     });
     g.bench_function("ElfImage::load_fd unaligned (copied)", |b| {
         b.iter(|| {
-            let img = ElfImage::load_fd(&container, 1000, len).unwrap();
+            // SAFETY: a trusted test or machine library (its initialisers run).
+            let img = unsafe { ElfImage::load_fd(&container, 1000, len) }.unwrap();
             black_box(use_it(&img))
         })
     });
     g.bench_function("SystemImage::load (memfd)", |b| {
         b.iter(|| {
-            let img = SystemImage::load(&bytes).unwrap();
+            // SAFETY: a trusted test or machine library (its initialisers run).
+            let img = unsafe { SystemImage::load(&bytes) }.unwrap();
             black_box(use_it(&img))
         })
     });
     g.bench_function("SystemImage::load_fd (the file)", |b| {
         b.iter(|| {
-            let img = SystemImage::load_fd(&file, 0, len).unwrap();
+            // SAFETY: a trusted test or machine library (its initialisers run).
+            let img = unsafe { SystemImage::load_fd(&file, 0, len) }.unwrap();
             black_box(use_it(&img))
         })
     });

@@ -95,12 +95,32 @@ impl ElfImage {
     /// Loads an ELF shared object from `bytes` with default [`Options`].
     ///
     /// The segments are copied; `bytes` may be dropped afterwards.
-    pub fn load(bytes: &[u8]) -> Result<Self> {
-        Self::load_with(bytes, &Options::default())
+    ///
+    /// # Safety
+    ///
+    /// Loading runs the library's code: its ifunc resolvers and initialisers
+    /// (`DT_INIT`, `DT_INIT_ARRAY`) now, its finalisers when the image is
+    /// dropped. That is calling unknown foreign functions, which may impose
+    /// any requirement on the caller: the library must be one you trust to
+    /// run in this process, bound to the imports the resolver chain gives it.
+    /// memdl checks the file's structure before any of its code runs (a
+    /// malformed file is an [`Error`], never undefined behaviour), but it
+    /// cannot check what that code does.
+    ///
+    /// ```compile_fail
+    /// // Loading outside `unsafe` does not compile:
+    /// let img = memdl::ElfImage::load(b"\x7fELF");
+    /// ```
+    pub unsafe fn load(bytes: &[u8]) -> Result<Self> {
+        // SAFETY: the caller's promise, forwarded.
+        unsafe { Self::load_with(bytes, &Options::default()) }
     }
 
     /// Loads `bytes` under `options`.
-    pub fn load_with(bytes: &[u8], options: &Options) -> Result<Self> {
+    ///
+    /// # Safety
+    /// As [`ElfImage::load`].
+    pub unsafe fn load_with(bytes: &[u8], options: &Options) -> Result<Self> {
         let page = page_size() as u64;
         let layout = Layout::parse(bytes, page, &options.limits)?;
         let mapping = reserve(&layout, RW)?;
@@ -134,15 +154,29 @@ impl ElfImage {
     /// ```no_run
     /// # fn main() -> Result<(), memdl::Error> {
     /// let container = std::fs::File::open("model.bin").unwrap();
-    /// let img = memdl::ElfImage::load_fd(&container, 4096, 81_920)?;
+    /// // SAFETY: model.bin is ours and nothing writes to it while loaded.
+    /// let img = unsafe { memdl::ElfImage::load_fd(&container, 4096, 81_920)? };
     /// # Ok(()) }
     /// ```
-    pub fn load_fd(fd: impl AsFd, offset: u64, len: u64) -> Result<Self> {
-        Self::load_fd_with(fd, offset, len, &Options::default())
+    ///
+    /// # Safety
+    /// As [`ElfImage::load`]; and the file must not change or shrink while
+    /// the image lives (see above).
+    pub unsafe fn load_fd(fd: impl AsFd, offset: u64, len: u64) -> Result<Self> {
+        // SAFETY: the caller's promise, forwarded.
+        unsafe { Self::load_fd_with(fd, offset, len, &Options::default()) }
     }
 
     /// [`ElfImage::load_fd`] under `options`.
-    pub fn load_fd_with(fd: impl AsFd, offset: u64, len: u64, options: &Options) -> Result<Self> {
+    ///
+    /// # Safety
+    /// As [`ElfImage::load_fd`].
+    pub unsafe fn load_fd_with(
+        fd: impl AsFd,
+        offset: u64,
+        len: u64,
+        options: &Options,
+    ) -> Result<Self> {
         let fd = fd.as_fd();
         checked_file_range(fd, offset, len)?;
         // Only the headers are read (`pread`): mapping the whole range to
@@ -179,17 +213,27 @@ impl ElfImage {
     /// let file = std::fs::File::open("bundle.bin").unwrap();
     /// // SAFETY (of the map): nobody truncates bundle.bin while mapped.
     /// let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
-    /// let img = memdl::ElfImage::load_mapped(&map[65536..65536 + 81_920])?;
+    /// // SAFETY: the library in bundle.bin is trusted (its initialisers run).
+    /// let img = unsafe { memdl::ElfImage::load_mapped(&map[65536..65536 + 81_920])? };
     /// # Ok(()) }
     /// ```
-    pub fn load_mapped(bytes: &[u8]) -> Result<Self> {
-        Self::load_mapped_with(bytes, &Options::default())
+    ///
+    /// # Safety
+    /// As [`ElfImage::load_fd`]: the library is trusted, and its file does
+    /// not change while the image lives.
+    pub unsafe fn load_mapped(bytes: &[u8]) -> Result<Self> {
+        // SAFETY: the caller's promise, forwarded.
+        unsafe { Self::load_mapped_with(bytes, &Options::default()) }
     }
 
     /// [`ElfImage::load_mapped`] under `options`.
-    pub fn load_mapped_with(bytes: &[u8], options: &Options) -> Result<Self> {
+    ///
+    /// # Safety
+    /// As [`ElfImage::load_mapped`].
+    pub unsafe fn load_mapped_with(bytes: &[u8], options: &Options) -> Result<Self> {
         let Some(backing) = crate::map::file_backing(bytes.as_ptr() as usize, bytes.len()) else {
-            return Self::load_with(bytes, options);
+            // SAFETY: the caller's promise, forwarded.
+            return unsafe { Self::load_with(bytes, options) };
         };
         let layout = Layout::parse(bytes, page_size() as u64, &options.limits)?;
         let source = Source::Bytes(bytes);

@@ -13,7 +13,8 @@
 //! ```no_run
 //! # fn main() -> Result<(), memdl::Error> {
 //! let bytes = std::fs::read("libexample.so").unwrap();
-//! let img = memdl::ElfImage::load(&bytes)?;
+//! // SAFETY: loading runs the library's initialisers; this one is trusted.
+//! let img = unsafe { memdl::ElfImage::load(&bytes)? };
 //! let add: memdl::Symbol<'_, unsafe extern "C" fn(i32, i32) -> i32> =
 //!     unsafe { img.get("add")? };
 //! assert_eq!(unsafe { add(2, 3) }, 5);

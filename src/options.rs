@@ -81,10 +81,11 @@ pub enum SystemStrategy {
 /// ```no_run
 /// # fn f(bytes: &[u8]) -> Result<(), memdl::Error> {
 /// extern "C" fn host_log(x: i32) -> i32 { x }
-/// let img = memdl::Options::new()
+/// let options = memdl::Options::new()
 ///     .symbol("host_log", host_log as *const std::ffi::c_void)
-///     .deny_host_lookups()          // imports may only come from `symbol`
-///     .load(bytes)?;
+///     .deny_host_lookups(); // imports may only come from `symbol`
+/// // SAFETY: the library is trusted to run with only `host_log` bound.
+/// let img = unsafe { options.load(bytes)? };
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug, Default)]
@@ -139,13 +140,21 @@ impl Options {
     }
 
     /// Loads `bytes` with the custom loader under these options.
-    pub fn load(&self, bytes: &[u8]) -> crate::Result<crate::ElfImage> {
-        crate::ElfImage::load_with(bytes, self)
+    ///
+    /// # Safety
+    /// As [`crate::ElfImage::load`].
+    pub unsafe fn load(&self, bytes: &[u8]) -> crate::Result<crate::ElfImage> {
+        // SAFETY: the caller's promise, forwarded.
+        unsafe { crate::ElfImage::load_with(bytes, self) }
     }
 
     /// Loads `bytes` with the system backend under these options.
-    pub fn load_system(&self, bytes: &[u8]) -> crate::Result<crate::SystemImage> {
-        crate::SystemImage::load_with(bytes, self)
+    ///
+    /// # Safety
+    /// As [`crate::SystemImage::load`].
+    pub unsafe fn load_system(&self, bytes: &[u8]) -> crate::Result<crate::SystemImage> {
+        // SAFETY: the caller's promise, forwarded.
+        unsafe { crate::SystemImage::load_with(bytes, self) }
     }
 }
 

@@ -30,7 +30,8 @@ use crate::{ElfImage, SystemImage};
 /// code.send(&host)?;
 /// // Sandbox (usually another process, holding the other end):
 /// let code = memdl::SealedElf::recv(&sandbox)?;
-/// let img = code.load()?;
+/// // SAFETY: libkernel.so is trusted; the seals keep it unchanged.
+/// let img = unsafe { code.load()? };
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
@@ -83,24 +84,40 @@ impl SealedElf {
 
     /// Loads it with memdl's loader, segments mapped from the memfd
     /// ([`ElfImage::load_fd`]).
-    pub fn load(&self) -> Result<ElfImage> {
-        ElfImage::load_fd(&self.file, 0, self.len)
+    ///
+    /// # Safety
+    /// As [`ElfImage::load`]: the library's code runs.
+    pub unsafe fn load(&self) -> Result<ElfImage> {
+        // SAFETY: the caller's promise; the seals keep the file unchanged.
+        unsafe { ElfImage::load_fd(&self.file, 0, self.len) }
     }
 
     /// [`SealedElf::load`] under `options`.
-    pub fn load_with(&self, options: &Options) -> Result<ElfImage> {
-        ElfImage::load_fd_with(&self.file, 0, self.len, options)
+    ///
+    /// # Safety
+    /// As [`ElfImage::load`]: the library's code runs.
+    pub unsafe fn load_with(&self, options: &Options) -> Result<ElfImage> {
+        // SAFETY: the caller's promise; the seals keep the file unchanged.
+        unsafe { ElfImage::load_fd_with(&self.file, 0, self.len, options) }
     }
 
     /// Loads it with the system loader ([`SystemImage::load_fd`]: the memfd
     /// itself, through a duplicate of its descriptor, on Linux).
-    pub fn load_system(&self) -> Result<SystemImage> {
-        SystemImage::load_fd(&self.file, 0, self.len)
+    ///
+    /// # Safety
+    /// As [`SystemImage::load`]: the library's code runs.
+    pub unsafe fn load_system(&self) -> Result<SystemImage> {
+        // SAFETY: the caller's promise; the seals keep the file unchanged.
+        unsafe { SystemImage::load_fd(&self.file, 0, self.len) }
     }
 
     /// [`SealedElf::load_system`] under `options`.
-    pub fn load_system_with(&self, options: &Options) -> Result<SystemImage> {
-        SystemImage::load_fd_with(&self.file, 0, self.len, options)
+    ///
+    /// # Safety
+    /// As [`SystemImage::load`]: the library's code runs.
+    pub unsafe fn load_system_with(&self, options: &Options) -> Result<SystemImage> {
+        // SAFETY: the caller's promise; the seals keep the file unchanged.
+        unsafe { SystemImage::load_fd_with(&self.file, 0, self.len, options) }
     }
 
     /// Another descriptor of the same sealed file (close-on-exec).

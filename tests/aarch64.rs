@@ -156,11 +156,13 @@ fn tls_checks<L: Library + Sync>(lib: &L) {
 fn tls_works_in_every_dialect_on_both_backends() {
     for (name, dialect) in tls_libraries() {
         let bytes = test_lib(name);
-        let img = ElfImage::load(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let img = unsafe { ElfImage::load(&bytes) }.unwrap_or_else(|e| panic!("{name}: {e}"));
         tls_checks(&img);
         // Blocks of exited threads are freed; the main thread's remains.
         assert_eq!(img.live_tls_blocks(), 1, "{name} ({dialect})");
-        let sys = SystemImage::load(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let sys = unsafe { SystemImage::load(&bytes) }.unwrap_or_else(|e| panic!("{name}: {e}"));
         tls_checks(&sys);
     }
 }
@@ -169,13 +171,15 @@ fn tls_works_in_every_dialect_on_both_backends() {
 fn static_tls_is_refused_by_memdl_and_works_in_the_system_loader() {
     // test-dylibs/tls_ie.c, shared with tests/tls.rs.
     let bytes = test_lib("tlsie");
-    match ElfImage::load(&bytes) {
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    match unsafe { ElfImage::load(&bytes) } {
         Err(Error::StaticTls { .. }) => {}
         other => panic!("initial-exec TLS: {other:?}"),
     }
     // glibc places it in the surplus of its static TLS area if it fits,
     // and says so when it does not.
-    match SystemImage::load(&bytes) {
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    match unsafe { SystemImage::load(&bytes) } {
         Ok(sys) => {
             // SAFETY: int ie_next(void); ie_value starts at 5.
             assert_eq!(unsafe { f::<IntFn, _>(&sys, "ie_next")() }, 6);
@@ -252,8 +256,10 @@ fn irelative_and_exported_ifuncs_agree_with_the_system_loader() {
         relocation_types(&bytes).contains(&r::IRELATIVE),
         "the hidden ifunc must be bound by an IRELATIVE relocation"
     );
-    let img = ElfImage::load(&bytes).unwrap();
-    let sys = SystemImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let sys = unsafe { SystemImage::load(&bytes) }.unwrap();
     let seen = |lib: &dyn Fn(&str) -> usize| {
         // SAFETY: addresses of uint64_t globals of test-dylibs/ifunc_hwcap.c.
         unsafe {
@@ -341,7 +347,8 @@ fn libraries_linked_for_each_page_size_load_where_the_page_allows() {
     for (name, max_page) in [("pages4k", 4096), ("pages16k", 16384), ("pages64k", 65536)] {
         let bytes = test_lib(name);
         if page <= max_page {
-            let img = ElfImage::load(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            // SAFETY: a trusted test or machine library (its initialisers run).
+            let img = unsafe { ElfImage::load(&bytes) }.unwrap_or_else(|e| panic!("{name}: {e}"));
             example_runs(&img);
             // The load bias keeps the segments' own alignment, not just
             // the page's.
@@ -378,21 +385,26 @@ fn libraries_linked_for_each_page_size_load_where_the_page_allows() {
             // From a file: segments congruent with the file offsets map
             // zero-copy at this page size.
             let file = std::fs::File::open(test_lib_path(name)).unwrap();
-            let img = ElfImage::load_fd(&file, 0, bytes.len() as u64).unwrap();
+            // SAFETY: a trusted test or machine library (its initialisers run).
+            let img = unsafe { ElfImage::load_fd(&file, 0, bytes.len() as u64) }.unwrap();
             example_runs(&img);
             assert!(
                 img.segments().any(|s| s.placement == Placement::Mapped),
                 "{name}: nothing mapped from the file at {page}-byte pages"
             );
-            let sys = SystemImage::load(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            // SAFETY: a trusted test or machine library (its initialisers run).
+            let sys =
+                unsafe { SystemImage::load(&bytes) }.unwrap_or_else(|e| panic!("{name}: {e}"));
             example_runs(&sys);
         } else if congruent(&bytes, page) {
             // Linked for smaller pages but laid out so it still fits.
-            example_runs(&ElfImage::load(&bytes).unwrap());
+            // SAFETY: a trusted test or machine library (its initialisers run).
+            example_runs(&unsafe { ElfImage::load(&bytes) }.unwrap());
         } else {
             // Linked for smaller pages: refused with a clear error, never
             // mapped wrongly.
-            match ElfImage::load(&bytes) {
+            // SAFETY: a trusted test or machine library (its initialisers run).
+            match unsafe { ElfImage::load(&bytes) } {
                 Err(Error::BadSegment { .. }) => {}
                 other => panic!("{name} at {page}-byte pages: {other:?}"),
             }

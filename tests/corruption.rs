@@ -219,7 +219,8 @@ fn wx_mapping() -> Option<String> {
 
 /// Loads one mutation and looks symbols up if it loaded.
 fn load_and_look_up(bytes: &[u8]) -> Result<(), Error> {
-    let img = Options::new().deny_host_lookups().load(bytes)?;
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { Options::new().deny_host_lookups().load(bytes) }?;
     if let Some(m) = wx_mapping() {
         panic!("writable and executable mapping after a load: {m}");
     }

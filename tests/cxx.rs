@@ -82,8 +82,10 @@ fn static_objects_and_containers_like_the_system_loader() {
     let _g = serial();
     take_events();
     let bytes = test_lib("cxxrt");
-    let ours = statics_and_containers(ElfImage::load(&bytes).unwrap());
-    let theirs = statics_and_containers(SystemImage::load(&bytes).unwrap());
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let ours = statics_and_containers(unsafe { ElfImage::load(&bytes) }.unwrap());
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let theirs = statics_and_containers(unsafe { SystemImage::load(&bytes) }.unwrap());
     assert_eq!(ours.0, "Z,A,B,C");
     assert_eq!(ours.1, "hello, world");
     assert_eq!(ours.2, 385);
@@ -99,8 +101,10 @@ fn thread_local_objects_are_destroyed_at_thread_exit() {
     let _g = serial();
     take_events();
     let bytes = test_lib("cxxrt");
-    let img = ElfImage::load(&bytes).unwrap();
-    let sys = SystemImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let sys = unsafe { SystemImage::load(&bytes) }.unwrap();
     assert_no_wx();
     let ours = thread_locals(&img);
     assert_eq!(
@@ -158,7 +162,8 @@ fn thread_locals(lib: &impl Library) -> ThreadLocalsResult {
 fn dropping_the_image_with_a_pending_thread_local_destructor() {
     let _g = serial();
     take_events();
-    let img = ElfImage::load(&test_lib("cxxrt")).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&test_lib("cxxrt")) }.unwrap();
     set_sink(&img);
     let push: unsafe extern "C" fn(c_int) -> c_int = sym(&img, "cxx_tl_push");
     let code = push as usize;
@@ -197,8 +202,10 @@ fn exceptions_inside_the_library() {
     let _g = serial();
     take_events();
     let bytes = test_lib("cxxrt");
-    let img = ElfImage::load(&bytes).unwrap();
-    let sys = SystemImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let sys = unsafe { SystemImage::load(&bytes) }.unwrap();
     let f: unsafe extern "C" fn(c_int) -> c_int = sym(&img, "cxx_throw_catch");
     let g: unsafe extern "C" fn(c_int) -> c_int = sym(&sys, "cxx_throw_catch");
     for v in [0, 5, 12345, 150, 999] {
@@ -245,8 +252,10 @@ fn exception_crosses_a_host_callback_into_the_loaded_caller() {
     let _g = serial();
     take_events();
     let bytes = test_lib("cxxrt");
-    let img = ElfImage::load(&bytes).unwrap();
-    let sys = SystemImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let sys = unsafe { SystemImage::load(&bytes) }.unwrap();
     for (backend, lib) in [("memdl", &img as &dyn Library), ("system", &sys)] {
         THROWER.store(
             lib.symbol_address(b"cxx_throw").unwrap() as usize,
@@ -294,7 +303,8 @@ fn frame_addresses(text: &str) -> Vec<usize> {
 fn backtrace_from_a_callback_shows_loaded_frames() {
     let _g = serial();
     take_events();
-    let img = ElfImage::load(&test_lib("cxxrt")).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&test_lib("cxxrt")) }.unwrap();
     let call: unsafe extern "C" fn(extern "C" fn(c_int), c_int) -> c_int =
         sym(&img, "cxx_call_host");
     // SAFETY: a function of the live library with a valid callback.
@@ -318,7 +328,8 @@ fn backtrace_from_a_callback_shows_loaded_frames() {
     assert!(loaded_line < me, "{text}");
 
     // The system loader's copy: the same frame, named by its dladdr.
-    let sys = SystemImage::load(&test_lib("cxxrt")).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let sys = unsafe { SystemImage::load(&test_lib("cxxrt")) }.unwrap();
     let call: unsafe extern "C" fn(extern "C" fn(c_int), c_int) -> c_int =
         sym(&sys, "cxx_call_host");
     // SAFETY: as above.
@@ -359,7 +370,8 @@ fn unwind_tables_are_registered_while_loaded_and_removed_on_drop() {
     take_events();
     let bytes = test_lib("cxxrt");
     for round in 0..3 {
-        let img = ElfImage::load(&bytes).unwrap();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let img = unsafe { ElfImage::load(&bytes) }.unwrap();
         let pc = img.symbol_address(b"cxx_throw_catch").unwrap() as usize + 1;
         let fde = find_fde(pc) as usize;
         assert_ne!(fde, 0, "round {round}: no FDE while loaded");

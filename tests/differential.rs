@@ -72,12 +72,16 @@ struct Loaded {
 /// (where segments are mapped from the file, so the bss tail of a file page
 /// must be zeroed by hand), both under `options`, and by the system loader.
 fn backends(bytes: &[u8], options: &Options) -> Vec<Loaded> {
-    let from_bytes = options.load(bytes).expect("memdl load");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let from_bytes = unsafe { options.load(bytes) }.expect("memdl load");
     // The library sits at a 64 KiB offset in the file: congruent to its
     // addresses for every page size, so its segments can be mapped.
-    let from_fd = ElfImage::load_fd_with(in_file(bytes), 65536, bytes.len() as u64, options)
-        .expect("memdl load_fd");
-    let system = options.load_system(bytes).expect("system load");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let from_fd =
+        unsafe { ElfImage::load_fd_with(in_file(bytes), 65536, bytes.len() as u64, options) }
+            .expect("memdl load_fd");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let system = unsafe { options.load_system(bytes) }.expect("system load");
     assert_no_wx();
     vec![
         Loaded {
@@ -178,8 +182,10 @@ fn exported_names(bytes: &[u8]) -> BTreeMap<String, Option<u64>> {
 /// Both backends export the same names (the file's own list), each at the
 /// same offset from the image base.
 fn same_exports(bytes: &[u8]) {
-    let custom = ElfImage::load(bytes).expect("memdl load");
-    let system = SystemImage::load(bytes).expect("system load");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let custom = unsafe { ElfImage::load(bytes) }.expect("memdl load");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let system = unsafe { SystemImage::load(bytes) }.expect("system load");
     let listed: BTreeSet<String> = custom
         .exports()
         .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
@@ -590,10 +596,13 @@ fn weak_symbols_and_visibility() {
 /// at 0, and the library works.
 #[test]
 fn weak_imports_need_no_host() {
-    let img = Options::new()
-        .deny_host_lookups()
-        .load(&test_lib("linkage"))
-        .unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe {
+        Options::new()
+            .deny_host_lookups()
+            .load(&test_lib("linkage"))
+    }
+    .unwrap();
     let seen = exercise_linkage(&img);
     assert_eq!(
         seen[..3],
@@ -676,7 +685,8 @@ fn ifunc_resolved_for_lookups_and_relocations() {
     // ElfImage::exports() lists an ifunc where the symbol table puts it,
     // at its resolver; only a lookup calls the resolver.
     let bytes = test_lib("ifunc");
-    let img = ElfImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
     let listed = img.exports().find(|(n, _)| *n == b"scale").unwrap().1;
     let elf = goblin::elf::Elf::parse(&bytes).unwrap();
     let st_value = elf
@@ -696,8 +706,10 @@ fn ifunc_resolved_for_lookups_and_relocations() {
 fn symbol_versions() {
     let bytes = test_lib("versioned");
     type IntFn = unsafe extern "C" fn(c_int) -> c_int;
-    let custom = ElfImage::load(&bytes).unwrap();
-    let system = SystemImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let custom = unsafe { ElfImage::load(&bytes) }.unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let system = unsafe { SystemImage::load(&bytes) }.unwrap();
     assert_no_wx();
     // `versioned(name, version)` is the backend's versioned lookup.
     let observe = |plain: &dyn Library, versioned: &dyn Fn(&str, &str) -> Option<IntFn>| {
@@ -859,7 +871,8 @@ fn large_bss() {
     // at the start of the bss were written by the loader over the file's
     // bytes that follow the data in the same page.
     let bytes = test_lib("bigbss");
-    let img = ElfImage::load_fd(in_file(&bytes), 65536, bytes.len() as u64).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load_fd(in_file(&bytes), 65536, bytes.len() as u64) }.unwrap();
     assert!(img
         .segments()
         .any(|s| s.placement == Placement::Mapped && s.flags & PF_W != 0));
@@ -971,10 +984,13 @@ fn host_callback_from_global_scope() {
 
 #[test]
 fn host_callback_missing_when_host_lookups_are_denied() {
-    let err = Options::new()
-        .deny_host_lookups()
-        .load(&test_lib("callback"))
-        .unwrap_err();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let err = unsafe {
+        Options::new()
+            .deny_host_lookups()
+            .load(&test_lib("callback"))
+    }
+    .unwrap_err();
     match err {
         Error::UnresolvedSymbols { names } => assert_eq!(names, ["memdl_test_host_scale"]),
         other => panic!("expected UnresolvedSymbols, got {other:?}"),
@@ -983,19 +999,25 @@ fn host_callback_missing_when_host_lookups_are_denied() {
 
 #[test]
 fn host_callback_from_options_comes_first() {
-    let img = Options::new()
-        .symbol("memdl_test_host_scale", options_scale as *const c_void)
-        .deny_host_lookups()
-        .load(&test_lib("callback"))
-        .unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe {
+        Options::new()
+            .symbol("memdl_test_host_scale", options_scale as *const c_void)
+            .deny_host_lookups()
+            .load(&test_lib("callback"))
+    }
+    .unwrap();
     assert_eq!(
         exercise_callback(&img),
         expect!["callback_sum(2, 3)" => 500, "bound to" => "options_scale"]
     );
-    let img = Options::new()
-        .symbol("memdl_test_host_scale", options_scale as *const c_void)
-        .load(&test_lib("callback"))
-        .unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe {
+        Options::new()
+            .symbol("memdl_test_host_scale", options_scale as *const c_void)
+            .load(&test_lib("callback"))
+    }
+    .unwrap();
     assert_eq!(
         exercise_callback(&img),
         expect!["callback_sum(2, 3)" => 500, "bound to" => "options_scale"]

@@ -63,8 +63,10 @@ fn here() {}
 fn imports_are_bound_to_memdls_services() {
     let _g = serial();
     let bytes = test_lib("dlsvc");
-    let img = ElfImage::load(&bytes).unwrap();
-    let sys = SystemImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let sys = unsafe { SystemImage::load(&bytes) }.unwrap();
     assert_no_wx();
     let names = [
         c"dladdr",
@@ -100,8 +102,10 @@ fn imports_are_bound_to_memdls_services() {
 fn dladdr_from_loaded_code() {
     let _g = serial();
     let bytes = test_lib("dlsvc");
-    let img = ElfImage::load(&bytes).unwrap();
-    let sys = SystemImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let sys = unsafe { SystemImage::load(&bytes) }.unwrap();
     for (backend, base, self_fn, dladdr_fn) in [
         (
             "memdl",
@@ -156,7 +160,8 @@ fn dladdr_from_loaded_code() {
 #[test]
 fn dlsym_from_loaded_code_finds_its_own_exports() {
     let _g = serial();
-    let img = ElfImage::load(&test_lib("dlsvc")).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&test_lib("dlsvc")) }.unwrap();
     let marker = img.symbol_address(b"dlsvc_marker").unwrap() as usize;
     for f in [
         "dlsvc_dlsym_default",
@@ -211,8 +216,10 @@ fn dlsym_from_loaded_code_finds_its_own_exports() {
 fn dlerror_reports_a_failed_lookup_once() {
     let _g = serial();
     let bytes = test_lib("dlsvc");
-    let img = ElfImage::load(&bytes).unwrap();
-    let sys = SystemImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let sys = unsafe { SystemImage::load(&bytes) }.unwrap();
     for (backend, dlsym, dlerror) in [
         (
             "memdl",
@@ -253,8 +260,10 @@ fn dlerror_reports_a_failed_lookup_once() {
 fn dl_iterate_phdr_from_loaded_code_sees_the_image() {
     let _g = serial();
     let bytes = test_lib("dlsvc");
-    let img = ElfImage::load(&bytes).unwrap();
-    let sys = SystemImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let sys = unsafe { SystemImage::load(&bytes) }.unwrap();
     let info = memdl::images()
         .into_iter()
         .find(|i| i.base == img.base_address())
@@ -289,7 +298,8 @@ fn dl_iterate_phdr_from_loaded_code_sees_the_image() {
 #[test]
 fn find_symbol_and_images_for_rust_callers() {
     let _g = serial();
-    let img = ElfImage::load(&test_lib("dlsvc")).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&test_lib("dlsvc")) }.unwrap();
     let marker = img.symbol_address(b"dlsvc_marker").unwrap() as usize;
     let info = memdl::find_symbol((marker + 3) as *const c_void).unwrap();
     assert_eq!(info.symbol.as_deref(), Some("dlsvc_marker"));
@@ -300,7 +310,8 @@ fn find_symbol_and_images_for_rust_callers() {
     // Not a memdl image: None.
     assert!(memdl::find_symbol(here as fn() as *const c_void).is_none());
 
-    let second = ElfImage::load(&test_lib("example")).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let second = unsafe { ElfImage::load(&test_lib("example")) }.unwrap();
     let bases: Vec<usize> = memdl::images().iter().map(|i| i.base).collect();
     let (a, b) = (
         bases.iter().position(|&x| x == img.base_address()),

@@ -39,7 +39,8 @@ fn container(head: usize) -> (tempfile::TempPath, u64, u64) {
 fn whole_file_maps_every_segment_from_the_file() {
     let file = std::fs::File::open(zlib_path()).unwrap();
     let len = file.metadata().unwrap().len();
-    let img = ElfImage::load_fd(&file, 0, len).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load_fd(&file, 0, len) }.unwrap();
     check_crc(&img);
     let segs: Vec<_> = img.segments().collect();
     assert!(segs.len() >= 2);
@@ -78,7 +79,8 @@ fn whole_file_maps_every_segment_from_the_file() {
 fn page_aligned_offset_is_zero_copy() {
     let (path, offset, len) = container(page() as usize * 3);
     let file = std::fs::File::open(&path).unwrap();
-    let img = ElfImage::load_fd(&file, offset, len).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load_fd(&file, offset, len) }.unwrap();
     check_crc(&img);
     assert!(img.segments().all(|s| s.placement == Placement::Mapped));
 }
@@ -87,7 +89,8 @@ fn page_aligned_offset_is_zero_copy() {
 fn unaligned_offset_is_copied() {
     let (path, offset, len) = container(1000);
     let file = std::fs::File::open(&path).unwrap();
-    let img = ElfImage::load_fd(&file, offset, len).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load_fd(&file, offset, len) }.unwrap();
     check_crc(&img);
     assert!(img.segments().all(|s| s.placement == Placement::Copied));
     // The file can go away: nothing refers to it any more.
@@ -101,7 +104,8 @@ fn range_past_the_end_of_the_file_is_an_error() {
     let (path, offset, len) = container(1000);
     let file = std::fs::File::open(&path).unwrap();
     for (o, l) in [(offset, len + 10_000), (u64::MAX - 10, 100), (offset, 0)] {
-        let err = ElfImage::load_fd(&file, o, l).unwrap_err();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let err = unsafe { ElfImage::load_fd(&file, o, l) }.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -115,7 +119,8 @@ fn range_past_the_end_of_the_file_is_an_error() {
     }
     // Wrong offset: not an ELF there.
     assert!(matches!(
-        ElfImage::load_fd(&file, offset + 1, len - 1),
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        unsafe { ElfImage::load_fd(&file, offset + 1, len - 1) },
         Err(Error::BadMagic)
     ));
 }
@@ -126,7 +131,8 @@ fn bss_sharing_the_last_file_page_reads_as_zero() {
     let dir = zlib_path().parent().unwrap().to_owned();
     let file = std::fs::File::open(dir.join("libsqlite3.so.0")).unwrap();
     let len = file.metadata().unwrap().len();
-    let img = ElfImage::load_fd(&file, 0, len).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load_fd(&file, 0, len) }.unwrap();
     // SAFETY: sqlite3_libversion_number is int sqlite3_libversion_number(void).
     let v: memdl::Symbol<'_, unsafe extern "C" fn() -> i32> =
         unsafe { img.get("sqlite3_libversion_number") }.unwrap();
@@ -151,7 +157,8 @@ fn bytes_in_a_mapped_file_are_mapped_again_not_copied() {
     // SAFETY: the system's zlib is not truncated while the test runs.
     let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
     drop(file);
-    let img = ElfImage::load_mapped(&map).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load_mapped(&map) }.unwrap();
     check_crc(&img);
     assert!(
         all_placed(&img, Placement::Mapped),
@@ -168,7 +175,8 @@ fn bytes_in_a_mapped_file_are_mapped_again_not_copied() {
     // SAFETY: the container is this test's own file.
     let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
     let slice = &map[offset as usize..(offset + len) as usize];
-    let img = ElfImage::load_mapped(slice).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load_mapped(slice) }.unwrap();
     check_crc(&img);
     assert!(all_placed(&img, Placement::Mapped));
 
@@ -177,7 +185,9 @@ fn bytes_in_a_mapped_file_are_mapped_again_not_copied() {
     let file = std::fs::File::open(&path).unwrap();
     // SAFETY: as above.
     let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
-    let img = ElfImage::load_mapped(&map[offset as usize..(offset + len) as usize]).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img =
+        unsafe { ElfImage::load_mapped(&map[offset as usize..(offset + len) as usize]) }.unwrap();
     check_crc(&img);
     assert!(all_placed(&img, Placement::Copied));
 }
@@ -186,7 +196,8 @@ fn bytes_in_a_mapped_file_are_mapped_again_not_copied() {
 fn bytes_that_may_differ_from_any_file_are_copied() {
     // Heap bytes: nothing to map, the same as ElfImage::load.
     let heap = std::fs::read(zlib_path()).unwrap();
-    let img = ElfImage::load_mapped(&heap).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load_mapped(&heap) }.unwrap();
     check_crc(&img);
     assert!(all_placed(&img, Placement::Copied));
 
@@ -197,17 +208,24 @@ fn bytes_that_may_differ_from_any_file_are_copied() {
     // SAFETY: the container is this test's own file.
     let mut map = unsafe { memmap2::MmapOptions::new().map_copy(&file) }.unwrap();
     map[0] ^= 0xff;
-    let img = ElfImage::load_mapped(&map[offset as usize..(offset + len) as usize]).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img =
+        unsafe { ElfImage::load_mapped(&map[offset as usize..(offset + len) as usize]) }.unwrap();
     check_crc(&img);
     assert!(all_placed(&img, Placement::Copied));
 
     // Errors are the loader's, whatever the backing.
     assert!(matches!(
-        ElfImage::load_mapped(&map[1..(offset + len) as usize]),
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        unsafe { ElfImage::load_mapped(&map[1..(offset + len) as usize]) },
         Err(Error::BadMagic)
     ));
     // Empty input: the same answer as ElfImage::load gives.
-    assert!(matches!(ElfImage::load_mapped(&[]), Err(Error::BadMagic)));
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    assert!(matches!(
+        unsafe { ElfImage::load_mapped(&[]) },
+        Err(Error::BadMagic)
+    ));
 }
 
 #[test]
@@ -215,7 +233,8 @@ fn a_mapped_sealed_memfd_is_found_and_shared() {
     let sealed = memdl::SealedElf::new(&std::fs::read(zlib_path()).unwrap()).unwrap();
     // SAFETY: a sealed memfd cannot shrink.
     let map = unsafe { memdl_map(&sealed) };
-    let img = ElfImage::load_mapped(&map).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load_mapped(&map) }.unwrap();
     check_crc(&img);
     assert!(all_placed(&img, Placement::Mapped));
     // Its text is the memfd's pages, not a copy.
@@ -291,7 +310,8 @@ fn segments_sharing_a_page_are_copied_the_rest_mapped() {
 
     let file = std::fs::File::open(&lib).unwrap();
     let len = file.metadata().unwrap().len();
-    let img = ElfImage::load_fd(&file, 0, len).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load_fd(&file, 0, len) }.unwrap();
     let segs: Vec<_> = img.segments().collect();
     assert_eq!(segs.len(), 3, "{segs:?}");
     // The first two share page 0: both copied. The data has its own pages.
@@ -353,7 +373,8 @@ fn a_failure_after_segments_are_mapped_leaves_nothing_behind() {
     let file = std::fs::File::open(&path).unwrap();
     assert_eq!(uses_of(&path), (0, 1));
 
-    let err = ElfImage::load_fd(&file, head as u64, lib.len() as u64).unwrap_err();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let err = unsafe { ElfImage::load_fd(&file, head as u64, lib.len() as u64) }.unwrap_err();
     assert!(
         matches!(
             err,
@@ -369,7 +390,8 @@ fn a_failure_after_segments_are_mapped_leaves_nothing_behind() {
 
     // SAFETY: the file is this test's own.
     let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
-    let err = ElfImage::load_mapped(&map[head..]).unwrap_err();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let err = unsafe { ElfImage::load_mapped(&map[head..]) }.unwrap_err();
     assert!(
         matches!(
             err,

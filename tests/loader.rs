@@ -27,7 +27,8 @@ type CrcFn = unsafe extern "C" fn(c_ulong, *const u8, u32) -> c_ulong;
 fn zlib_loads_runs_and_honours_protections() {
     let _address_space = shared();
     let bytes = multiarch_lib("libz.so.1");
-    let img = ElfImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
     assert_eq!(img.soname(), Some("libz.so.1"));
     // SAFETY: zlib's crc32 is uLong crc32(uLong, const Bytef *, uInt), as CrcFn.
     let crc: memdl::Symbol<'_, CrcFn> = unsafe { img.get("crc32") }.unwrap();
@@ -54,7 +55,8 @@ fn zlib_loads_runs_and_honours_protections() {
 fn sqlite_resolves_its_imports_with_versions() {
     let _address_space = shared();
     let bytes = multiarch_lib("libsqlite3.so.0");
-    let img = ElfImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
     // SAFETY: sqlite's sqlite3_libversion is const char *sqlite3_libversion(void).
     let v: memdl::Symbol<'_, unsafe extern "C" fn() -> *const c_char> =
         unsafe { img.get("sqlite3_libversion") }.unwrap();
@@ -80,7 +82,8 @@ fn drop_unmaps_everything() {
     let bytes = multiarch_lib("libz.so.1");
     let (_, status) = common::run_in_child(|_| {
         let (lo, hi) = {
-            let img = ElfImage::load(&bytes).unwrap();
+            // SAFETY: a trusted test or machine library (its initialisers run).
+            let img = unsafe { ElfImage::load(&bytes) }.unwrap();
             let lo = img.base_address();
             let hi = img.exports().map(|(_, a)| a).max().unwrap() + 1;
             assert!(!mappings_in(lo, hi).is_empty());
@@ -99,7 +102,8 @@ fn drop_unmaps_everything() {
 fn denied_host_lookups_report_every_missing_import_and_run_nothing() {
     let _address_space = shared();
     let bytes = multiarch_lib("libz.so.1");
-    let err = Options::new().deny_host_lookups().load(&bytes).unwrap_err();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let err = unsafe { Options::new().deny_host_lookups().load(&bytes) }.unwrap_err();
     let Error::UnresolvedSymbols { names } = err else {
         panic!("expected UnresolvedSymbols, got {err:?}");
     };
@@ -125,10 +129,13 @@ fn host_symbols_come_before_the_global_scope() {
         unsafe { libc::malloc(n) }
     }
     let bytes = multiarch_lib("libz.so.1");
-    let img = Options::new()
-        .symbol("malloc", counting_malloc as *const c_void)
-        .load(&bytes)
-        .unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe {
+        Options::new()
+            .symbol("malloc", counting_malloc as *const c_void)
+            .load(&bytes)
+    }
+    .unwrap();
     type Compress = unsafe extern "C" fn(*mut u8, *mut c_ulong, *const u8, c_ulong) -> i32;
     // SAFETY: zlib's int compress(Bytef *, uLongf *, const Bytef *, uLong), as Compress.
     let compress: memdl::Symbol<'_, Compress> = unsafe { img.get("compress") }.unwrap();
@@ -157,7 +164,8 @@ fn host_symbols_come_before_the_global_scope() {
 fn lookups_find_exports_only() {
     let _address_space = shared();
     let bytes = multiarch_lib("libz.so.1");
-    let img = ElfImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
     // Imports are not exports.
     assert!(matches!(
         img.symbol_address(b"malloc"),
@@ -203,7 +211,8 @@ fn images_are_send_and_sync_and_usable_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<ElfImage>();
     let bytes = multiarch_lib("libz.so.1");
-    let img = ElfImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
     std::thread::scope(|s| {
         for _ in 0..4 {
             s.spawn(|| {
@@ -232,7 +241,8 @@ fn relro_is_read_only_after_load() {
         .iter()
         .find(|p| p.p_type == goblin::elf::program_header::PT_GNU_RELRO)
         .expect("zlib has PT_GNU_RELRO");
-    let img = ElfImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
     let page = common::page_size() as usize;
     let bias = img.base_address();
     let start = (bias + relro.p_vaddr as usize) & !(page - 1);
@@ -268,7 +278,8 @@ fn unwind_tables_of_a_valid_image_are_registered() {
     // The .eh_frame check in front of __register_frame accepts real
     // libraries: libgcc finds zlib's and libexample's frames.
     for bytes in [multiarch_lib("libz.so.1"), common::test_lib("example")] {
-        let img = ElfImage::load(&bytes).unwrap();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let img = unsafe { ElfImage::load(&bytes) }.unwrap();
         let name = if img.soname().is_some() {
             "crc32"
         } else {

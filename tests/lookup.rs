@@ -141,7 +141,8 @@ fn assert_same_answers(img: &ElfImage, names: &[Vec<u8>], versions: &[Vec<u8>], 
 /// Loads `bytes`, compares every query before the index, forces it, and
 /// compares again; returns the index's number of names.
 fn check_library(lib: &str, bytes: &[u8]) -> Option<usize> {
-    let img = ElfImage::load(bytes).ok()?;
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(bytes) }.ok()?;
     let names = queries(bytes);
     let versions = versions(bytes);
     // A load and a few lookups build nothing (the load benchmarks and the
@@ -210,7 +211,8 @@ fn index_answers_as_the_hash_table_for_every_test_library() {
     // The queries include names with a NUL that the hash table does find
     // (which the index must leave to it).
     let sysv = test_lib("sysv");
-    let img = ElfImage::load(&sysv).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&sysv) }.unwrap();
     assert!(queries(&sysv)
         .iter()
         .any(|q| q.contains(&0) && reference(&img, q, None).is_ok()));
@@ -255,7 +257,8 @@ fn index_answers_as_the_hash_table_for_machine_libraries() {
 
 #[test]
 fn hidden_versions_stay_hidden_after_the_index() {
-    let img = ElfImage::load(&test_lib("versioned")).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&test_lib("versioned")) }.unwrap();
     force_index(&img);
     assert!(img.__export_index().flatten().is_some());
     // foo@@V2 is the default, foo@V1 only by version, bar@V1 not at all.
@@ -284,7 +287,8 @@ fn hidden_versions_stay_hidden_after_the_index() {
 #[test]
 fn thread_local_and_ifunc_symbols_after_the_index() {
     // An ifunc is resolved at each lookup, through the index too.
-    let img = ElfImage::load(&test_lib("ifunc")).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&test_lib("ifunc")) }.unwrap();
     force_index(&img);
     assert!(img.__export_index().flatten().is_some());
     // SAFETY: int scale(int), an ifunc resolving to times_three.
@@ -294,7 +298,8 @@ fn thread_local_and_ifunc_symbols_after_the_index() {
 
     // A thread-local symbol has one address per thread, through the index.
     let bytes = test_lib("threadlocal");
-    let img = ElfImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
     force_index(&img);
     assert!(img.__export_index().flatten().is_some());
     let elf = Elf::parse(&bytes).unwrap();
@@ -324,7 +329,8 @@ fn thread_local_and_ifunc_symbols_after_the_index() {
 #[test]
 fn threads_agree_across_the_build() {
     for bytes in [machine_lib("libsqlite3.so.0"), test_lib("tls")] {
-        let img = ElfImage::load(&bytes).unwrap();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let img = unsafe { ElfImage::load(&bytes) }.unwrap();
         let names = queries(&bytes);
         let threads = 4;
         let barrier = std::sync::Barrier::new(threads);
@@ -405,7 +411,8 @@ fn a_degenerate_hash_table_gives_up_the_index_and_still_answers() {
         }
         bytes[c..c + 4].copy_from_slice(&v.to_le_bytes());
     }
-    let img = ElfImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
     force_index(&img);
     assert_eq!(img.__export_index(), Some(None), "given up");
     let names = queries(&bytes);
@@ -449,7 +456,8 @@ fn names_the_hash_table_cannot_find_stay_unfound() {
     };
     bytes[chain_of] ^= 0x10;
     bytes[sym_of[0]..sym_of[0] + 4].copy_from_slice(&(name_field as u32).to_le_bytes());
-    let img = ElfImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
     let listed: BTreeSet<&[u8]> = img.exports().map(|(n, _)| n).collect();
     assert!(
         listed.contains(&b"many_500"[..]),

@@ -236,7 +236,8 @@ impl Case {
 /// `bytes` loaded with `load_fd` from a sealed memfd holding them (closed
 /// again before returning).
 fn load_fd(bytes: &[u8], options: &Options) -> Result<ElfImage, Error> {
-    memdl::SealedElf::new(bytes)?.load_with(options)
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    unsafe { memdl::SealedElf::new(bytes)?.load_with(options) }
 }
 
 fn cases() -> Vec<Case> {
@@ -1835,7 +1836,8 @@ fn every_malformed_case_is_a_specific_error_and_leaks_nothing() {
         bytes: multiarch_lib("libz.so.1"),
     };
     // The unpatched library loads: the patches, not the base, cause the errors.
-    drop(memdl::ElfImage::load(&base.bytes).expect("unpatched zlib loads"));
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    drop(unsafe { memdl::ElfImage::load(&base.bytes) }.expect("unpatched zlib loads"));
 
     let cases = cases();
     assert!(cases.len() >= 30, "at least 30 named cases");
@@ -1851,7 +1853,8 @@ fn every_malformed_case_is_a_specific_error_and_leaks_nothing() {
         for how in ["load", "load_fd"] {
             let (maps, fds) = (maps_lines(), open_fds());
             let result = catch_unwind(AssertUnwindSafe(|| match how {
-                "load" => c.options.load(&elf.bytes).map(drop),
+                // SAFETY: a trusted test or machine library (its initialisers run).
+                "load" => unsafe { c.options.load(&elf.bytes) }.map(drop),
                 _ => load_fd(&elf.bytes, &c.options).map(drop),
             }));
             let (maps_after, fds_after) = (maps_lines(), open_fds());
@@ -1875,7 +1878,8 @@ fn every_malformed_case_is_a_specific_error_and_leaks_nothing() {
     // Corruptions the loader accepts: lookups must stay inside the image.
     // (The unmodified libexample's frames are registered, so the .eh_frame
     // cases below test the check, not an absent registration.)
-    let example = memdl::ElfImage::load(&common::test_lib("example")).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let example = unsafe { memdl::ElfImage::load(&common::test_lib("example")) }.unwrap();
     assert!(add_has_fde(&example));
     drop(example);
     let lookups = lookup_cases();
@@ -1889,8 +1893,8 @@ fn every_malformed_case_is_a_specific_error_and_leaks_nothing() {
         (c.patch)(&mut elf);
         let (maps, fds) = (maps_lines(), open_fds());
         let result = catch_unwind(AssertUnwindSafe(|| {
-            Options::new()
-                .load(&elf.bytes)
+            // SAFETY: a trusted test or machine library (its initialisers run).
+            unsafe { Options::new().load(&elf.bytes) }
                 .map_err(|e| format!("did not load: {e:?} ({e})"))
                 .and_then(|img| {
                     (c.check)(&img)?;

@@ -90,7 +90,8 @@ fn a_small_address_space_limit_is_a_map_error_with_nothing_left_behind() {
             }
         }
         let (maps, fds) = (maps_count(), open_fds());
-        let err = match ElfImage::load(&bytes) {
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let err = match unsafe { ElfImage::load(&bytes) } {
             Ok(_) => return Err("loaded under a 64 MiB address space margin".into()),
             Err(e) => e,
         };
@@ -104,7 +105,8 @@ fn a_small_address_space_limit_is_a_map_error_with_nothing_left_behind() {
         // file, was the problem.
         // SAFETY: as above.
         unsafe { libc::setrlimit(libc::RLIMIT_AS, &old) };
-        let img = ElfImage::load(&bytes).map_err(|e| format!("after the limit: {e}"))?;
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let img = unsafe { ElfImage::load(&bytes) }.map_err(|e| format!("after the limit: {e}"))?;
         // SAFETY: add(i32, i32) -> i32 in libexample.
         let add: memdl::Symbol<'_, unsafe extern "C" fn(i32, i32) -> i32> =
             unsafe { img.get("add") }.map_err(|e| e.to_string())?;
@@ -173,7 +175,8 @@ fn without_memfd_create_the_system_backend_falls_back_to_a_temp_file() {
         })?;
         let fds = open_fds();
         // Auto falls back to a temporary file.
-        let img = SystemImage::load(&bytes).map_err(|e| format!("Auto: {e}"))?;
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let img = unsafe { SystemImage::load(&bytes) }.map_err(|e| format!("Auto: {e}"))?;
         let used = img.strategy();
         check(
             matches!(
@@ -189,10 +192,12 @@ fn without_memfd_create_the_system_backend_falls_back_to_a_temp_file() {
         check(unsafe { add(2, 3) } == 5, || "add(2, 3)".into())?;
         drop(img);
         // Memfd explicitly: the error says what failed, nothing is left open.
-        let err = match Options::new()
-            .system_strategy(SystemStrategy::Memfd)
-            .load_system(&bytes)
-        {
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let err = match unsafe {
+            Options::new()
+                .system_strategy(SystemStrategy::Memfd)
+                .load_system(&bytes)
+        } {
             Ok(_) => return Err("Memfd strategy loaded without memfd_create".into()),
             Err(e) => e,
         };
@@ -227,7 +232,9 @@ fn load_drop_cycles_on_two_threads_keep_mappings_fds_and_rss_flat() {
                         let example = &example;
                         s.spawn(move || -> Result<(), String> {
                             for i in 0..ELF_CYCLES {
-                                let img = ElfImage::load(example).map_err(|e| e.to_string())?;
+                                // SAFETY: a trusted test or machine library (its initialisers run).
+                                let img = unsafe { ElfImage::load(example) }
+                                    .map_err(|e| e.to_string())?;
                                 // SAFETY: add(i32, i32) -> i32 in libexample.
                                 let add: memdl::Symbol<'_, unsafe extern "C" fn(i32, i32) -> i32> =
                                     unsafe { img.get("add") }.map_err(|e| e.to_string())?;
@@ -236,7 +243,9 @@ fn load_drop_cycles_on_two_threads_keep_mappings_fds_and_rss_flat() {
                                 check(unsafe { add(a, b) } == a + b, || "add".into())?;
                             }
                             for _ in 0..SYSTEM_CYCLES {
-                                let img = SystemImage::load(example).map_err(|e| e.to_string())?;
+                                // SAFETY: a trusted test or machine library (its initialisers run).
+                                let img = unsafe { SystemImage::load(example) }
+                                    .map_err(|e| e.to_string())?;
                                 check(img.symbol_address(b"mul").is_ok(), || "mul".into())?;
                             }
                             Ok(())

@@ -57,8 +57,10 @@ fn single_thread(lib: &impl Library) -> Vec<String> {
 fn std_collections_formatting_and_caught_panics_like_the_system_loader() {
     let _g = serial();
     let bytes = test_lib("rustlib");
-    let img = ElfImage::load(&bytes).unwrap();
-    let sys = SystemImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let sys = unsafe { SystemImage::load(&bytes) }.unwrap();
     assert_no_wx();
     let ours = single_thread(&img);
     let expected_format = format!(
@@ -146,8 +148,10 @@ fn thread_locals(lib: &impl Library) -> (Vec<(u64, u64, String)>, usize) {
 fn thread_locals_and_their_destructors_like_the_system_loader() {
     let _g = serial();
     let bytes = test_lib("rustlib");
-    let img = ElfImage::load(&bytes).unwrap();
-    let sys = SystemImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let sys = unsafe { SystemImage::load(&bytes) }.unwrap();
     let ours = thread_locals(&img);
     assert_eq!(img.live_tls_blocks(), 0, "TLS blocks left after exit");
     let theirs = thread_locals(&sys);
@@ -165,7 +169,8 @@ fn thread_locals_and_their_destructors_like_the_system_loader() {
 #[test]
 fn dropping_the_image_with_a_pending_thread_local_destructor() {
     let _g = serial();
-    let img = ElfImage::load(&test_lib("rustlib")).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&test_lib("rustlib")) }.unwrap();
     let guard: unsafe extern "C" fn() -> u64 = sym(&img, "rust_tl_guard");
     let code = guard as usize;
     let mapped = || !common::mappings_in(code, code + 1).is_empty();

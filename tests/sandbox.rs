@@ -45,11 +45,14 @@ fn an_import_outside_the_allowlist_is_refused_before_the_constructor_runs() {
     static COUNTER: AtomicI32 = AtomicI32::new(0);
     let bytes = test_lib("sandboxed");
     let fds = open_fds();
-    let err = Options::new()
-        .symbol("host_counter", addr(&COUNTER))
-        .deny_host_lookups()
-        .load(&bytes)
-        .unwrap_err();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let err = unsafe {
+        Options::new()
+            .symbol("host_counter", addr(&COUNTER))
+            .deny_host_lookups()
+            .load(&bytes)
+    }
+    .unwrap_err();
     assert_eq!(unresolved(err), ["host_hook"]);
     assert_eq!(COUNTER.load(Ordering::SeqCst), 0, "the constructor ran");
     // (Mapping counts are compared in tests/malformed.rs, which runs alone:
@@ -58,12 +61,15 @@ fn an_import_outside_the_allowlist_is_refused_before_the_constructor_runs() {
 
     // Granting the import: it loads, the constructor runs once, the import
     // is the host's function.
-    let img = Options::new()
-        .symbol("host_counter", addr(&COUNTER))
-        .symbol("host_hook", host_hook as *const c_void)
-        .deny_host_lookups()
-        .load(&bytes)
-        .unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe {
+        Options::new()
+            .symbol("host_counter", addr(&COUNTER))
+            .symbol("host_hook", host_hook as *const c_void)
+            .deny_host_lookups()
+            .load(&bytes)
+    }
+    .unwrap();
     assert_no_wx();
     assert_eq!(
         COUNTER.load(Ordering::SeqCst),
@@ -84,10 +90,13 @@ fn the_default_policy_refuses_the_same_library_before_its_constructor_too() {
     // the same way, and still nothing of the library ran.
     static COUNTER: AtomicI32 = AtomicI32::new(0);
     let bytes = test_lib("sandboxed");
-    let err = Options::new()
-        .symbol("host_counter", addr(&COUNTER))
-        .load(&bytes)
-        .unwrap_err();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let err = unsafe {
+        Options::new()
+            .symbol("host_counter", addr(&COUNTER))
+            .load(&bytes)
+    }
+    .unwrap_err();
     assert_eq!(unresolved(err), ["host_hook"]);
     assert_eq!(COUNTER.load(Ordering::SeqCst), 0);
 }
@@ -99,7 +108,8 @@ fn loader_services_that_reach_the_host_are_not_granted_silently() {
     let _serial = serial();
     let bytes = test_lib("sandboxdl");
     // Default policy: memdl's dlsym finds host symbols.
-    let img = memdl::ElfImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { memdl::ElfImage::load(&bytes) }.unwrap();
     // SAFETY: void *find_host_symbol(const char *) of test-dylibs/sandboxdl.c.
     let find: memdl::Symbol<'_, FindFn> = unsafe { img.get("find_host_symbol") }.unwrap();
     // SAFETY: a NUL-terminated string; the image is alive.
@@ -109,7 +119,8 @@ fn loader_services_that_reach_the_host_are_not_granted_silently() {
 
     // Deny: dlsym and dladdr are refused (dlerror, which only reports
     // memdl's own errors, is kept).
-    let err = Options::new().deny_host_lookups().load(&bytes).unwrap_err();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let err = unsafe { Options::new().deny_host_lookups().load(&bytes) }.unwrap_err();
     assert_eq!(unresolved(err), ["dladdr", "dlsym"]);
 
     // The host may grant them explicitly, with its own implementations.
@@ -119,12 +130,15 @@ fn loader_services_that_reach_the_host_are_not_granted_silently() {
     unsafe extern "C" fn no_dladdr(_: *const c_void, _: *mut c_void) -> i32 {
         0
     }
-    let img = Options::new()
-        .symbol("dlsym", no_dlsym as *const c_void)
-        .symbol("dladdr", no_dladdr as *const c_void)
-        .deny_host_lookups()
-        .load(&bytes)
-        .unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe {
+        Options::new()
+            .symbol("dlsym", no_dlsym as *const c_void)
+            .symbol("dladdr", no_dladdr as *const c_void)
+            .deny_host_lookups()
+            .load(&bytes)
+    }
+    .unwrap();
     // SAFETY: void *find_host_symbol(const char *) of test-dylibs/sandboxdl.c.
     let find: memdl::Symbol<'_, FindFn> = unsafe { img.get("find_host_symbol") }.unwrap();
     // SAFETY: a NUL-terminated string; the image and the granted dlsym are alive.
@@ -147,7 +161,8 @@ fn thread_local_storage_stays_available_to_a_sandbox() {
     let _serial = serial();
     // __tls_get_addr acts on the image's own TLS block only.
     let bytes = test_lib("sandboxtls");
-    let img = Options::new().deny_host_lookups().load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { Options::new().deny_host_lookups().load(&bytes) }.unwrap();
     // SAFETY: int count_call(void) of test-dylibs/sandboxtls.c.
     let count: memdl::Symbol<'_, unsafe extern "C" fn() -> i32> =
         unsafe { img.get("count_call") }.unwrap();
@@ -184,10 +199,12 @@ fn needed_libraries_are_never_opened_and_every_import_comes_from_the_allowlist()
         .expect("DT_NEEDED libc.so.6 string");
     bytes[at + 3] = b'Q';
     assert!(matches!(
-        memdl::ElfImage::load(&bytes),
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        unsafe { memdl::ElfImage::load(&bytes) },
         Err(Error::NeededLibrary { .. })
     ));
-    let err = Options::new().deny_host_lookups().load(&bytes).unwrap_err();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let err = unsafe { Options::new().deny_host_lookups().load(&bytes) }.unwrap_err();
     let missing = unresolved(err);
     for want in ["malloc", "free", "qsort", "snprintf"] {
         assert!(
@@ -206,7 +223,8 @@ fn needed_libraries_are_never_opened_and_every_import_comes_from_the_allowlist()
             options = options.symbol(&name, p);
         }
     }
-    let img = options.deny_host_lookups().load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { options.deny_host_lookups().load(&bytes) }.unwrap();
     type Format = unsafe extern "C" fn(*mut c_char, usize, i32, f64, *const c_char) -> i32;
     // SAFETY: int format_point(char *, unsigned long, int, double, const char *)
     // of test-dylibs/uselibc.c.

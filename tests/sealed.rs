@@ -87,16 +87,16 @@ fn child() {
     // nothing else in this process owns it.
     let sock = unsafe { UnixStream::from_raw_fd(CHILD_SOCKET_FD) };
     let sealed = SealedElf::recv(&sock).expect("receive");
-    let img = sealed.load().expect("ElfImage from the sealed fd");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { sealed.load() }.expect("ElfImage from the sealed fd");
     assert_eq!(call_add(&img, 2, 3), 5);
     let (shared, _, anon) = residency(text_address(&img));
     // The parent maps the same pages: they are shared, nothing was copied.
     assert!(shared > 0, "child: text not shared");
     assert_eq!(anon, 0, "child: text was copied");
 
-    let sys = sealed
-        .load_system()
-        .expect("SystemImage from the sealed fd");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let sys = unsafe { sealed.load_system() }.expect("SystemImage from the sealed fd");
     assert_eq!(sys.strategy(), SystemStrategyUsed::ProcFd);
     assert_eq!(call_add(&sys, 20, 22), 42);
 
@@ -115,7 +115,8 @@ fn code_sent_to_a_child_is_shared_not_copied() {
     }
     let _g = serial();
     let sealed = SealedElf::new(&test_lib("example")).unwrap();
-    let img = sealed.load().unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { sealed.load() }.unwrap();
     assert_eq!(call_add(&img, 1, 1), 2);
     let text = text_address(&img);
     // Alone, the parent's text page is private to it.
@@ -269,25 +270,38 @@ fn both_backends_load_in_process_and_garbage_is_refused() {
     // Opens descriptors: must not run while another test counts them.
     let _g = serial();
     let sealed = SealedElf::new(&test_lib("example")).unwrap();
-    let img = sealed.load().unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { sealed.load() }.unwrap();
     assert!(img.segments().all(|s| s.placement == Placement::Mapped));
     assert_eq!(call_add(&img, 40, 2), 42);
-    let sys = sealed.load_system().unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let sys = unsafe { sealed.load_system() }.unwrap();
     assert_eq!(sys.strategy(), SystemStrategyUsed::ProcFd);
     assert_eq!(call_add(&sys, 40, 2), 42);
     // Loading the same sealed file again shares the loader's object.
-    let sys2 = sealed.load_system().unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let sys2 = unsafe { sealed.load_system() }.unwrap();
     assert_eq!(sys2.base_address(), sys.base_address());
     drop(sys);
     assert_eq!(call_add(&sys2, 1, 2), 3);
     let clone = sealed.try_clone().unwrap();
     drop(sealed);
-    assert_eq!(call_add(&clone.load().unwrap(), 1, 2), 3);
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    assert_eq!(call_add(&unsafe { clone.load() }.unwrap(), 1, 2), 3);
 
     let junk = SealedElf::new(b"definitely not an ELF file").unwrap();
-    assert!(matches!(junk.load(), Err(Error::BadMagic)));
-    assert!(matches!(junk.load_system(), Err(Error::Dlopen { .. })));
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    assert!(matches!(unsafe { junk.load() }, Err(Error::BadMagic)));
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    assert!(matches!(
+        unsafe { junk.load_system() },
+        Err(Error::Dlopen { .. })
+    ));
     let empty = SealedElf::new(b"").unwrap();
     assert!(empty.is_empty());
-    assert!(matches!(empty.load(), Err(Error::Truncated { .. })));
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    assert!(matches!(
+        unsafe { empty.load() },
+        Err(Error::Truncated { .. })
+    ));
 }

@@ -92,7 +92,8 @@ fn assert_not_found(img: &SystemImage, name: &[u8]) {
 #[test]
 fn zlib_from_memory() {
     let _g = serial();
-    let img = SystemImage::load(&read_lib("libz.so.1")).expect("load zlib");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { SystemImage::load(&read_lib("libz.so.1")) }.expect("load zlib");
     assert_eq!(img.strategy(), SystemStrategyUsed::Memfd);
     assert_eq!(img.backend(), "memfd+dlopen");
     assert_eq!(zlib_crc32_hello(&img), 0x3610a686);
@@ -102,9 +103,9 @@ fn zlib_from_memory() {
     let crc = img.symbol_address(b"crc32").unwrap() as usize;
     assert!(crc > base, "crc32 {crc:#x} below the base {base:#x}");
     // Through Options too.
-    let img2 = Options::new()
-        .load_system(&read_lib("libz.so.1"))
-        .expect("load zlib again");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img2 =
+        unsafe { Options::new().load_system(&read_lib("libz.so.1")) }.expect("load zlib again");
     // A second, independent copy: another inode, another name.
     assert_ne!(img2.base_address(), base);
     assert_eq!(zlib_crc32_hello(&img2), 0x3610a686);
@@ -113,11 +114,14 @@ fn zlib_from_memory() {
 #[test]
 fn other_libraries_work() {
     let _g = serial();
-    let sqlite = SystemImage::load(&read_lib("libsqlite3.so.0")).expect("sqlite");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let sqlite = unsafe { SystemImage::load(&read_lib("libsqlite3.so.0")) }.expect("sqlite");
     assert!(version_string(&sqlite, "sqlite3_libversion").starts_with("3."));
-    let gmp = SystemImage::load(&read_lib("libgmp.so.10")).expect("gmp");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let gmp = unsafe { SystemImage::load(&read_lib("libgmp.so.10")) }.expect("gmp");
     assert!(gmp_version(&gmp).starts_with('6'), "{}", gmp_version(&gmp));
-    let uuid = SystemImage::load(&read_lib("libuuid.so.1")).expect("uuid");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let uuid = unsafe { SystemImage::load(&read_lib("libuuid.so.1")) }.expect("uuid");
     assert_eq!(
         uuid_roundtrip(&uuid),
         "123e4567-e89b-12d3-a456-426614174000"
@@ -127,7 +131,8 @@ fn other_libraries_work() {
 #[test]
 fn only_symbols_defined_in_the_image() {
     let _g = serial();
-    let z = SystemImage::load(&read_lib("libz.so.1")).expect("load zlib");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let z = unsafe { SystemImage::load(&read_lib("libz.so.1")) }.expect("load zlib");
     // zlib imports these from libc; dlsym(handle) alone would find them.
     for name in [&b"malloc"[..], b"free", b"printf", b"memcpy", b"dlopen"] {
         assert_not_found(&z, name);
@@ -206,7 +211,8 @@ fn different_libraries_with_fd_reuse() {
         let slot = round % slots.len();
         slots[slot] = None;
         let kind = (round * 7 + slot) % KINDS.len();
-        let img = SystemImage::load(&bytes[kind]).expect("load");
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let img = unsafe { SystemImage::load(&bytes[kind]) }.expect("load");
         slots[slot] = Some((kind, img));
         for (k, img) in slots.iter().flatten() {
             check_kind(*k, img);
@@ -226,15 +232,18 @@ fn library_outliving_dlclose_does_not_shadow_later_loads() {
     // .ci/run installs libfontenc1; a missing library is a failure, not a skip.
     let fontenc_bytes =
         std::fs::read(&fontenc_path).unwrap_or_else(|e| panic!("{}: {e}", fontenc_path.display()));
-    let z = SystemImage::load(&read_lib("libz.so.1")).expect("zlib");
-    let fontenc = SystemImage::load(&fontenc_bytes).expect("fontenc");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let z = unsafe { SystemImage::load(&read_lib("libz.so.1")) }.expect("zlib");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let fontenc = unsafe { SystemImage::load(&fontenc_bytes) }.expect("fontenc");
     assert!(fontenc.symbol_address(b"FontEncFind").is_ok());
     assert_not_found(&fontenc, b"crc32");
     drop(z);
     // Whatever the next loads are numbered, they must be themselves.
     let mut imgs = Vec::new();
     for kind in [2usize, 1, 3, 2, 1, 3] {
-        let img = SystemImage::load(&read_lib(KINDS[kind].file)).expect("load");
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let img = unsafe { SystemImage::load(&read_lib(KINDS[kind].file)) }.expect("load");
         check_kind(kind, &img);
         imgs.push((kind, img));
     }
@@ -243,7 +252,8 @@ fn library_outliving_dlclose_does_not_shadow_later_loads() {
     }
     drop(imgs);
     // And after the libraries are gone, zlib again is a working zlib.
-    let z = SystemImage::load(&read_lib("libz.so.1")).expect("zlib again");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let z = unsafe { SystemImage::load(&read_lib("libz.so.1")) }.expect("zlib again");
     check_kind(0, &z);
 }
 
@@ -267,7 +277,8 @@ fn garbage_is_a_dlopen_error_without_leaks() {
             Options::new().system_strategy(SystemStrategy::Memfd),
             Options::new().system_strategy(SystemStrategy::TempFile(tmpdir.clone())),
         ] {
-            match SystemImage::load_with(bytes, &options) {
+            // SAFETY: a trusted test or machine library (its initialisers run).
+            match unsafe { SystemImage::load_with(bytes, &options) } {
                 Err(Error::Dlopen { message }) => {
                     assert!(!message.is_empty(), "{what}: empty message")
                 }
@@ -279,7 +290,8 @@ fn garbage_is_a_dlopen_error_without_leaks() {
     }
     assert_eq!(dir_entries(&tmpdir), 0, "files left behind");
     // Loading and dropping a real library gives its fd back too.
-    let img = SystemImage::load(&zlib).expect("zlib");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { SystemImage::load(&zlib) }.expect("zlib");
     assert_eq!(open_fds(), before + 1);
     drop(img);
     assert_eq!(open_fds(), before);
@@ -302,7 +314,8 @@ fn tempfile_strategy_leaves_nothing_behind() {
     let _g = serial();
     let dir = fresh_dir("tempfile");
     let options = Options::new().system_strategy(SystemStrategy::TempFile(dir.clone()));
-    let img = SystemImage::load_with(&read_lib("libz.so.1"), &options).expect("load");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { SystemImage::load_with(&read_lib("libz.so.1"), &options) }.expect("load");
     assert!(matches!(
         img.strategy(),
         SystemStrategyUsed::UnnamedTempFile | SystemStrategyUsed::NamedTempFile
@@ -310,7 +323,9 @@ fn tempfile_strategy_leaves_nothing_behind() {
     assert_eq!(img.backend(), img.strategy().name());
     assert_eq!(dir_entries(&dir), 0, "a file is visible while loaded");
     check_kind(0, &img);
-    let img2 = SystemImage::load_with(&read_lib("libsqlite3.so.0"), &options).expect("load");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img2 =
+        unsafe { SystemImage::load_with(&read_lib("libsqlite3.so.0"), &options) }.expect("load");
     check_kind(1, &img2);
     check_kind(0, &img);
     drop(img);
@@ -322,7 +337,8 @@ fn tempfile_strategy_leaves_nothing_behind() {
     let missing = Options::new().system_strategy(SystemStrategy::TempFile(
         std::env::temp_dir().join("memdl-no-such-dir/sub"),
     ));
-    match SystemImage::load_with(&read_lib("libz.so.1"), &missing) {
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    match unsafe { SystemImage::load_with(&read_lib("libz.so.1"), &missing) } {
         Err(Error::Io { .. }) => {}
         other => panic!("expected Error::Io, got {other:?}"),
     }
@@ -331,10 +347,13 @@ fn tempfile_strategy_leaves_nothing_behind() {
 #[test]
 fn memfd_mapping_has_no_disk_path() {
     let _g = serial();
-    let img = SystemImage::load_with(
-        &read_lib("libz.so.1"),
-        &Options::new().system_strategy(SystemStrategy::Memfd),
-    )
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe {
+        SystemImage::load_with(
+            &read_lib("libz.so.1"),
+            &Options::new().system_strategy(SystemStrategy::Memfd),
+        )
+    }
     .expect("load");
     let crc = img.symbol_address(b"crc32").unwrap() as usize;
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
@@ -373,7 +392,8 @@ fn send_sync_and_other_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<SystemImage>();
     let _g = serial();
-    let img = SystemImage::load(&read_lib("libz.so.1")).expect("load");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { SystemImage::load(&read_lib("libz.so.1")) }.expect("load");
     std::thread::scope(|s| {
         for _ in 0..4 {
             s.spawn(|| {
@@ -392,7 +412,9 @@ fn send_sync_and_other_threads() {
     });
     assert_eq!(handle.join().unwrap(), 0x3610a686);
     // As a trait object.
-    let lib: Box<dyn Library> = Box::new(SystemImage::load(&read_lib("libuuid.so.1")).unwrap());
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let lib: Box<dyn Library> =
+        Box::new(unsafe { SystemImage::load(&read_lib("libuuid.so.1")) }.unwrap());
     assert!(lib.symbol_address(b"uuid_generate").is_ok());
     assert!(lib.symbol_address(b"malloc").is_err());
 }

@@ -73,7 +73,8 @@ fn whole_file_is_opened_through_a_duplicate_of_the_callers_fd() {
     let before = open_fds();
     let file = File::open(machine_lib_path("libz.so.1")).unwrap();
     let len = file.metadata().unwrap().len();
-    let img = SystemImage::load_fd(&file, 0, len).expect("load");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { SystemImage::load_fd(&file, 0, len) }.expect("load");
     assert_eq!(img.strategy(), SystemStrategyUsed::ProcFd);
     assert_eq!(img.backend(), "fd+dlopen");
     // The caller's fd and the image's duplicate.
@@ -111,9 +112,11 @@ fn two_whole_files_at_once_stay_themselves() {
     let z = File::open(machine_lib_path("libz.so.1")).unwrap();
     let s = File::open(machine_lib_path("libsqlite3.so.0")).unwrap();
     let (zl, sl) = (z.metadata().unwrap().len(), s.metadata().unwrap().len());
-    let zi = SystemImage::load_fd(&z, 0, zl).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let zi = unsafe { SystemImage::load_fd(&z, 0, zl) }.unwrap();
     drop(z);
-    let si = SystemImage::load_fd(&s, 0, sl).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let si = unsafe { SystemImage::load_fd(&s, 0, sl) }.unwrap();
     assert_eq!(crc_hello(&zi), 0x3610_a686);
     assert!(si.symbol_address(b"sqlite3_libversion").is_ok());
     assert!(si.symbol_address(b"crc32").is_err());
@@ -128,8 +131,10 @@ fn one_file_loaded_twice_is_one_shared_object() {
     let len = file.metadata().unwrap().len();
     // The loader recognises the file by device and inode, as a second
     // dlopen of one path would: both images are the same object.
-    let a = SystemImage::load_fd(&file, 0, len).expect("first");
-    let b = SystemImage::load_fd(&file, 0, len).expect("second, same file");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let a = unsafe { SystemImage::load_fd(&file, 0, len) }.expect("first");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let b = unsafe { SystemImage::load_fd(&file, 0, len) }.expect("second, same file");
     assert_eq!(a.strategy(), SystemStrategyUsed::ProcFd);
     assert_eq!(b.strategy(), SystemStrategyUsed::ProcFd);
     assert_eq!(a.base_address(), b.base_address());
@@ -137,8 +142,10 @@ fn one_file_loaded_twice_is_one_shared_object() {
     // The object stays while the other image holds its reference.
     assert_eq!(crc_hello(&b), 0x3610_a686);
     // A memfd copy of the same bytes is a different file: its own object.
-    let c = SystemImage::load_with(&machine_lib("libz.so.1"), &with(SystemStrategy::Memfd))
-        .expect("memfd copy");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let c =
+        unsafe { SystemImage::load_with(&machine_lib("libz.so.1"), &with(SystemStrategy::Memfd)) }
+            .expect("memfd copy");
     assert_ne!(c.base_address(), b.base_address());
     drop((b, c, file));
     assert_eq!(open_fds(), before);
@@ -151,7 +158,8 @@ fn range_inside_a_container_is_copied_into_a_sealed_memfd() {
         let (path, offset, len) = container(head);
         let file = File::open(&path).unwrap();
         let before = open_fds();
-        let img = SystemImage::load_fd(&file, offset, len).expect("load");
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let img = unsafe { SystemImage::load_fd(&file, offset, len) }.expect("load");
         assert_eq!(img.strategy(), SystemStrategyUsed::Memfd);
         assert_eq!(open_fds(), before + 1);
         assert_eq!(crc_hello(&img), 0x3610_a686);
@@ -178,16 +186,24 @@ fn each_strategy_forced() {
     let before = open_fds();
 
     // ProcFd: the whole file only.
-    let img = SystemImage::load_fd_with(&whole, 0, whole_len, &with(SystemStrategy::ProcFd))
-        .expect("ProcFd");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img =
+        unsafe { SystemImage::load_fd_with(&whole, 0, whole_len, &with(SystemStrategy::ProcFd)) }
+            .expect("ProcFd");
     assert_eq!(img.strategy(), SystemStrategyUsed::ProcFd);
     assert_eq!(crc_hello(&img), 0x3610_a686);
     drop(img);
     for err in [
-        SystemImage::load_fd_with(&boxed, offset, len, &with(SystemStrategy::ProcFd)).unwrap_err(),
-        SystemImage::load_fd_with(&whole, 0, whole_len - 1, &with(SystemStrategy::ProcFd))
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        unsafe { SystemImage::load_fd_with(&boxed, offset, len, &with(SystemStrategy::ProcFd)) }
             .unwrap_err(),
-        SystemImage::load_with(&bytes, &with(SystemStrategy::ProcFd)).unwrap_err(),
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        unsafe {
+            SystemImage::load_fd_with(&whole, 0, whole_len - 1, &with(SystemStrategy::ProcFd))
+        }
+        .unwrap_err(),
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        unsafe { SystemImage::load_with(&bytes, &with(SystemStrategy::ProcFd)) }.unwrap_err(),
     ] {
         assert!(
             matches!(err, Error::Unsupported(m) if m.contains("whole file")),
@@ -197,7 +213,9 @@ fn each_strategy_forced() {
 
     // Memfd: even for a whole file, a copy.
     for (fd, o, l) in [(&whole, 0, whole_len), (&boxed, offset, len)] {
-        let img = SystemImage::load_fd_with(fd, o, l, &with(SystemStrategy::Memfd)).expect("Memfd");
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let img = unsafe { SystemImage::load_fd_with(fd, o, l, &with(SystemStrategy::Memfd)) }
+            .expect("Memfd");
         assert_eq!(img.strategy(), SystemStrategyUsed::Memfd);
         assert_eq!(crc_hello(&img), 0x3610_a686);
     }
@@ -205,7 +223,8 @@ fn each_strategy_forced() {
     // TempFile: nothing visible in the directory, before or after.
     let tmp = with(SystemStrategy::TempFile(dir.clone()));
     for (fd, o, l) in [(&whole, 0, whole_len), (&boxed, offset, len)] {
-        let img = SystemImage::load_fd_with(fd, o, l, &tmp).expect("TempFile");
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let img = unsafe { SystemImage::load_fd_with(fd, o, l, &tmp) }.expect("TempFile");
         assert!(matches!(
             img.strategy(),
             SystemStrategyUsed::UnnamedTempFile | SystemStrategyUsed::NamedTempFile
@@ -216,9 +235,12 @@ fn each_strategy_forced() {
 
     // The other platforms' strategies do not exist here.
     for s in [SystemStrategy::AndroidDlopenExt, SystemStrategy::Fdlopen] {
-        let err = SystemImage::load_fd_with(&boxed, offset, len, &with(s.clone())).unwrap_err();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let err = unsafe { SystemImage::load_fd_with(&boxed, offset, len, &with(s.clone())) }
+            .unwrap_err();
         assert!(matches!(err, Error::Unsupported(_)), "{err:?}");
-        let err = SystemImage::load_with(&bytes, &with(s)).unwrap_err();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let err = unsafe { SystemImage::load_with(&bytes, &with(s)) }.unwrap_err();
         assert!(matches!(err, Error::Unsupported(_)), "{err:?}");
     }
     assert_eq!(open_fds(), before, "a strategy leaked an fd");
@@ -234,7 +256,8 @@ fn bad_ranges_and_garbage_leave_nothing_behind() {
     let dir = fresh_dir("bad");
     let before = open_fds();
     for (o, l) in [(offset, len + 10_000), (u64::MAX - 10, 100), (offset, 0)] {
-        let err = SystemImage::load_fd(&file, o, l).unwrap_err();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let err = unsafe { SystemImage::load_fd(&file, o, l) }.unwrap_err();
         assert!(
             matches!(
                 err,
@@ -252,13 +275,16 @@ fn bad_ranges_and_garbage_leave_nothing_behind() {
         SystemStrategy::Memfd,
         SystemStrategy::TempFile(dir.clone()),
     ] {
-        let err = SystemImage::load_fd_with(&file, offset + 1, len - 1, &with(s)).unwrap_err();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let err =
+            unsafe { SystemImage::load_fd_with(&file, offset + 1, len - 1, &with(s)) }.unwrap_err();
         assert!(matches!(err, Error::Dlopen { .. }), "{err:?}");
     }
     // The whole container is not an ELF either (junk head).
     let size = file.metadata().unwrap().len();
     for s in [SystemStrategy::Auto, SystemStrategy::ProcFd] {
-        let err = SystemImage::load_fd_with(&file, 0, size, &with(s)).unwrap_err();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let err = unsafe { SystemImage::load_fd_with(&file, 0, size, &with(s)) }.unwrap_err();
         assert!(matches!(err, Error::Dlopen { .. }), "{err:?}");
     }
     assert_eq!(open_fds(), before);
@@ -342,18 +368,21 @@ fn child_without_memfd() {
     );
 
     let bytes = machine_lib("libz.so.1");
-    let img = SystemImage::load(&bytes).expect("Auto falls back");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { SystemImage::load(&bytes) }.expect("Auto falls back");
     assert!(is_temp(img.strategy()), "{:?}", img.strategy());
     assert_eq!(crc_hello(&img), 0x3610_a686);
 
     let (path, offset, len) = container(1000);
     let file = File::open(&path).unwrap();
-    let img = SystemImage::load_fd(&file, offset, len).expect("Auto falls back (fd)");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { SystemImage::load_fd(&file, offset, len) }.expect("Auto falls back (fd)");
     assert!(is_temp(img.strategy()), "{:?}", img.strategy());
     assert_eq!(crc_hello(&img), 0x3610_a686);
 
     // Forcing the memfd is an error naming the call, not a fallback.
-    match SystemImage::load_with(&bytes, &with(SystemStrategy::Memfd)) {
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    match unsafe { SystemImage::load_with(&bytes, &with(SystemStrategy::Memfd)) } {
         Err(Error::Io {
             op: "memfd_create",
             source,
@@ -408,15 +437,19 @@ fn child_on_noexec(dir: &Path) {
     assert_ne!(st.f_flag & libc::ST_NOEXEC, 0, "the mount is not noexec");
 
     // The loader cannot map this file's code: Auto copies into a memfd...
-    let img = SystemImage::load_fd(&file, 0, len).expect("Auto");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { SystemImage::load_fd(&file, 0, len) }.expect("Auto");
     assert_eq!(img.strategy(), SystemStrategyUsed::Memfd);
     assert_eq!(crc_hello(&img), 0x3610_a686);
     // ...and forcing the file itself is the loader's refusal.
-    let err = SystemImage::load_fd_with(&file, 0, len, &with(SystemStrategy::ProcFd)).unwrap_err();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let err = unsafe { SystemImage::load_fd_with(&file, 0, len, &with(SystemStrategy::ProcFd)) }
+        .unwrap_err();
     assert!(matches!(err, Error::Dlopen { .. }), "{err:?}");
 
     // memdl's loader copies the code and still maps everything else.
-    let img = ElfImage::load_fd(&file, 0, len).expect("ElfImage");
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load_fd(&file, 0, len) }.expect("ElfImage");
     for s in img.segments() {
         let want = if s.flags & 1 != 0 {
             Placement::Copied

@@ -146,8 +146,10 @@ fn threads_start_from_the_template_like_the_system_loader() {
     let _g = serial();
     for name in ["tlsmodels", "tlsmodels_desc"] {
         let bytes = test_lib(name);
-        let img = ElfImage::load(&bytes).unwrap();
-        let sys = SystemImage::load(&bytes).unwrap();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let img = unsafe { ElfImage::load(&bytes) }.unwrap();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let sys = unsafe { SystemImage::load(&bytes) }.unwrap();
         assert_no_wx();
         for (backend, f) in [("memdl", TlsFns::of(&img)), ("system", TlsFns::of(&sys))] {
             let a = in_new_thread(|| f.fresh_thread_view());
@@ -192,8 +194,10 @@ fn eight_threads_hammer_tls_like_the_system_loader() {
     let _g = serial();
     for name in ["tlsmodels", "tlsmodels_desc"] {
         let bytes = test_lib(name);
-        let img = ElfImage::load(&bytes).unwrap();
-        let sys = SystemImage::load(&bytes).unwrap();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let img = unsafe { ElfImage::load(&bytes) }.unwrap();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let sys = unsafe { SystemImage::load(&bytes) }.unwrap();
         let (fi, fs) = (TlsFns::of(&img), TlsFns::of(&sys));
         let start = Arc::new(Barrier::new(8));
         let results: Vec<Vec<(i64, i64)>> = std::thread::scope(|s| {
@@ -238,7 +242,8 @@ fn eight_threads_hammer_tls_like_the_system_loader() {
 fn blocks_live_exactly_as_long_as_their_threads() {
     let _g = serial();
     for name in ["tlsmodels", "tlsmodels_desc"] {
-        let img = ElfImage::load(&test_lib(name)).unwrap();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let img = unsafe { ElfImage::load(&test_lib(name)) }.unwrap();
         let f = TlsFns::of(&img);
         assert_eq!(img.live_tls_blocks(), 0, "nobody touched it yet");
         let touched = Barrier::new(9);
@@ -284,7 +289,8 @@ fn blocks_live_exactly_as_long_as_their_threads() {
 fn dropping_an_image_under_live_threads_is_safe() {
     let _g = serial();
     let bytes = test_lib("tlsmodels");
-    let first = ElfImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let first = unsafe { ElfImage::load(&bytes) }.unwrap();
     let f1 = TlsFns::of(&first);
     let (to_main, from_thread) = std::sync::mpsc::channel::<()>();
     let (to_thread, from_main) = std::sync::mpsc::channel::<usize>();
@@ -307,7 +313,8 @@ fn dropping_an_image_under_live_threads_is_safe() {
     from_thread.recv().unwrap();
     assert_eq!(first.live_tls_blocks(), 1);
     drop(first);
-    let second = ElfImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let second = unsafe { ElfImage::load(&bytes) }.unwrap();
     let f2 = TlsFns::of(&second);
     to_thread.send(f2.counter_next as usize).unwrap();
     assert_eq!(worker.join().unwrap(), (43, 44), "stale block reused");
@@ -327,7 +334,8 @@ fn initial_exec_tls_is_refused_cleanly() {
     for _ in 0..5 {
         let before = maps_count();
         for _ in 0..3 {
-            let err = ElfImage::load(&bytes).unwrap_err();
+            // SAFETY: a trusted test or machine library (its initialisers run).
+            let err = unsafe { ElfImage::load(&bytes) }.unwrap_err();
             assert!(matches!(err, Error::StaticTls { .. }), "{err:?}");
             assert!(err.to_string().contains("static TLS"), "{err}");
         }
@@ -337,7 +345,8 @@ fn initial_exec_tls_is_refused_cleanly() {
         counts.iter().any(|(before, after)| before == after),
         "mappings left after refusals in every round: {counts:?}"
     );
-    let sys = SystemImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let sys = unsafe { SystemImage::load(&bytes) }.unwrap();
     // SAFETY: int ie_next(void).
     let next: memdl::Symbol<'_, unsafe extern "C" fn() -> c_int> =
         unsafe { sys.get("ie_next") }.unwrap();
@@ -417,8 +426,10 @@ fn libuuid_tls_from_several_threads_matches_the_system_loader() {
     assert!(!r.iter().any(|&(t, _)| t == rel::TPOFF), "{r:?}");
     assert_eq!(flags & goblin::elf::dynamic::DF_STATIC_TLS, 0);
 
-    let img = ElfImage::load(&bytes).unwrap();
-    let sys = SystemImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let sys = unsafe { SystemImage::load(&bytes) }.unwrap();
     assert_no_wx();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -477,7 +488,8 @@ fn uuid_roundtrip(lib: &impl Library) -> String {
 fn big_blocks_are_returned_at_thread_exit_and_image_drop() {
     let _g = serial();
     let bytes = test_lib("tls_big");
-    let img = ElfImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
     // SAFETY: char *tls_big_touch(void).
     let touch: unsafe extern "C" fn() -> *mut u8 = *unsafe { img.get("tls_big_touch") }.unwrap();
     let mapped = |p: usize| !mappings_in(p, p + 1).is_empty();
@@ -523,8 +535,10 @@ fn registers_survive_tls_accesses() {
     type F = unsafe extern "C" fn(f64, f64, i64, i64) -> f64;
     for name in ["tlsmodels", "tlsmodels_desc"] {
         let bytes = test_lib(name);
-        let img = ElfImage::load(&bytes).unwrap();
-        let sys = SystemImage::load(&bytes).unwrap();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let img = unsafe { ElfImage::load(&bytes) }.unwrap();
+        // SAFETY: a trusted test or machine library (its initialisers run).
+        let sys = unsafe { SystemImage::load(&bytes) }.unwrap();
         // SAFETY: tls_registers_survive's signature.
         let (f, g): (F, F) = unsafe {
             (
@@ -587,7 +601,8 @@ thread_local! {
 #[test]
 fn tls_used_by_a_late_thread_exit_destructor() {
     let _g = serial();
-    let img = ElfImage::load(&test_lib("tls_big")).unwrap();
+    // SAFETY: a trusted test or machine library (its initialisers run).
+    let img = unsafe { ElfImage::load(&test_lib("tls_big")) }.unwrap();
     let touch = img.symbol_address(b"tls_big_touch").unwrap() as usize;
     in_new_thread(|| {
         // Registered first, so destroyed after memdl's cache.

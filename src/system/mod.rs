@@ -120,8 +120,13 @@ pub struct SystemImage {
 impl SystemImage {
     /// Loads `bytes` through the system loader with default [`Options`]
     /// ([`SystemStrategy::Auto`]).
-    pub fn load(bytes: &[u8]) -> Result<Self> {
-        Self::load_with(bytes, &Options::default())
+    ///
+    /// # Safety
+    /// As [`crate::ElfImage::load`]: the platform loader runs the library's
+    /// initialisers now and its finalisers at drop.
+    pub unsafe fn load(bytes: &[u8]) -> Result<Self> {
+        // SAFETY: the caller's promise, forwarded.
+        unsafe { Self::load_with(bytes, &Options::default()) }
     }
 
     /// Loads `bytes` under `options`; only [`Options::system_strategy`]
@@ -136,7 +141,10 @@ impl SystemImage {
     ///
     /// A loader refusal is [`Error::Dlopen`] with the `dlerror()` text; no
     /// file descriptor or file is left behind on any error.
-    pub fn load_with(bytes: &[u8], options: &Options) -> Result<Self> {
+    ///
+    /// # Safety
+    /// As [`SystemImage::load`].
+    pub unsafe fn load_with(bytes: &[u8], options: &Options) -> Result<Self> {
         #[cfg(unix)]
         return Self::load_source(Source::Bytes(bytes), &options.system_strategy);
         #[cfg(not(unix))]
@@ -162,9 +170,14 @@ impl SystemImage {
     /// The loader maps the caller's file directly in the first case: the
     /// file must not change or shrink while the image lives (a sealed memfd,
     /// see [`crate::SealedElf`], cannot).
+    ///
+    /// # Safety
+    /// As [`SystemImage::load`]; and the file must not change or shrink
+    /// while the image lives.
     #[cfg(unix)]
-    pub fn load_fd(fd: impl AsFd, offset: u64, len: u64) -> Result<Self> {
-        Self::load_fd_with(fd, offset, len, &Options::default())
+    pub unsafe fn load_fd(fd: impl AsFd, offset: u64, len: u64) -> Result<Self> {
+        // SAFETY: the caller's promise, forwarded.
+        unsafe { Self::load_fd_with(fd, offset, len, &Options::default()) }
     }
 
     /// [`SystemImage::load_fd`] under `options`: a forced strategy is that
@@ -173,8 +186,16 @@ impl SystemImage {
     /// [`SystemStrategy::AndroidDlopenExt`] and [`SystemStrategy::Fdlopen`]
     /// read the caller's file where their loader can, and a sealed memfd
     /// copy otherwise.
+    ///
+    /// # Safety
+    /// As [`SystemImage::load_fd`].
     #[cfg(unix)]
-    pub fn load_fd_with(fd: impl AsFd, offset: u64, len: u64, options: &Options) -> Result<Self> {
+    pub unsafe fn load_fd_with(
+        fd: impl AsFd,
+        offset: u64,
+        len: u64,
+        options: &Options,
+    ) -> Result<Self> {
         let source = Source::file(fd.as_fd(), offset, len)?;
         Self::load_source(source, &options.system_strategy)
     }

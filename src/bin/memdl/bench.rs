@@ -158,7 +158,9 @@ fn dlopen(path: &CString, flags: i32) -> Result<*mut c_void, String> {
 
 pub fn run(args: BenchArgs) -> Result<(), String> {
     let s = subject(&args)?;
-    let first = ElfImage::load(&s.bytes).map_err(|e| format!("memdl cannot load it: {e}"))?;
+    // SAFETY: the user asked to run this library (loading runs its initialisers).
+    let first =
+        unsafe { ElfImage::load(&s.bytes) }.map_err(|e| format!("memdl cannot load it: {e}"))?;
     let symbol: Vec<u8> = match (&args.symbol, &args.file) {
         (Some(name), _) => name.as_bytes().to_vec(),
         (None, None) => b"add".to_vec(),
@@ -178,8 +180,10 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     let runs = args.runs;
 
     // Fail early, outside the timings, if a backend cannot load it.
-    ElfImage::load_fd(&s.file, 0, len).map_err(|e| format!("memdl load_fd: {e}"))?;
-    SystemImage::load(&s.bytes).map_err(|e| format!("memdl system backend: {e}"))?;
+    // SAFETY: the user asked to run this library (loading runs its initialisers).
+    unsafe { ElfImage::load_fd(&s.file, 0, len) }.map_err(|e| format!("memdl load_fd: {e}"))?;
+    // SAFETY: the user asked to run this library (loading runs its initialisers).
+    unsafe { SystemImage::load(&s.bytes) }.map_err(|e| format!("memdl system backend: {e}"))?;
     // SAFETY: the handle was just opened.
     unsafe { libc::dlclose(dlopen(&s.path, libc::RTLD_NOW)?) };
 
@@ -205,20 +209,24 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
             floor::load_mapped_touched(&plan, &s.file)
         }),
         measure("memdl load(bytes)", runs, &mut || {
-            lookup(&ElfImage::load(&s.bytes).expect("loaded before timing"))
+            // SAFETY: the user asked to run this library (loading runs its initialisers).
+            lookup(&unsafe { ElfImage::load(&s.bytes) }.expect("loaded before timing"))
         }),
         measure("memdl load_fd", runs, &mut || {
-            lookup(&ElfImage::load_fd(&s.file, 0, len).expect("loaded before timing"))
+            // SAFETY: the user asked to run this library (loading runs its initialisers).
+            lookup(&unsafe { ElfImage::load_fd(&s.file, 0, len) }.expect("loaded before timing"))
         }),
         measure("memdl system (memfd+dlopen)", runs, &mut || {
-            lookup(&SystemImage::load(&s.bytes).expect("loaded before timing"))
+            // SAFETY: the user asked to run this library (loading runs its initialisers).
+            lookup(&unsafe { SystemImage::load(&s.bytes) }.expect("loaded before timing"))
         }),
         measure("dlopen RTLD_NOW", runs, &mut || dl(libc::RTLD_NOW)),
         measure("dlopen RTLD_LAZY", runs, &mut || dl(libc::RTLD_LAZY)),
     ];
 
     // Lookups: memdl's get against dlsym, on one loaded copy each.
-    let img = ElfImage::load(&s.bytes).map_err(|e| e.to_string())?;
+    // SAFETY: the user asked to run this library (loading runs its initialisers).
+    let img = unsafe { ElfImage::load(&s.bytes) }.map_err(|e| e.to_string())?;
     let h = dlopen(&s.path, libc::RTLD_NOW)?;
     let per = |row: Row| row.per_load;
     let memdl_hit = per(measure("", runs, &mut || lookup(&img)));

@@ -145,12 +145,14 @@ impl Input {
 
     /// Loads the image with memdl's loader straight from the file.
     pub fn load_memdl(&self) -> memdl::Result<memdl::ElfImage> {
-        memdl::ElfImage::load_fd(&self.file, self.offset, self.len)
+        // SAFETY: the user asked to run this library (loading runs its initialisers).
+        unsafe { memdl::ElfImage::load_fd(&self.file, self.offset, self.len) }
     }
 
     /// The system loader, fed the same range of the same file.
     pub fn load_system(&self) -> memdl::Result<memdl::SystemImage> {
-        memdl::SystemImage::load_fd(&self.file, self.offset, self.len)
+        // SAFETY: the user asked to run this library (loading runs its initialisers).
+        unsafe { memdl::SystemImage::load_fd(&self.file, self.offset, self.len) }
     }
 }
 
