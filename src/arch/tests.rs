@@ -95,7 +95,7 @@ fn code_written_then_flushed_runs_and_rewritten_code_runs_anew() {
     unsafe { libc::munmap(p, page) };
 }
 
-#[cfg(memdl_test_dylibs)]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 mod page_sizes {
     use libc::{PROT_EXEC, PROT_NONE, PROT_WRITE};
 
@@ -107,7 +107,7 @@ mod page_sizes {
     const PAGES: [u64; 3] = [4096, 16384, 65536];
 
     fn lib(name: &str) -> Vec<u8> {
-        let path = std::path::Path::new(env!("MEMDL_TEST_LIB_DIR")).join(format!("lib{name}.so"));
+        let path = memdl_test_dylibs::path(name);
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
     }
 

@@ -26,13 +26,14 @@ pub fn machine_lib(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Path of a test library built by build.rs from `test-dylibs/`, by its
-/// short name (`"example"` is `libexample.so`).
+/// Path of a test library built from `test-dylibs/` (by the
+/// `memdl-test-dylibs` dev-dependency), by its short name (`"example"` is
+/// `libexample.so`).
 pub fn test_lib_path(name: &str) -> PathBuf {
-    Path::new(env!("MEMDL_TEST_LIB_DIR")).join(format!("lib{name}.so"))
+    memdl_test_dylibs::path(name)
 }
 
-/// Bytes of a test library built by build.rs.
+/// Bytes of a test library built from `test-dylibs/`.
 pub fn test_lib(name: &str) -> Vec<u8> {
     let path = test_lib_path(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 /// Exit code, stdout and stderr of one run.

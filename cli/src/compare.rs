@@ -15,12 +15,10 @@ use crate::{inspect, CliResult, Failure};
 /// The built-in example library (`test-dylibs/example.c`: arithmetic and
 /// data, no imports), so `memdl compare` and `memdl bench` work without
 /// any file.
-#[cfg(memdl_test_dylibs)]
-pub const BUILTIN_EXAMPLE: Option<&[u8]> = Some(include_bytes!(concat!(
-    env!("MEMDL_TEST_LIB_DIR"),
-    "/libexample.so"
-)));
-#[cfg(not(memdl_test_dylibs))]
+/// Compiled by `build.rs` on Linux gnu targets; elsewhere `None`.
+#[cfg(memdl_builtin_example)]
+pub const BUILTIN_EXAMPLE: Option<&[u8]> = Some(include_bytes!(env!("MEMDL_BUILTIN_EXAMPLE")));
+#[cfg(not(memdl_builtin_example))]
 pub const BUILTIN_EXAMPLE: Option<&[u8]> = None;
 
 /// Mismatches listed before the rest are summarised.

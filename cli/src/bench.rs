@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use memdl::{ElfImage, Library, SystemImage};
 
-#[path = "../../../benches/support/floor.rs"]
+#[path = "../../benches/support/floor.rs"]
 mod floor;
 
 #[derive(clap::Args, Debug)]
