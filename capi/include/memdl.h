@@ -7,7 +7,9 @@
  * negative MEMDL_ERR_* code on failure; memdl_last_error() then has the
  * calling thread's message.
  *
- * Link: pkg-config --libs memdl (shared), pkg-config --static --libs memdl.
+ * Link with libmemdl.so: -lmemdl (pkg-config --libs memdl); with
+ * libmemdl.a: the archive and memdl.pc's Libs.private
+ * (-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc).
  */
 
 #ifndef MEMDL_H
