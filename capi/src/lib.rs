@@ -326,17 +326,15 @@ pub unsafe extern "C" fn memdl_options_use_system_loader(options: *mut memdl_opt
     })
 }
 
-/// Loads with the backend `options` chose, through `load` for the custom
-/// loader and `load_system` for the system one, and stores the image in
-/// `*out`.
+/// Runs `load` with the options (defaults for NULL) and which backend
+/// they chose, and stores the image in `*out`: NULL after any failure.
 ///
 /// # Safety
 /// `options` is NULL or a live `memdl_options`; `out` is NULL or writable.
 unsafe fn load_into(
     options: *const memdl_options,
     out: *mut *mut memdl_image,
-    load: impl FnOnce(&Options) -> Result<ElfImage, Error>,
-    load_system: impl FnOnce(&Options) -> Result<SystemImage, Error>,
+    load: impl FnOnce(&Options, bool) -> Result<Backend, Failure>,
 ) -> c_int {
     if out.is_null() {
         return Failure::invalid("out is NULL").record();
@@ -354,22 +352,34 @@ unsafe fn load_into(
                 &defaults
             }
         };
-        let backend = if options.system {
-            if options.has_symbols || options.deny_host_lookups {
-                return Err(Failure::invalid(
-                    "the system loader resolves imports itself: it cannot use host \
-                     symbols nor deny host lookups",
-                ));
-            }
-            Backend::System(load_system(&options.options)?)
-        } else {
-            Backend::Elf(load(&options.options)?)
-        };
+        if options.system && (options.has_symbols || options.deny_host_lookups) {
+            return Err(Failure::invalid(
+                "the system loader resolves imports itself: it cannot use host \
+                 symbols nor deny host lookups",
+            ));
+        }
+        let backend = load(&options.options, options.system)?;
         let image = Box::into_raw(Box::new(memdl_image { backend }));
         // SAFETY: checked non-NULL and writable above.
         unsafe { out.write(image) };
         Ok(())
     })
+}
+
+/// `fd`, checked to be an open descriptor.
+///
+/// # Safety
+/// The caller does not close `fd` while the borrow lives.
+unsafe fn open_fd<'a>(fd: c_int) -> Result<BorrowedFd<'a>, Failure> {
+    // SAFETY: F_GETFD only reads the descriptor's flags; any int is allowed.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(Failure::invalid(format!(
+            "file descriptor {fd} is not open"
+        )));
+    }
+    // SAFETY: open (checked just now), not -1, and kept open while the
+    // borrow lives (the caller's promise).
+    Ok(unsafe { BorrowedFd::borrow_raw(fd) })
 }
 
 /// Loads the ELF shared object in `bytes[0..len)`. The segments are copied:
@@ -394,31 +404,26 @@ pub unsafe extern "C" fn memdl_load(
     options: *const memdl_options,
     out: *mut *mut memdl_image,
 ) -> c_int {
-    let invalid = if bytes.is_null() {
-        Some("bytes is NULL")
-    } else if len == 0 {
-        Some("len is 0")
-    } else if len > isize::MAX as usize {
-        Some("len is larger than any object")
-    } else {
-        None
-    };
-    if let Some(reason) = invalid {
-        if !out.is_null() {
-            // SAFETY: non-NULL and writable (the caller's promise).
-            unsafe { out.write(ptr::null_mut()) };
+    let load = |options: &Options, system: bool| {
+        if bytes.is_null() {
+            return Err(Failure::invalid("bytes is NULL"));
         }
-        return Failure::invalid(reason).record();
-    }
-    // SAFETY: non-NULL, at most isize::MAX bytes, readable during the call
-    // (the caller's promise); the slice does not outlive the call.
-    let bytes = unsafe { std::slice::from_raw_parts(bytes.cast::<u8>(), len) };
-    // SAFETY (both): loading runs the library's initialisers; the caller
-    // chose to trust them (this function's contract).
-    let load = |o: &Options| unsafe { ElfImage::load_with(bytes, o) };
-    let load_system = |o: &Options| unsafe { SystemImage::load_with(bytes, o) };
+        if len == 0 || len > isize::MAX as usize {
+            return Err(Failure::invalid(format!("len {len} is not a valid size")));
+        }
+        // SAFETY: non-NULL, at most isize::MAX bytes, readable during the
+        // call (the caller's promise); the slice does not outlive the call.
+        let bytes = unsafe { std::slice::from_raw_parts(bytes.cast::<u8>(), len) };
+        // SAFETY (both): loading runs the library's initialisers; the
+        // caller chose to trust them (this function's contract).
+        Ok(if system {
+            Backend::System(unsafe { SystemImage::load_with(bytes, options) }?)
+        } else {
+            Backend::Elf(unsafe { ElfImage::load_with(bytes, options) }?)
+        })
+    };
     // SAFETY: `options` and `out` as this function's caller promised.
-    unsafe { load_into(options, out, load, load_system) }
+    unsafe { load_into(options, out, load) }
 }
 
 /// Loads the ELF shared object that lies at `offset` in the open file `fd`
@@ -444,30 +449,23 @@ pub unsafe extern "C" fn memdl_load_fd(
     options: *const memdl_options,
     out: *mut *mut memdl_image,
 ) -> c_int {
-    // SAFETY: F_GETFD only reads the descriptor's flags; any int is allowed.
-    let open = fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
-    if !open || len == 0 {
-        if !out.is_null() {
-            // SAFETY: non-NULL and writable (the caller's promise).
-            unsafe { out.write(ptr::null_mut()) };
+    let load = |options: &Options, system: bool| {
+        // SAFETY: the caller does not close `fd` during the call, and the
+        // borrow ends with it (images keep mappings or duplicates, not `fd`).
+        let file = unsafe { open_fd(fd) }?;
+        if len == 0 {
+            return Err(Failure::invalid("len is 0"));
         }
-        return Failure::invalid(if open {
-            "len is 0".to_string()
+        // SAFETY (both): loading runs the library's initialisers; the
+        // caller chose to trust them (this function's contract).
+        Ok(if system {
+            Backend::System(unsafe { SystemImage::load_fd_with(file, offset, len, options) }?)
         } else {
-            format!("file descriptor {fd} is not open")
+            Backend::Elf(unsafe { ElfImage::load_fd_with(file, offset, len, options) }?)
         })
-        .record();
-    }
-    // SAFETY: `fd` is open (checked just now) and the caller does not close
-    // it during the call; the borrow does not outlive the call (the images
-    // keep their own mappings or duplicates, never `fd`).
-    let file = unsafe { BorrowedFd::borrow_raw(fd) };
-    // SAFETY (both): loading runs the library's initialisers; the caller
-    // chose to trust them (this function's contract).
-    let load = |o: &Options| unsafe { ElfImage::load_fd_with(file, offset, len, o) };
-    let load_system = |o: &Options| unsafe { SystemImage::load_fd_with(file, offset, len, o) };
+    };
     // SAFETY: `options` and `out` as this function's caller promised.
-    unsafe { load_into(options, out, load, load_system) }
+    unsafe { load_into(options, out, load) }
 }
 
 /// The address of the symbol `name` that `image` exports (a function or a
