@@ -27,7 +27,8 @@
 
 /**
  * An argument was invalid: a NULL pointer, a zero length, a negative or
- * closed file descriptor, or options the chosen backend cannot honour.
+ * closed file descriptor, options the chosen backend cannot honour, or a
+ * descriptor given as sealed that lacks a seal.
  */
 #define MEMDL_ERR_INVALID_ARGUMENT -1
 
@@ -205,6 +206,58 @@ int memdl_load_fd(int fd,
                   uint64_t len,
                   const memdl_options *options,
                   memdl_image **out);
+
+/**
+ * Copies `bytes[0..len)` into a new anonymous memory file sealed against
+ * every change (write, shrink, grow, unsealing): whoever maps it, in this
+ * process or another one it is sent to (`memdl_sealed_send`), sees the
+ * same bytes. The bytes are not parsed here; loading validates them.
+ * Returns 0 and the new descriptor (close-on-exec, the caller's to close)
+ * in `*out_fd`, or a negative code with `*out_fd` set to -1.
+ *
+ * # Safety
+ * `bytes` is NULL or readable for `len` bytes during the call; `out_fd` is
+ * NULL or writable.
+ */
+int memdl_seal(const void *bytes, size_t len, int *out_fd);
+
+/**
+ * Loads the library in `fd`, a sealed memory file from `memdl_seal` or
+ * `memdl_sealed_recv`, after checking its seals: a file whose contents
+ * could still change is refused (`MEMDL_ERR_INVALID_ARGUMENT`). The custom
+ * loader maps its segments from the file without a copy; the system
+ * loader opens it directly. `fd` stays the caller's. Results as for
+ * `memdl_load`.
+ *
+ * # Safety
+ * As for `memdl_load_fd`.
+ */
+int memdl_load_sealed(int fd, const memdl_options *options, memdl_image **out);
+
+/**
+ * Sends the sealed memory file `fd` over the connected Unix socket
+ * `socket` (`SCM_RIGHTS`); the receiver calls `memdl_sealed_recv`. A
+ * descriptor without every seal is refused (`MEMDL_ERR_INVALID_ARGUMENT`).
+ * Both descriptors stay the caller's.
+ *
+ * # Safety
+ * Neither descriptor is closed by another thread during the call.
+ */
+int memdl_sealed_send(int fd, int socket);
+
+/**
+ * Receives a sealed memory file sent by `memdl_sealed_send` on the Unix
+ * socket `socket` and checks its seals. Returns 0 and the descriptor
+ * (close-on-exec, the caller's to close) in `*out_fd`, or a negative code
+ * with `*out_fd` set to -1 (a message without exactly one descriptor, or
+ * one without every seal, is `MEMDL_ERR_IO` or
+ * `MEMDL_ERR_INVALID_ARGUMENT`; anything received is closed).
+ *
+ * # Safety
+ * `socket` is not closed by another thread during the call; `out_fd` is
+ * NULL or writable.
+ */
+int memdl_sealed_recv(int socket, int *out_fd);
 
 /**
  * The address of the symbol `name` that `image` exports (a function or a

@@ -17,16 +17,17 @@
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, IntoRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
-use memdl_rs::{ElfImage, Error, Library, Options, SystemImage};
+use memdl_rs::{ElfImage, Error, Library, Options, SealedElf, SystemImage};
 
 /// Success.
 pub const MEMDL_OK: c_int = 0;
 /// An argument was invalid: a NULL pointer, a zero length, a negative or
-/// closed file descriptor, or options the chosen backend cannot honour.
+/// closed file descriptor, options the chosen backend cannot honour, or a
+/// descriptor given as sealed that lacks a seal.
 pub const MEMDL_ERR_INVALID_ARGUMENT: c_int = -1;
 /// The file is not a well-formed ELF shared object: truncated, bad magic,
 /// inconsistent program headers, dynamic section or tables, relocations
@@ -220,6 +221,41 @@ unsafe fn c_str<'a>(s: *const c_char, what: &str) -> Result<&'a [u8], Failure> {
     }
     // SAFETY: non-NULL, and the caller promises a NUL-terminated string.
     Ok(unsafe { CStr::from_ptr(s) }.to_bytes())
+}
+
+/// A close-on-exec duplicate of the open descriptor `fd`, owned here.
+///
+/// # Safety
+/// The caller does not close `fd` during the call.
+unsafe fn duplicate(fd: c_int) -> Result<OwnedFd, Failure> {
+    // SAFETY: the caller's promise.
+    let fd = unsafe { open_fd(fd) }?;
+    fd.try_clone_to_owned().map_err(|source| {
+        Error::Io {
+            op: "duplicate file descriptor",
+            source,
+        }
+        .into()
+    })
+}
+
+/// Runs `make` and stores the descriptor it returns in `*out_fd`, which
+/// is -1 after any failure. The descriptor becomes the caller's.
+///
+/// # Safety
+/// `out_fd` is NULL or writable.
+unsafe fn fd_into(out_fd: *mut c_int, make: impl FnOnce() -> Result<OwnedFd, Failure>) -> c_int {
+    if out_fd.is_null() {
+        return Failure::invalid("out_fd is NULL").record();
+    }
+    // SAFETY: non-NULL and writable (the caller's promise).
+    unsafe { out_fd.write(-1) };
+    status(|| {
+        let fd = make()?;
+        // SAFETY: as above.
+        unsafe { out_fd.write(fd.into_raw_fd()) };
+        Ok(())
+    })
 }
 
 /// Creates default options: the custom loader, no host symbols, host
@@ -466,6 +502,104 @@ pub unsafe extern "C" fn memdl_load_fd(
     };
     // SAFETY: `options` and `out` as this function's caller promised.
     unsafe { load_into(options, out, load) }
+}
+
+/// Copies `bytes[0..len)` into a new anonymous memory file sealed against
+/// every change (write, shrink, grow, unsealing): whoever maps it, in this
+/// process or another one it is sent to (`memdl_sealed_send`), sees the
+/// same bytes. The bytes are not parsed here; loading validates them.
+/// Returns 0 and the new descriptor (close-on-exec, the caller's to close)
+/// in `*out_fd`, or a negative code with `*out_fd` set to -1.
+///
+/// # Safety
+/// `bytes` is NULL or readable for `len` bytes during the call; `out_fd` is
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn memdl_seal(bytes: *const c_void, len: usize, out_fd: *mut c_int) -> c_int {
+    // SAFETY: the caller's promise on `out_fd`.
+    unsafe {
+        fd_into(out_fd, || {
+            if bytes.is_null() {
+                return Err(Failure::invalid("bytes is NULL"));
+            }
+            if len == 0 || len > isize::MAX as usize {
+                return Err(Failure::invalid(format!("len {len} is not a valid size")));
+            }
+            // SAFETY: non-NULL, at most isize::MAX bytes, readable during the
+            // call (the caller's promise); the slice does not outlive the call.
+            let bytes = unsafe { std::slice::from_raw_parts(bytes.cast::<u8>(), len) };
+            Ok(SealedElf::new(bytes)?.into())
+        })
+    }
+}
+
+/// Loads the library in `fd`, a sealed memory file from `memdl_seal` or
+/// `memdl_sealed_recv`, after checking its seals: a file whose contents
+/// could still change is refused (`MEMDL_ERR_INVALID_ARGUMENT`). The custom
+/// loader maps its segments from the file without a copy; the system
+/// loader opens it directly. `fd` stays the caller's. Results as for
+/// `memdl_load`.
+///
+/// # Safety
+/// As for `memdl_load_fd`.
+#[no_mangle]
+pub unsafe extern "C" fn memdl_load_sealed(
+    fd: c_int,
+    options: *const memdl_options,
+    out: *mut *mut memdl_image,
+) -> c_int {
+    let load = |options: &Options, system: bool| {
+        // SAFETY: the caller does not close `fd` during the call.
+        let sealed = SealedElf::from_fd(unsafe { duplicate(fd) }?)?;
+        // SAFETY (both): loading runs the library's initialisers; the
+        // caller chose to trust them (this function's contract).
+        Ok(if system {
+            Backend::System(unsafe { sealed.load_system_with(options) }?)
+        } else {
+            Backend::Elf(unsafe { sealed.load_with(options) }?)
+        })
+    };
+    // SAFETY: `options` and `out` as this function's caller promised.
+    unsafe { load_into(options, out, load) }
+}
+
+/// Sends the sealed memory file `fd` over the connected Unix socket
+/// `socket` (`SCM_RIGHTS`); the receiver calls `memdl_sealed_recv`. A
+/// descriptor without every seal is refused (`MEMDL_ERR_INVALID_ARGUMENT`).
+/// Both descriptors stay the caller's.
+///
+/// # Safety
+/// Neither descriptor is closed by another thread during the call.
+#[no_mangle]
+pub unsafe extern "C" fn memdl_sealed_send(fd: c_int, socket: c_int) -> c_int {
+    status(|| {
+        // SAFETY: the caller does not close either during the call.
+        let sealed = SealedElf::from_fd(unsafe { duplicate(fd) }?)?;
+        // SAFETY: as above.
+        sealed.send(unsafe { open_fd(socket) }?)?;
+        Ok(())
+    })
+}
+
+/// Receives a sealed memory file sent by `memdl_sealed_send` on the Unix
+/// socket `socket` and checks its seals. Returns 0 and the descriptor
+/// (close-on-exec, the caller's to close) in `*out_fd`, or a negative code
+/// with `*out_fd` set to -1 (a message without exactly one descriptor, or
+/// one without every seal, is `MEMDL_ERR_IO` or
+/// `MEMDL_ERR_INVALID_ARGUMENT`; anything received is closed).
+///
+/// # Safety
+/// `socket` is not closed by another thread during the call; `out_fd` is
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn memdl_sealed_recv(socket: c_int, out_fd: *mut c_int) -> c_int {
+    // SAFETY: the caller's promise on `out_fd`.
+    unsafe {
+        fd_into(out_fd, || {
+            // SAFETY: the caller does not close `socket` during the call.
+            Ok(SealedElf::recv(unsafe { open_fd(socket) }?)?.into())
+        })
+    }
 }
 
 /// The address of the symbol `name` that `image` exports (a function or a

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -324,8 +325,68 @@ static void test_sandbox(void) {
     memdl_options_free(options);
 }
 
-/* Load/close cycles: under valgrind, nothing may leak. */
+/* A sealed memory file: made from bytes, loaded by both backends, sent
+ * over a socket; a file without seals is refused. */
+static void test_sealed(void) {
+    size_t len;
+    unsigned char *bytes = read_file(tiny_path, &len);
+    int fd = 42;
+    CHECK(memdl_seal(NULL, len, &fd) == MEMDL_ERR_INVALID_ARGUMENT && fd == -1);
+    CHECK(memdl_seal(bytes, len, NULL) == MEMDL_ERR_INVALID_ARGUMENT);
+    CHECK(memdl_seal(bytes, len, &fd) == MEMDL_OK && fd >= 0);
+    free(bytes);
+    if (fd < 0)
+        return;
+    CHECK(write(fd, "x", 1) == -1); /* sealed against writes */
+
+    memdl_options *system = memdl_options_new();
+    memdl_options_use_system_loader(system);
+    const memdl_options *backends[] = {NULL, system};
+    for (int i = 0; i < 2; i++) {
+        memdl_image *image = NULL;
+        CHECK(memdl_load_sealed(fd, backends[i], &image) == MEMDL_OK);
+        if (image) {
+            check_tiny(image);
+            memdl_close(image);
+        }
+    }
+
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    CHECK(memdl_sealed_send(fd, sv[0]) == MEMDL_OK);
+    int received = 42;
+    CHECK(memdl_sealed_recv(sv[1], &received) == MEMDL_OK && received >= 0 && received != fd);
+    memdl_image *image = NULL;
+    CHECK(memdl_load_sealed(received, NULL, &image) == MEMDL_OK);
+    if (image) {
+        check_tiny(image);
+        memdl_close(image);
+    }
+    close(received);
+
+    /* A plain file could change under the image: refused. */
+    int plain = open(tiny_path, O_RDONLY | O_CLOEXEC);
+    image = (memdl_image *)&plain;
+    CHECK(memdl_load_sealed(plain, NULL, &image) == MEMDL_ERR_INVALID_ARGUMENT);
+    CHECK(image == NULL);
+    CHECK(error_names("sealed"));
+    CHECK(memdl_sealed_send(plain, sv[0]) == MEMDL_ERR_INVALID_ARGUMENT);
+    close(plain);
+    CHECK(memdl_sealed_recv(-1, &received) == MEMDL_ERR_INVALID_ARGUMENT && received == -1);
+    CHECK(memdl_load_sealed(-1, NULL, &image) == MEMDL_ERR_INVALID_ARGUMENT);
+    close(sv[0]);
+    /* The peer closed without sending. */
+    CHECK(memdl_sealed_recv(sv[1], &received) < 0 && received == -1);
+    close(sv[1]);
+    close(fd);
+    memdl_options_free(system);
+}
+
+/* Load/close cycles: under valgrind, nothing may leak; no descriptor
+ * either (the lowest free descriptor number is the same afterwards). */
 static void test_cycles(int cycles) {
+    int lowest_free = open("/dev/null", O_RDONLY);
+    close(lowest_free);
     size_t len;
     unsigned char *bytes = read_file(tiny_path, &len);
     memdl_options *system = memdl_options_new();
@@ -343,9 +404,17 @@ static void test_cycles(int cycles) {
         CHECK(memdl_sym(image, "add") != NULL);
         memdl_close(image);
         CHECK(memdl_load(bytes, len / 3, NULL, &image) == MEMDL_ERR_MALFORMED);
+        int fd = -1;
+        CHECK(memdl_seal(bytes, len, &fd) == MEMDL_OK);
+        CHECK(memdl_load_sealed(fd, system, &image) == MEMDL_OK);
+        memdl_close(image);
+        close(fd);
     }
     memdl_options_free(system);
     free(bytes);
+    int fd = open("/dev/null", O_RDONLY);
+    CHECK(fd == lowest_free);
+    close(fd);
 }
 
 int main(int argc, char **argv) {
@@ -366,6 +435,7 @@ int main(int argc, char **argv) {
     test_load_fd_container(NULL);
     test_system_backend();
     test_sandbox();
+    test_sealed();
     test_cycles(cycles);
 
     printf("%d checks, %d failed\n", checks, failures);
