@@ -81,7 +81,7 @@ fn setup() -> &'static Setup {
         // means (the sandboxed one imports host_log and host_scale).
         let lib = |name: &str| {
             let out = tmp.join(format!("lib{name}.so"));
-            run(Command::new("cc")
+            run(Command::new("gcc")
                 .args(["-shared", "-fPIC", "-nostdlib", "-O2", "-o"])
                 .arg(&out)
                 .arg(capi_dir().join(format!("tests/c/{name}.c"))));
