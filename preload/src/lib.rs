@@ -35,7 +35,8 @@
 //! Where memdl refuses a library the system loader loads it instead and
 //! `MEMDL_PRELOAD_LOG` says why; with `MEMDL_PRELOAD_STRICT=1` that is a
 //! `dlopen` failure instead. `MEMDL_PRELOAD_LOG=FILE` gets one line per
-//! library opened: `custom <path>` or `system <path>: <reason>`.
+//! library opened: `custom <path>` or `system <path>: <reason>`; under
+//! strict mode a refusal is `refused <path>: <reason>` (nothing loaded).
 //!
 //! Not done: the caller's `DT_RUNPATH` in the search by name (see
 //! `search.rs`), finalisers of libraries still open at exit (glibc runs
@@ -291,6 +292,10 @@ struct DynInfo {
     symtab: usize,
     strtab: usize,
     strsz: usize,
+    /// `DT_FINI_ARRAY` (runtime address), its size, `DT_FINI` (runtime address).
+    fini_array: usize,
+    fini_arraysz: usize,
+    fini: usize,
 }
 
 /// One library memdl loaded for the program.
@@ -312,10 +317,16 @@ struct Record {
     map_start: usize,
     bias: usize,
     ranges: Vec<(usize, usize)>,
+    /// The executable ones among them.
+    code: Vec<(usize, usize)>,
     phdrs: Vec<ProgramHeader>,
     dyn_info: DynInfo,
     /// Handles of its `DT_NEEDED` libraries (one reference each), in order.
     deps: Vec<usize>,
+    /// Libraries of ours it may have bound to (global when it was loaded,
+    /// or found by its `dlsym(RTLD_DEFAULT/RTLD_NEXT)`): one reference each,
+    /// as glibc keeps a library another one bound to.
+    reldeps: Mutex<Vec<usize>>,
     link_map: Box<UnsafeCell<LinkMap>>,
     /// Exports the system's global scope does not define (for later loads).
     global_syms: OnceLock<Vec<(Vec<u8>, usize)>>,
@@ -590,6 +601,7 @@ pub(crate) unsafe extern "C" fn imp_dlmopen(
         let reason =
             "dlmopen into a namespace other than LM_ID_BASE: memdl has no link-map namespaces";
         if config().strict {
+            log_line(&format!("refused {name}: {reason}"));
             set_error(strict_message(&name, reason));
             return std::ptr::null_mut();
         }
@@ -718,6 +730,7 @@ fn open(name: &CStr, mode: c_int) -> *mut c_void {
 /// memdl cannot load it: the system loader does (logged), or, strict, a failure.
 fn refuse(shown: &str, file: &CStr, mode: c_int, reason: &str) -> *mut c_void {
     if config().strict {
+        log_line(&format!("refused {shown}: {reason}"));
         set_error(strict_message(shown, reason));
         return std::ptr::null_mut();
     }
@@ -822,6 +835,9 @@ fn read_dynamic(bias: usize, dynamic: usize, rec_ranges: &[(usize, usize)]) -> D
             5 => info.strtab = bias.wrapping_add(val as usize),
             6 => info.symtab = bias.wrapping_add(val as usize),
             10 => info.strsz = val as usize,
+            13 => info.fini = bias.wrapping_add(val as usize),
+            26 => info.fini_array = bias.wrapping_add(val as usize),
+            28 => info.fini_arraysz = val as usize,
             14 => soname = Some(val),
             0x6fff_fffb => info.flags_1 = val,
             _ => {}
@@ -857,6 +873,11 @@ fn make_record(
     );
     let ranges: Vec<(usize, usize)> = image
         .segments()
+        .map(|s| (s.address, s.address + s.size as usize))
+        .collect();
+    let code: Vec<(usize, usize)> = image
+        .segments()
+        .filter(|s| s.flags & libc::PF_X != 0)
         .map(|s| (s.address, s.address + s.size as usize))
         .collect();
     let map_start = ranges.iter().map(|r| r.0).min().unwrap_or(bias) & !(page - 1);
@@ -896,6 +917,15 @@ fn make_record(
     if !bytes.contains(&b'/') && !names.iter().any(|n| n == bytes) {
         names.push(bytes.to_vec());
     }
+    // Global libraries it may have bound to stay while it is loaded.
+    let reldeps: Vec<usize> = snapshot()
+        .into_iter()
+        .filter(|g| g.global.load(Ordering::Acquire) && !g.global_syms().is_empty())
+        .map(|g| {
+            g.refs.fetch_add(1, Ordering::AcqRel);
+            g.handle
+        })
+        .collect();
     let nodelete = mode & RTLD_NODELETE != 0 || dyn_info.flags_1 & 0x8 != 0;
     let global = mode & RTLD_GLOBAL != 0;
     let rec = Arc::new(Record {
@@ -912,10 +942,12 @@ fn make_record(
         map_start,
         bias,
         ranges,
+        code,
         phdrs,
 
         dyn_info,
         deps,
+        reldeps: Mutex::new(reldeps),
         link_map: Box::new(UnsafeCell::new(LinkMap {
             l_addr: bias,
             l_name: std::ptr::null(),
@@ -931,12 +963,58 @@ fn make_record(
         rec.global_syms();
     }
     records().push(Arc::clone(&rec));
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    AT_EXIT.call_once(|| {
+        // SAFETY: registering a function that takes no arguments.
+        unsafe { libc::atexit(finalise_at_exit) };
+    });
     COUNT.fetch_add(1, Ordering::Relaxed);
     ADDS.fetch_add(1, Ordering::Relaxed);
     if global {
         GLOBALS.fetch_add(1, Ordering::Relaxed);
     }
     rec
+}
+
+// ---- exit ---------------------------------------------------------------------
+
+/// Set once the libraries still loaded at exit were finalised.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// At exit glibc runs the finalisers of every library still loaded, without
+/// unmapping anything (other threads may still be inside them); so does
+/// this, for ours, newest first. Registered with `atexit` at the first
+/// load, it runs after the handlers registered later (those of the
+/// libraries themselves) and before glibc's own finalisers.
+extern "C" fn finalise_at_exit() {
+    let _ = std::panic::catch_unwind(|| {
+        let _lock = dl_lock();
+        EXITING.store(true, Ordering::Release);
+        for rec in snapshot().iter().rev() {
+            let d = &rec.dyn_info;
+            let is_code = |f: usize| rec.code.iter().any(|&(s, e)| f >= s && f < e);
+            let count = d.fini_arraysz / 8;
+            if d.fini_array != 0
+                && rec.contains(d.fini_array)
+                && rec.contains(d.fini_array + count * 8 - 1)
+            {
+                for i in (0..count).rev() {
+                    // SAFETY: an entry of the image's DT_FINI_ARRAY, inside
+                    // the image (checked above).
+                    let f = unsafe { *((d.fini_array + i * 8) as *const usize) };
+                    if is_code(f) {
+                        // SAFETY: a finaliser of the image, in its code, run
+                        // once, as glibc runs it at exit.
+                        unsafe { std::mem::transmute::<usize, extern "C" fn()>(f)() };
+                    }
+                }
+            }
+            if d.fini != 0 && is_code(d.fini) {
+                // SAFETY: as above, for DT_FINI.
+                unsafe { std::mem::transmute::<usize, extern "C" fn()>(d.fini)() };
+            }
+        }
+    });
 }
 
 // ---- dlclose ----------------------------------------------------------------
@@ -973,7 +1051,13 @@ fn close(rec: Arc<Record>) {
     if rec.global.load(Ordering::Acquire) {
         GLOBALS.fetch_sub(1, Ordering::Relaxed);
     }
-    let deps = rec.deps.clone();
+    if EXITING.load(Ordering::Acquire) {
+        // Its finalisers ran at exit already: it stays as it is.
+        std::mem::forget(rec);
+        return;
+    }
+    let mut deps = rec.deps.clone();
+    deps.extend(rec.reldeps.lock().unwrap_or_else(|p| p.into_inner()).iter());
     // The image unloads when the last user lets go (now, unless another
     // thread is inside a lookup in it).
     drop(rec);
@@ -1040,6 +1124,23 @@ fn in_handle(h: usize, name: &CStr, version: Option<&CStr>) -> Option<usize> {
     }
 }
 
+/// `caller` found a symbol of `found` through the global scope: glibc then
+/// keeps `found` as long as the caller (for good, if the caller is not a
+/// library that can be unloaded).
+fn bound(caller: Option<&Record>, found: &Record) {
+    match caller {
+        Some(c) if c.handle == found.handle => {}
+        Some(c) => {
+            let mut reldeps = c.reldeps.lock().unwrap_or_else(|p| p.into_inner());
+            if !reldeps.contains(&found.handle) {
+                found.refs.fetch_add(1, Ordering::AcqRel);
+                reldeps.push(found.handle);
+            }
+        }
+        None => found.nodelete.store(true, Ordering::Release),
+    }
+}
+
 fn lookup(handle: usize, name: &CStr, version: Option<&CStr>, ra: usize) -> usize {
     begin();
     let r = reals();
@@ -1074,9 +1175,11 @@ fn lookup(handle: usize, name: &CStr, version: Option<&CStr>, ra: usize) -> usiz
             .find_map(|&d| in_handle(d, name, version))
             .or_else(|| Some(real_lookup(0, name, version)).filter(|&a| a != 0))
             .or_else(|| {
-                globals()
-                    .filter(|g| g.seq > c.seq)
-                    .find_map(|g| g.own(name, version))
+                globals().filter(|g| g.seq > c.seq).find_map(|g| {
+                    let a = g.own(name, version)?;
+                    bound(Some(&c), &g);
+                    Some(a)
+                })
             });
         return found.unwrap_or_else(|| {
             set_error(undefined(&c.path.to_string_lossy(), name, version));
@@ -1088,11 +1191,17 @@ fn lookup(handle: usize, name: &CStr, version: Option<&CStr>, ra: usize) -> usiz
         if a != 0 {
             return a;
         }
-        let found = globals().find_map(|g| g.own(name, version)).or_else(|| {
-            let c = caller?;
-            c.own(name, version)
-                .or_else(|| c.deps.iter().find_map(|&d| in_handle(d, name, version)))
-        });
+        let found = globals()
+            .find_map(|g| {
+                let a = g.own(name, version)?;
+                bound(caller.as_deref(), &g);
+                Some(a)
+            })
+            .or_else(|| {
+                let c = caller.as_ref()?;
+                c.own(name, version)
+                    .or_else(|| c.deps.iter().find_map(|&d| in_handle(d, name, version)))
+            });
         return found.unwrap_or_else(|| {
             set_error(undefined(
                 if handle == 0 {
