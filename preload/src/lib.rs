@@ -232,10 +232,27 @@ static DL_LOCK: DlLock = DlLock(UnsafeCell::new(
 
 struct DlGuard;
 fn dl_lock() -> DlGuard {
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    AT_FORK.call_once(|| {
+        // SAFETY: registering a child handler that takes no arguments.
+        unsafe { libc::pthread_atfork(None, None, Some(reset_dl_lock)) };
+    });
     // SAFETY: a statically initialised recursive mutex, unlocked by the guard.
     unsafe { libc::pthread_mutex_lock(DL_LOCK.0.get()) };
     DlGuard
 }
+/// In a forked child only the forking thread exists: a lock another thread
+/// held at the fork would never be released, so the child starts afresh.
+extern "C" fn reset_dl_lock() {
+    // SAFETY: the child is single-threaded here; nobody else uses the lock.
+    unsafe {
+        DL_LOCK
+            .0
+            .get()
+            .write(libc::PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP)
+    };
+}
+
 impl Drop for DlGuard {
     fn drop(&mut self) {
         // SAFETY: locked by this thread in `dl_lock`.
@@ -543,13 +560,8 @@ fn route_inner(which: usize, ra: usize, arg: impl Fn(usize) -> usize) -> usize {
                 real
             }
         }
-        which::DL_ITERATE_PHDR => {
-            if own || COUNT.load(Ordering::Relaxed) == 0 {
-                r.dl_iterate_phdr
-            } else {
-                0
-            }
-        }
+        which::DL_ITERATE_PHDR if own || COUNT.load(Ordering::Relaxed) == 0 => r.dl_iterate_phdr,
+        which::DL_ITERATE_PHDR => 0,
         _ => 0,
     }
 }
@@ -1498,9 +1510,10 @@ pub(crate) unsafe extern "C" fn imp_dl_iterate_phdr(
     if r != 0 {
         return r;
     }
-    // Ours come after the system's: they were loaded later. No dlclose of
-    // ours can run meanwhile (the lock), so the names and headers stay.
-    let _lock = dl_lock();
+    // Ours come after the system's: they were loaded later. The snapshot
+    // keeps each record's name and headers alive across the callback; no
+    // lock is held (an unwinder in another thread must not wait for a
+    // dlopen running a long initialiser).
     for rec in snapshot() {
         // SAFETY: dl_phdr_info is plain data; zero is valid for every field.
         let mut info: libc::dl_phdr_info = unsafe { std::mem::zeroed() };
