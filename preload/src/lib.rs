@@ -784,6 +784,7 @@ fn system_name(handle: *mut c_void) -> Option<String> {
     } == 0;
     // SAFETY: a link map of a loaded object and its NUL-terminated name.
     (ok && !map.is_null() && unsafe { !(*map).l_name.is_null() }).then(|| {
+        // SAFETY: as above.
         unsafe { CStr::from_ptr((*map).l_name) }
             .to_string_lossy()
             .into_owned()
@@ -1321,6 +1322,7 @@ fn fill_info(
             let sname = match entry {
                 // SAFETY: an entry of the image's symbol table.
                 Some(e) => {
+                    // SAFETY: an entry of the image's symbol table.
                     (rec.dyn_info.strtab + unsafe { (*e).st_name } as usize) as *const c_char
                 }
                 None => intern(name),
