@@ -18,6 +18,7 @@ const SOURCES: &[&str] = &[
     "pd.c",
     "pe.c",
     "pg.c",
+    "ph.c",
     "textrel.c",
 ];
 
@@ -45,6 +46,7 @@ fn build(dir: &Path) {
     lib("libpd.so", &["pd.c"]);
     lib("libpe.so", &["pe.c"]);
     lib("libpg.so", &["pg.c"]);
+    lib("libph.so", &["ph.c"]);
     lib("libtextrel.so", &["textrel.c", "-Wl,-z,notext"]);
     gcc(dir, &["-o", "main", "main.c", "-pthread"]);
 }
@@ -97,7 +99,7 @@ fn same_transcript_with_and_without_memdl() {
         );
         let log = std::fs::read_to_string(&log).expect("the log was written");
         let lines: Vec<&str> = log.lines().collect();
-        for name in ["libpa", "libpb", "libpc", "libpd", "libpe", "libpg"] {
+        for name in ["libpa", "libpb", "libpc", "libpd", "libpe", "libpg", "libph"] {
             let line = format!("custom {}/{name}.so", dir.display());
             assert!(lines.contains(&line.as_str()), "no `{line}` in:\n{log}");
         }
@@ -105,8 +107,9 @@ fn same_transcript_with_and_without_memdl() {
             lines.iter().all(|l| l.starts_with("custom ")),
             "every library was loaded by memdl's loader:\n{log}"
         );
-        // libpe is opened twice (it is unloaded in between), the rest once.
-        assert_eq!(lines.len(), 7, "{log}");
+        // libpe is opened twice (it is unloaded in between), libph as
+        // often as the threads' dlopen/dlclose cycles happen to unload it.
+        assert!(lines.len() >= 8, "{log}");
     }
 }
 
@@ -186,9 +189,8 @@ fn memdl_run_gives_the_same_transcript() {
     assert!(out.status.success(), "{out:?}");
     assert_eq!(text(&out), text(&plain));
     let log = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(
-        log.lines().filter(|l| l.starts_with("custom ")).count(),
-        7,
+    assert!(
+        log.lines().count() >= 8 && log.lines().all(|l| l.starts_with("custom ")),
         "{log}"
     );
 }

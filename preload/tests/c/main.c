@@ -18,6 +18,13 @@ static const char *lib(const char *name) {
     return buf;
 }
 
+/* The same, in a buffer of the calling thread's own. */
+static const char *lib_path(const char *name) {
+    static __thread char own[4096];
+    snprintf(own, sizeof own, "%s/%s", dir, name);
+    return own;
+}
+
 /* dlerror's text with DIR replaced by "$DIR", or "(null)". */
 static const char *err(void) {
     static char out[4096];
@@ -63,6 +70,21 @@ static void *thread_main(void *h) {
     printf("thread: dlsym missing = %s\n", p ? "found" : "NULL");
     printf("thread: dlerror = %s\n", err());
     return NULL;
+}
+
+/* Many threads open, look up in and close the same library at once, and
+   look up through RTLD_DEFAULT meanwhile: every call must succeed. */
+static void *stress(void *arg) {
+    long bad = 0;
+    for (int i = 0; i < 200; i++) {
+        void *h = dlopen(lib_path((const char *)arg), RTLD_NOW);
+        int (*f)(int) = h ? (int (*)(int))dlsym(h, "ph_value") : NULL;
+        if (!f || f(i) != i * 3) bad++;
+        if (dlsym(RTLD_DEFAULT, "ph_value_missing")) bad++;
+        (void)dlerror();
+        if (!h || dlclose(h) != 0) bad++;
+    }
+    return (void *)bad;
 }
 
 static int textrel_only(void) {
@@ -193,6 +215,17 @@ int main(int argc, char **argv) {
     pthread_create(&t, NULL, thread_main, pa);
     pthread_join(t, NULL);
     printf("main: dlerror = %s\n", err());
+
+    pthread_t ts[4];
+    long bad = 0;
+    for (int i = 0; i < 4; i++) pthread_create(&ts[i], NULL, stress, "libph.so");
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        pthread_join(ts[i], &r);
+        bad += (long)r;
+    }
+    printf("4 threads x 200 dlopen/dlsym/dlclose of libph: %ld failures, after: %s\n", bad,
+           dlopen(lib("libph.so"), RTLD_NOW | RTLD_NOLOAD) ? "loaded" : "gone");
 
     /* Closing: pc, pg, pb (libpa stays: the program holds it), then every
        reference to libpa. */
