@@ -38,9 +38,11 @@
 //! library opened: `custom <path>` or `system <path>: <reason>`; under
 //! strict mode a refusal is `refused <path>: <reason>` (nothing loaded).
 //!
-//! Not done: the caller's `DT_RUNPATH` in the search by name (see
-//! `search.rs`), finalisers of libraries still open at exit (glibc runs
-//! them; here they stay mapped), `RTLD_DI_SERINFO`.
+//! Libraries still open at exit have their finalisers run (not unmapped),
+//! as glibc does. Not done: `RTLD_DI_SERINFO`; `$LIB`/`$PLATFORM` and
+//! `glibc-hwcaps` in the search by name (see `search.rs`); `RTLD_DEFAULT`
+//! from a system library does not search that library's own local scope
+//! once any memdl library is global (the lookup is then made from here).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 // glibc's dlopen family on x86_64 and aarch64 (the entry points are
@@ -62,7 +64,7 @@ use std::ffi::{c_char, c_int, c_long, c_void, CStr, CString};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -313,6 +315,9 @@ struct DynInfo {
     symtab: usize,
     strtab: usize,
     strsz: usize,
+    /// `DT_RPATH` and `DT_RUNPATH` (unexpanded).
+    rpath: Option<Vec<u8>>,
+    runpath: Option<Vec<u8>>,
     /// `DT_FINI_ARRAY` (runtime address), its size, `DT_FINI` (runtime address).
     fini_array: usize,
     fini_arraysz: usize,
@@ -580,13 +585,13 @@ const RTLD_DEEPBIND: c_int = 0x8;
 pub(crate) unsafe extern "C" fn imp_dlopen(
     file: *const c_char,
     mode: c_int,
-    _ra: usize,
+    ra: usize,
 ) -> *mut c_void {
     guard(std::ptr::null_mut(), || {
         let _lock = dl_lock();
         begin();
         // SAFETY: `route` sends only non-null names here.
-        open(unsafe { CStr::from_ptr(file) }, mode)
+        open(unsafe { CStr::from_ptr(file) }, mode, ra)
     })
 }
 
@@ -656,7 +661,7 @@ fn reopen(rec: &Record, mode: c_int, name: &CStr) -> *mut c_void {
 }
 
 /// `dlopen` of a non-empty name, under the lock.
-fn open(name: &CStr, mode: c_int) -> *mut c_void {
+fn open(name: &CStr, mode: c_int, ra: usize) -> *mut c_void {
     let shown = name.to_string_lossy().into_owned();
     if let Some(rec) = find_by_name(name) {
         return reopen(&rec, mode, name);
@@ -684,7 +689,10 @@ fn open(name: &CStr, mode: c_int) -> *mut c_void {
     let path = if bytes.contains(&b'/') {
         name.to_owned()
     } else {
-        match search::find(bytes).and_then(|p| CString::new(p.as_os_str().as_bytes()).ok()) {
+        let (rpath, runpath) = caller_paths(ra);
+        match search::find(bytes, &rpath, &runpath)
+            .and_then(|p| CString::new(p.as_os_str().as_bytes()).ok())
+        {
             Some(p) => p,
             None if mode & RTLD_NOLOAD != 0 => return std::ptr::null_mut(),
             None => return not_found(&shown, name, mode),
@@ -755,7 +763,7 @@ fn refuse(shown: &str, file: &CStr, mode: c_int, reason: &str) -> *mut c_void {
 }
 
 /// A name no directory of memdl's search has: the system loader may still
-/// find it (the caller's `DT_RUNPATH`, ...), except in strict mode.
+/// find it (`$LIB` in a path, `glibc-hwcaps`, ...), except in strict mode.
 fn not_found(shown: &str, name: &CStr, mode: c_int) -> *mut c_void {
     let message = format!("{shown}: cannot open shared object file: No such file or directory");
     if config().strict {
@@ -842,6 +850,7 @@ fn read_dynamic(bias: usize, dynamic: usize, rec_ranges: &[(usize, usize)]) -> D
     }
     let mut needed = Vec::new();
     let mut soname = None;
+    let (mut rpath, mut runpath) = (None, None);
     let mut at = dynamic;
     while inside(at, 16) {
         // SAFETY: inside a loaded segment of the image (checked above).
@@ -856,6 +865,8 @@ fn read_dynamic(bias: usize, dynamic: usize, rec_ranges: &[(usize, usize)]) -> D
             26 => info.fini_array = bias.wrapping_add(val as usize),
             28 => info.fini_arraysz = val as usize,
             14 => soname = Some(val),
+            15 => rpath = Some(val),
+            29 => runpath = Some(val),
             0x6fff_fffb => info.flags_1 = val,
             _ => {}
         }
@@ -873,7 +884,121 @@ fn read_dynamic(bias: usize, dynamic: usize, rec_ranges: &[(usize, usize)]) -> D
     };
     info.needed = needed.into_iter().filter_map(string).collect();
     info.soname = soname.and_then(string);
+    info.rpath = rpath.and_then(string);
+    info.runpath = runpath.and_then(string);
     info
+}
+
+/// The search path lists of the object that called `dlopen` (return
+/// address `ra`): its `DT_RPATH` (used only without a `DT_RUNPATH`, as
+/// glibc does) and its `DT_RUNPATH`, with `$ORIGIN` expanded.
+fn caller_paths(ra: usize) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (origin, rpath, runpath) = match record_containing(ra) {
+        Some(rec) => (
+            Path::new(std::ffi::OsStr::from_bytes(rec.path.as_bytes()))
+                .parent()
+                .map(Path::to_path_buf),
+            rec.dyn_info.rpath.clone(),
+            rec.dyn_info.runpath.clone(),
+        ),
+        None => match system_caller_paths(ra) {
+            Some(x) => x,
+            None => return (Vec::new(), Vec::new()),
+        },
+    };
+    let expand = |list: Option<Vec<u8>>| -> Vec<PathBuf> {
+        let Some(list) = list else { return Vec::new() };
+        list.split(|&c| c == b':')
+            .filter(|d| !d.is_empty())
+            .filter_map(|d| {
+                let d = String::from_utf8_lossy(d);
+                let d = if d.contains("$ORIGIN") || d.contains("${ORIGIN}") {
+                    let o = origin.as_ref()?.to_string_lossy().into_owned();
+                    d.replace("${ORIGIN}", &o).replace("$ORIGIN", &o)
+                } else {
+                    d.into_owned()
+                };
+                // $LIB and $PLATFORM are not expanded: such entries are skipped.
+                (!d.contains('$')).then(|| PathBuf::from(d))
+            })
+            .collect()
+    };
+    if runpath.is_some() {
+        (Vec::new(), expand(runpath))
+    } else {
+        (expand(rpath), Vec::new())
+    }
+}
+
+type CallerPaths = (Option<PathBuf>, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// [`caller_paths`] for an object of the system loader: its link map's
+/// dynamic section (glibc has relocated the table addresses in it).
+fn system_caller_paths(ra: usize) -> Option<CallerPaths> {
+    // SAFETY: dl_info and the link map pointer are plain data we own.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let mut map: *mut LinkMap = std::ptr::null_mut();
+    // SAFETY: the C library's dladdr1 with RTLD_DL_LINKMAP and out pointers.
+    let ok = unsafe {
+        let f: unsafe extern "C" fn(
+            *const c_void,
+            *mut libc::Dl_info,
+            *mut *mut c_void,
+            c_int,
+        ) -> c_int = std::mem::transmute(reals().dladdr1);
+        f(
+            ra as *const c_void,
+            &mut info,
+            (&mut map as *mut *mut LinkMap).cast(),
+            RTLD_DL_LINKMAP,
+        )
+    };
+    if ok == 0 || map.is_null() {
+        return None;
+    }
+    // SAFETY: a live link map (the caller's object is loaded: it called us).
+    let (l_addr, l_name, l_ld) = unsafe { ((*map).l_addr, (*map).l_name, (*map).l_ld as usize) };
+    // SAFETY: l_name is null or NUL-terminated.
+    let name = (!l_name.is_null()).then(|| unsafe { CStr::from_ptr(l_name) }.to_bytes().to_vec());
+    let origin = match name.filter(|n| !n.is_empty()) {
+        Some(n) => Path::new(std::ffi::OsStr::from_bytes(&n))
+            .parent()
+            .map(Path::to_path_buf),
+        // The main program.
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf)),
+    };
+    let (mut strtab, mut rpath, mut runpath) = (0usize, None, None);
+    let mut at = l_ld;
+    for _ in 0..4096 {
+        if at == 0 {
+            break;
+        }
+        // SAFETY: the dynamic section of a loaded object, up to DT_NULL.
+        let (tag, val) = unsafe { (*(at as *const i64), *((at + 8) as *const u64)) };
+        match tag {
+            0 => break,
+            5 => strtab = val as usize,
+            15 => rpath = Some(val as usize),
+            29 => runpath = Some(val as usize),
+            _ => {}
+        }
+        at += 16;
+    }
+    if strtab == 0 {
+        return Some((origin, None, None));
+    }
+    if strtab < l_addr {
+        strtab = strtab.wrapping_add(l_addr);
+    }
+    // SAFETY: offsets into the object's string table of NUL-terminated names.
+    let string = |off: usize| unsafe {
+        CStr::from_ptr((strtab + off) as *const c_char)
+            .to_bytes()
+            .to_vec()
+    };
+    Some((origin, rpath.map(string), runpath.map(string)))
 }
 
 fn make_record(

@@ -1,9 +1,11 @@
 //! Finding a library named without a slash, as the system loader would:
-//! `LD_LIBRARY_PATH`, then `/etc/ld.so.cache`, then the default directories.
+//! the calling object's `DT_RPATH` (without a `DT_RUNPATH`), `LD_LIBRARY_PATH`,
+//! its `DT_RUNPATH` (both with `$ORIGIN`), `/etc/ld.so.cache`, then the
+//! default directories.
 //!
-//! Not done (issue 12 makes the search faithful): the calling object's
-//! `DT_RPATH`/`DT_RUNPATH` (with `$ORIGIN`), `glibc-hwcaps` subdirectories,
-//! and secure-execution restrictions. A name found by none of these is
+//! Not done (issue 12 makes the search faithful): `$LIB`/`$PLATFORM`, the
+//! `DT_RPATH` of the caller's loaders, `glibc-hwcaps` subdirectories, and
+//! secure-execution restrictions. A name found by none of these is
 //! handed to the system loader (or refused under `MEMDL_PRELOAD_STRICT=1`).
 
 use std::ffi::OsStr;
@@ -45,10 +47,12 @@ fn is_file(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file())
 }
 
-/// Where the system loader would find `name` (no slash in it).
-pub fn find(name: &[u8]) -> Option<PathBuf> {
+/// Where the system loader would find `name` (no slash in it), given the
+/// caller's `DT_RPATH` (searched first; only given without a `DT_RUNPATH`)
+/// and `DT_RUNPATH` (searched after `LD_LIBRARY_PATH`) directories.
+pub fn find(name: &[u8], rpath: &[PathBuf], runpath: &[PathBuf]) -> Option<PathBuf> {
     let name = OsStr::from_bytes(name);
-    for dir in library_path() {
+    for dir in rpath.iter().chain(library_path()).chain(runpath) {
         let p = dir.join(name);
         if is_file(&p) {
             return Some(p);

@@ -19,6 +19,8 @@ const SOURCES: &[&str] = &[
     "pe.c",
     "pg.c",
     "ph.c",
+    "pi.c",
+    "pj.c",
     "textrel.c",
 ];
 
@@ -48,7 +50,27 @@ fn build(dir: &Path) {
     lib("libpg.so", &["pg.c"]);
     lib("libph.so", &["ph.c"]);
     lib("libtextrel.so", &["textrel.c", "-Wl,-z,notext"]);
-    gcc(dir, &["-o", "main", "main.c", "-pthread"]);
+    // Found by name only through a DT_RUNPATH: libpi's ($ORIGIN/sub) and
+    // the program's ($ORIGIN/sub2).
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::create_dir_all(dir.join("sub2")).unwrap();
+    lib("sub/libpj.so", &["pj.c", "-Wl,-soname,libpj.so"]);
+    lib("sub2/libpk.so", &["pj.c", "-Wl,-soname,libpk.so"]);
+    lib(
+        "libpi.so",
+        &["pi.c", "-Wl,--enable-new-dtags", "-Wl,-rpath,$ORIGIN/sub"],
+    );
+    gcc(
+        dir,
+        &[
+            "-o",
+            "main",
+            "main.c",
+            "-pthread",
+            "-Wl,--enable-new-dtags",
+            "-Wl,-rpath,$ORIGIN/sub2",
+        ],
+    );
 }
 
 fn text(out: &Output) -> String {
@@ -99,7 +121,9 @@ fn same_transcript_with_and_without_memdl() {
         );
         let log = std::fs::read_to_string(&log).expect("the log was written");
         let lines: Vec<&str> = log.lines().collect();
-        for name in ["libpa", "libpb", "libpc", "libpd", "libpe", "libpg", "libph"] {
+        for name in [
+            "libpa", "libpb", "libpc", "libpd", "libpe", "libpg", "libph",
+        ] {
             let line = format!("custom {}/{name}.so", dir.display());
             assert!(lines.contains(&line.as_str()), "no `{line}` in:\n{log}");
         }

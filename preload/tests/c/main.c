@@ -157,6 +157,19 @@ int main(int argc, char **argv) {
     printf("dlerror %s\n", err());
     printf("libc by soname, noload: %s\n", dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD) ? "handle" : "NULL");
 
+    /* Search by name through the caller's DT_RUNPATH ($ORIGIN): libpi's
+       (sub/), the program's own (sub2/). */
+    p = dlopen("libpj.so", RTLD_NOW);
+    printf("libpj by name from the program: %s, ", p ? "handle" : "NULL");
+    printf("dlerror %s\n", err());
+    void *pi = dlopen(lib("libpi.so"), RTLD_NOW);
+    printf("pi: %s, ", pi ? "opened" : err());
+    printf("libpj by name from libpi: pj_value = %d\n", pi ? fn(pi, "pi_open_pj")() : -1);
+    void *pk = dlopen("libpk.so", RTLD_NOW);
+    printf("libpk by name from the program: %s, pj_value = %d\n", pk ? "opened" : err(), pk ? fn(pk, "pj_value")() : -1);
+    if (pk) dlclose(pk);
+    if (pi) dlclose(pi);
+
     /* RTLD_NODELETE keeps state across dlclose. */
     void *pd = dlopen(lib("libpd.so"), RTLD_NOW | RTLD_NODELETE);
     ((void (*)(int))dlsym(pd, "pd_set"))(42);
