@@ -64,6 +64,13 @@ const EXTENSIONS: &[(&str, &str)] = &[
     ("cmath", "test_cmath"),
 ];
 
+/// A line for the CI log even when the test passes (libtest captures
+/// `eprintln!`, not writes to the stderr handle).
+fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 const PYENV_PYTHON: &str = "/root/.pyenv/versions/3.11.7/bin/python3.11";
 
 /// Results that differ for a reason outside this issue, each tied to the
@@ -96,7 +103,9 @@ fn python() -> PathBuf {
     candidates.push(PYENV_PYTHON.into());
     candidates.push("/usr/bin/python3.11".into());
     if !Path::new(PYENV_PYTHON).is_file() {
-        eprintln!("cpython: the Python build at {PYENV_PYTHON} is not on this machine");
+        report(&format!(
+            "cpython: the Python build at {PYENV_PYTHON} is not on this machine"
+        ));
     }
     let found = candidates.into_iter().find(|p| has_test_suite(p));
     let python = found.unwrap_or_else(|| {
@@ -106,7 +115,10 @@ fn python() -> PathBuf {
              .ci/run does), nor MEMDL_TEST_PYTHON"
         )
     });
-    eprintln!("cpython: running CPython's tests with {}", python.display());
+    report(&format!(
+        "cpython: running CPython's tests with {}",
+        python.display()
+    ));
     python
 }
 
@@ -137,9 +149,9 @@ fn available_modules(python: &Path) -> Vec<String> {
     let mut have = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         match line.strip_prefix('-') {
-            Some(missing) => {
-                eprintln!("cpython: {missing} is not in this interpreter's test suite")
-            }
+            Some(missing) => report(&format!(
+                "cpython: {missing} is not in this interpreter's test suite"
+            )),
             None => have.push(line.to_owned()),
         }
     }
@@ -183,9 +195,9 @@ fn cpython_test_suite_under_memdl_run_strict() {
             c
         }
         None => {
-            eprintln!(
+            report(
                 "cpython: the memdl command is not built (cargo test --workspace builds it): \
-                 setting LD_PRELOAD, MEMDL_PRELOAD_STRICT=1 and MEMDL_PRELOAD_LOG as it would"
+                 setting LD_PRELOAD, MEMDL_PRELOAD_STRICT=1 and MEMDL_PRELOAD_LOG as it would",
             );
             let mut c = clean(&python);
             c.env("LD_PRELOAD", preload_library())
@@ -267,9 +279,11 @@ fn cpython_test_suite_under_memdl_run_strict() {
         refused.len(),
         lines.iter().filter(|l| l.starts_with("system ")).count(),
     );
-    eprintln!("{summary}");
+    report(&summary);
     for k in &known {
-        eprintln!("cpython: KNOWN DIFFERENCE (a refusal outside issue 16): {k}");
+        report(&format!(
+            "cpython: KNOWN DIFFERENCE (a refusal outside issue 16): {k}"
+        ));
     }
     assert!(
         unexplained.is_empty(),
@@ -326,5 +340,7 @@ fn cpython_test_suite_under_memdl_run_strict() {
             "{name} ({origin}) was not loaded by memdl:\n{log_text}"
         );
     }
-    eprintln!("cpython: {checked} of the tests' extension modules are shared objects; all loaded by memdl");
+    report(&format!(
+        "cpython: {checked} of the tests' extension modules are shared objects; all loaded by memdl"
+    ));
 }
