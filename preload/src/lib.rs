@@ -88,8 +88,8 @@ fn config() -> &'static Config {
     CONFIG.get_or_init(|| {
         let strict =
             std::env::var_os("MEMDL_PRELOAD_STRICT").is_some_and(|v| !v.is_empty() && v != "0");
-        // Relative to the directory the process started in, not to where
-        // it is when it first logs.
+        // A relative name is taken against the working directory at the
+        // first dlopen and kept (`memdl run` passes an absolute one).
         let log = std::env::var_os("MEMDL_PRELOAD_LOG")
             .filter(|v| !v.is_empty())
             .map(|v| {
