@@ -11,6 +11,7 @@ mod elfscan;
 mod extract;
 mod input;
 mod inspect;
+mod run;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -42,6 +43,8 @@ enum Command {
     Extract(extract::Args),
     /// Time memdl against dlopen, the system backend and the floor (load, lookup, faults)
     Bench(bench::BenchArgs),
+    /// Run a program with its dlopen calls loaded by memdl (LD_PRELOAD)
+    Run(run::Args),
 }
 
 /// Why a command failed.
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => compare::run(&args, &mut out),
         Command::Extract(args) => extract::run(&args, &mut out),
         Command::Bench(args) => bench::run(args).map_err(Failure::new),
+        Command::Run(args) => run::run(&args),
     };
     let result = result.and_then(|()| out.flush().map_err(Failure::from));
     match result {
@@ -108,7 +112,7 @@ fn argument_error(e: clap::Error) -> ExitCode {
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
             let _ = writeln!(
                 io::stderr(),
-                "memdl: a subcommand is needed: inspect, compare, extract or bench (see memdl --help)"
+                "memdl: a subcommand is needed: inspect, compare, extract, bench or run (see memdl --help)"
             );
             ExitCode::FAILURE
         }
