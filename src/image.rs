@@ -18,7 +18,8 @@ use crate::arch;
 use crate::elf::dynamic::{Dynamic, Table};
 use crate::elf::index::{has_nul, ExportIndex, Probe};
 use crate::elf::symbols::{Sym, SymbolTable};
-use crate::elf::{read, Layout, Memory, Phdr, Segment};
+use crate::elf::view::{Array, Targets};
+use crate::elf::{Layout, Memory, Phdr, Segment};
 use crate::error::{Error, Result};
 use crate::map::{
     checked_file_range, page_size, prot_of, protection_plan, read_exact_at, with_read_only,
@@ -62,7 +63,8 @@ pub(crate) struct Loaded {
     /// `DT_SONAME`, or a made-up `memdl:<address>` name.
     pub name: CString,
     pub phdrs: Vec<Phdr>,
-    fini: Option<Table>,
+    /// `DT_FINI_ARRAY`.
+    fini: Option<Array<usize>>,
     fini_fn: Option<u64>,
     pub nodelete: bool,
     // Dropped in this order after the finalisers ran: unwind information,
@@ -262,10 +264,11 @@ impl ElfImage {
         let limits = &options.limits;
 
         let bias = mapping.base().wrapping_sub(layout.span_start as usize);
-        let mem = Memory {
-            bias,
-            loads: &layout.loads,
-        };
+        // SAFETY: every segment was just placed at `bias + vaddr` in
+        // `mapping`, readable (read-write, or mapped with its final
+        // protection when read-only); the views `mem` makes live in the
+        // `Loaded` that owns `mapping`, or end with this function.
+        let mem = unsafe { Memory::new(bias, &layout.loads) };
 
         // Read the dynamic section and the tables it names.
         let dynamic = Dynamic::parse(&mem, layout.dynamic.0, layout.dynamic.1, limits.max_needed)?;
@@ -280,7 +283,7 @@ impl ElfImage {
             .map(|v| mem.code(v, "DT_FINI").map(|_| v))
             .transpose()?;
         let init_array = function_array(&mem, dynamic.init_array, "DT_INIT_ARRAY")?;
-        function_array(&mem, dynamic.fini_array, "DT_FINI_ARRAY")?;
+        let fini_array = function_array(&mem, dynamic.fini_array, "DT_FINI_ARRAY")?;
         // Resolve every import, then relocate.
         let needed_names = dynamic
             .needed
@@ -301,19 +304,24 @@ impl ElfImage {
                 }
                 let data = mem.table("PT_TLS", t.vaddr, t.filesz)?;
                 Some(TlsModule::register(
-                    data, t.filesz, t.memsz, t.align, t.vaddr,
+                    data.addr(),
+                    t.filesz,
+                    t.memsz,
+                    t.align,
+                    t.vaddr,
                 )?)
             }
             None => None,
         };
-        let deferred = relocations.apply(&mem, &symbols, &resolver, tls.as_mut())?;
+        // SAFETY: the writable segments are mapped read-write and nothing
+        // but relocation touches them until the ifunc results are written
+        // (the final protections keep them writable, RELRO is sealed after).
+        let targets = unsafe { Targets::new(bias, &layout.loads) };
+        let deferred = relocations.apply(&mem, &targets, &symbols, &resolver, tls.as_mut())?;
         let needed = resolver.into_needed();
         // Init/fini arrays hold relocated pointers now: all must be code.
         check_function_array(&mem, init_array)?;
-        check_function_array(
-            &mem,
-            function_array(&mem, dynamic.fini_array, "DT_FINI_ARRAY")?,
-        )?;
+        check_function_array(&mem, fini_array)?;
 
         // Final protections: code becomes executable (never while writable),
         // writable segments stay writable.
@@ -345,6 +353,8 @@ impl ElfImage {
         // SAFETY: code is executable, targets are in writable segments and
         // each resolver was checked to lie in an executable segment.
         unsafe { apply_deferred(&deferred) };
+        drop(deferred);
+        drop(targets);
         if let (false, Some((start, end))) = (relro_in_plan, relro) {
             mapping.protect(
                 bias.wrapping_add(start as usize),
@@ -402,7 +412,7 @@ impl ElfImage {
             plain_lookups: AtomicU64::new(0),
             name,
             phdrs: layout.phdrs,
-            fini: dynamic.fini_array,
+            fini: fini_array,
             fini_fn,
             nodelete: dynamic.flags_1 & DF_1_NODELETE != 0,
             _frames: frames,
@@ -426,10 +436,8 @@ impl ElfImage {
             // fully relocated and protected, as its initialisers expect.
             unsafe { call_init(f, args) };
         }
-        if let Some((addr, count)) = init_array {
-            for i in 0..count {
-                // SAFETY: entry i of an array checked to lie in the image.
-                let f: usize = unsafe { read(addr + i * 8) };
+        if let Some(array) = init_array {
+            for f in array.iter() {
                 if image.core.is_code(f) {
                     // SAFETY: as for DT_INIT.
                     unsafe { call_init(f, args) };
@@ -799,11 +807,8 @@ impl Drop for ElfImage {
 
 impl Drop for Loaded {
     fn drop(&mut self) {
-        if let Some(t) = self.fini {
-            let addr = self.bias.wrapping_add(t.vaddr as usize);
-            for i in (0..(t.size / 8) as usize).rev() {
-                // SAFETY: the array was checked at load to lie in the image.
-                let f: usize = unsafe { read(addr + i * 8) };
+        if let Some(array) = self.fini {
+            for f in array.iter().rev() {
                 if self.is_code(f) {
                     // SAFETY: a finaliser of this image, in its own code.
                     unsafe { call_fini(f) };
@@ -1188,12 +1193,12 @@ fn populate_and_copy(
     }
 }
 
-/// Checks an init/fini array's place and shape: (address, entries).
+/// Checks an init/fini array's place and shape.
 fn function_array(
     mem: &Memory<'_>,
     table: Option<Table>,
     name: &'static str,
-) -> Result<Option<(usize, usize)>> {
+) -> Result<Option<Array<usize>>> {
     let Some(t) = table else { return Ok(None) };
     if t.size % 8 != 0 || t.vaddr % 8 != 0 {
         return Err(Error::BadTableSize {
@@ -1202,23 +1207,17 @@ fn function_array(
             entsize: 8,
         });
     }
-    let addr = mem.table(name, t.vaddr, t.size)?;
-    Ok(Some((addr, (t.size / 8) as usize)))
+    Ok(Some(mem.table(name, t.vaddr, t.size)?.array()))
 }
 
 /// Every entry of a relocated init/fini array must be this image's code
 /// (0 and -1 are tolerated and skipped, as old toolchains emit them).
-fn check_function_array(mem: &Memory<'_>, array: Option<(usize, usize)>) -> Result<()> {
-    let Some((addr, count)) = array else {
-        return Ok(());
-    };
-    for i in 0..count {
-        // SAFETY: entry i of an array checked by `function_array`.
-        let f: usize = unsafe { read(addr + i * 8) };
+fn check_function_array(mem: &Memory<'_>, array: Option<Array<usize>>) -> Result<()> {
+    for f in array.iter().flat_map(Array::iter) {
         if f == 0 || f == usize::MAX {
             continue;
         }
-        mem.code(f.wrapping_sub(mem.bias) as u64, "init/fini array entry")?;
+        mem.code(f.wrapping_sub(mem.bias()) as u64, "init/fini array entry")?;
     }
     Ok(())
 }

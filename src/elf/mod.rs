@@ -4,12 +4,15 @@
 //! raw bytes and produces everything needed to map the image. The tables the
 //! dynamic section points at live in loaded memory; [`dynamic`] and
 //! [`symbols`] read them from there, through [`Memory`], which checks every
-//! range against the loaded segments before a single byte is read.
+//! range against the loaded segments before handing out a typed,
+//! bounds-checked [`view`] of it: the only `unsafe` of these readers.
 
 pub mod dynamic;
 pub mod ehframe;
 pub mod index;
+pub mod records;
 pub mod symbols;
+pub mod view;
 
 use goblin::elf::header::{
     EI_CLASS, EI_DATA, EI_VERSION, ELFCLASS64, ELFDATA2LSB, ET_DYN, EV_CURRENT,
@@ -21,6 +24,7 @@ use goblin::elf::program_header::{
 use crate::arch;
 use crate::error::{Error, Result};
 use crate::options::Limits;
+use view::{Array, Pod, View};
 
 const EHDR_SIZE: usize = 64;
 const PHDR_SIZE: usize = 56;
@@ -435,24 +439,48 @@ impl Layout {
 
 /// The loaded image's memory as the parser sees it: every table read goes
 /// through [`Memory::table`], which proves the range lies inside one
-/// readable `PT_LOAD` before handing out its address.
+/// readable `PT_LOAD` before handing out a [`View`] of it.
 #[derive(Clone, Copy)]
 pub struct Memory<'a> {
-    /// The load bias: runtime address = `bias + vaddr`.
-    pub bias: usize,
-    pub loads: &'a [Segment],
+    bias: usize,
+    loads: &'a [Segment],
 }
 
-impl Memory<'_> {
-    /// Runtime address of `[vaddr, vaddr + size)` after checking that the
-    /// whole range lies in one readable loaded segment.
-    pub fn table(&self, table: &'static str, vaddr: u64, size: u64) -> Result<usize> {
+impl<'a> Memory<'a> {
+    /// The image whose segments `loads` are loaded at `bias`.
+    ///
+    /// # Safety
+    /// Every readable segment must be mapped readable at `bias + vaddr`
+    /// for as long as any view this value makes is used, and its read-only
+    /// segments must not be written meanwhile (the promise
+    /// [`View::new`](view::View) needs; the loader keeps an image's views
+    /// inside the value that owns its mapping).
+    pub unsafe fn new(bias: usize, loads: &'a [Segment]) -> Memory<'a> {
+        Memory { bias, loads }
+    }
+
+    /// The load bias: runtime address = `bias + vaddr`.
+    pub fn bias(&self) -> usize {
+        self.bias
+    }
+
+    /// The loaded segments.
+    pub fn loads(&self) -> &'a [Segment] {
+        self.loads
+    }
+
+    /// A view of `[vaddr, vaddr + size)` after checking that the whole
+    /// range lies in one readable loaded segment.
+    pub fn table(&self, table: &'static str, vaddr: u64, size: u64) -> Result<View> {
         if self
             .loads
             .iter()
             .any(|s| s.readable() && s.contains(vaddr, size))
         {
-            Ok(self.bias.wrapping_add(vaddr as usize))
+            // SAFETY: the range lies inside a readable loaded segment, which
+            // stays mapped as long as this memory's views are used (the
+            // promise made in `Memory::new`).
+            Ok(unsafe { View::new(self.bias.wrapping_add(vaddr as usize), size as usize) })
         } else {
             Err(Error::TableOutOfBounds {
                 table,
@@ -484,8 +512,8 @@ impl Memory<'_> {
     /// Like [`Memory::table`], and the segment must also be read-only: the
     /// tables that drive relocation and lookup must not change after they
     /// were validated (relocations only ever write to writable segments).
-    pub fn readonly_table(&self, table: &'static str, vaddr: u64, size: u64) -> Result<usize> {
-        let addr = self.table(table, vaddr, size)?;
+    pub fn readonly_table(&self, table: &'static str, vaddr: u64, size: u64) -> Result<View> {
+        let view = self.table(table, vaddr, size)?;
         if self
             .loads
             .iter()
@@ -493,33 +521,35 @@ impl Memory<'_> {
         {
             return Err(Error::TableInWritableSegment { table, addr: vaddr });
         }
-        Ok(addr)
+        Ok(view)
     }
 
-    /// Runtime address of a read-only table of `count` entries of `entsize` bytes.
-    pub fn readonly_array(
+    /// A read-only table of `count` entries of `T`.
+    pub fn readonly_array<T: Pod>(
         &self,
         table: &'static str,
         vaddr: u64,
         count: u64,
-        entsize: u64,
-    ) -> Result<usize> {
-        let size = count.checked_mul(entsize).ok_or(Error::TableOutOfBounds {
+    ) -> Result<Array<T>> {
+        let size =
+            count
+                .checked_mul(std::mem::size_of::<T>() as u64)
+                .ok_or(Error::TableOutOfBounds {
+                    table,
+                    addr: vaddr,
+                    size: u64::MAX,
+                })?;
+        Ok(self.readonly_table(table, vaddr, size)?.array())
+    }
+
+    /// The `T` at `vaddr` of a read-only segment.
+    pub fn readonly_record<T: Pod>(&self, table: &'static str, vaddr: u64) -> Result<T> {
+        let size = std::mem::size_of::<T>() as u64;
+        let view = self.readonly_table(table, vaddr, size)?;
+        view.read(0).ok_or(Error::TableOutOfBounds {
             table,
             addr: vaddr,
-            size: u64::MAX,
-        })?;
-        self.readonly_table(table, vaddr, size)
+            size,
+        })
     }
-}
-
-/// Reads a `T` at an address previously returned by [`Memory::table`].
-///
-/// # Safety
-/// `addr..addr + size_of::<T>()` must lie inside a range checked by
-/// [`Memory::table`] of an image that is still mapped and readable.
-pub unsafe fn read<T: Copy>(addr: usize) -> T {
-    // SAFETY: the caller guarantees the range is mapped and readable;
-    // unaligned reads are fine for plain integers.
-    unsafe { std::ptr::read_unaligned(addr as *const T) }
 }
