@@ -207,7 +207,7 @@ fn parse_cie(c: &mut Cursor<'_>) -> Result<u8, Refusal> {
 }
 
 /// Checks the `.eh_frame` at `vaddr` of the loaded image `mem`, reading
-/// it through `unmapped` (see [`crate::unwind::FrameRegistration::new`])
+/// it through `unmapped` (see [`crate::runtime::unwind::FrameRegistration::new`])
 /// when that can.
 pub fn check(
     mem: &Memory<'_>,

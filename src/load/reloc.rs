@@ -7,8 +7,8 @@
 //!    on first use), writes every relocation that needs no code of the
 //!    library, reports all missing imports at once, and returns the
 //!    relocations that need an ifunc resolver;
-//! 2. [`apply_deferred`] calls those resolvers once the code is executable
-//!    (and before RELRO is sealed).
+//! 2. the pipeline's ifunc phase calls those resolvers once the code is
+//!    executable (and before RELRO is sealed).
 //!
 //! One walk over the tables, not one to resolve and one to write: a large
 //! library has thousands of entries (SQLite: 3,000, 70 KiB), and reading
@@ -24,10 +24,10 @@ use crate::elf::symbols::SymbolTable;
 use crate::elf::view::{Array, Pod, Target, Targets};
 use crate::elf::Memory;
 use crate::error::{Error, Result};
+use crate::load::resolve::Resolver;
 use crate::options::Limits;
-use crate::resolve::Resolver;
+use crate::runtime::tls::TlsModule;
 use crate::symbol::lossy;
-use crate::tls::TlsModule;
 
 /// A validated relocation table.
 #[derive(Clone, Copy, Debug)]
@@ -71,9 +71,10 @@ pub enum Resolved {
 /// A relocation that waits for an ifunc resolver: `*target = resolver() + addend`.
 #[derive(Clone, Copy, Debug)]
 pub struct Deferred<'t> {
-    target: Target<'t>,
-    resolver: usize,
-    addend: u64,
+    pub target: Target<'t>,
+    /// Checked by [`Memory::code`] to lie in an executable segment.
+    pub resolver: usize,
+    pub addend: u64,
 }
 
 /// The image's validated relocation tables.
@@ -423,17 +424,4 @@ fn apply_relr(targets: &Targets<'_>, relr: Array<u64>, first_index: usize) -> Re
         }
     }
     Ok(())
-}
-
-/// Pass 3: calls the ifunc resolvers and writes their results.
-///
-/// # Safety
-/// The image's code must be mapped executable, every target still writable,
-/// and every resolver address checked by [`Memory::code`](crate::elf::Memory::code).
-pub unsafe fn apply_deferred(deferred: &[Deferred<'_>]) {
-    for d in deferred {
-        // SAFETY: the caller guarantees the resolver is the image's code.
-        let value = unsafe { arch::call_ifunc_resolver(d.resolver) } as u64;
-        d.target.write(0, value.wrapping_add(d.addend));
-    }
 }

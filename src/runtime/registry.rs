@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::elf::Phdr;
-use crate::image::Loaded;
+use crate::runtime::image::Loaded;
 
 static IMAGES: RwLock<Vec<Arc<Loaded>>> = RwLock::new(Vec::new());
 /// `dlpi_adds` / `dlpi_subs`: how many images were ever added and removed.
