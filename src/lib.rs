@@ -22,10 +22,15 @@
 //! ```
 
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod arch;
 mod elf;
 mod error;
+// The allow lasts until Cargo.toml declares the `test-hooks` feature.
+#[allow(unexpected_cfgs)]
+mod hooks;
 mod load;
 mod map;
 mod options;
@@ -37,8 +42,6 @@ mod system;
 
 pub use elf::Phdr as ProgramHeader;
 pub use error::{Error, Result};
-#[doc(hidden)]
-pub use load::resolve::bench_resolve as __bench_resolve;
 pub use options::{Limits, Options, SystemStrategy};
 pub use runtime::image::{ElfImage, Placement, SegmentInfo};
 pub use runtime::registry::{find_symbol, images, ImageInfo, SymbolInfo};

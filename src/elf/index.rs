@@ -69,7 +69,8 @@ pub struct ExportIndex {
     strings: Strings,
     /// Whether every name the hash table answers is here.
     complete: bool,
-    /// Names in the table.
+    /// Names in the table (read by the test hooks only).
+    #[allow(dead_code)]
     names: usize,
 }
 
@@ -177,12 +178,15 @@ impl ExportIndex {
         self.complete
     }
 
-    /// Number of names in the index.
+    /// Number of names in the index (for the test hooks).
+    #[allow(dead_code)]
     pub fn len(&self) -> usize {
         self.names
     }
 
-    /// Whether building was given up (see [`ExportIndex::build`]).
+    /// Whether building was given up (see [`ExportIndex::build`]; for the
+    /// test hooks).
+    #[allow(dead_code)]
     pub fn given_up(&self) -> bool {
         self.slots.is_empty()
     }

@@ -111,13 +111,21 @@ pub struct Layout {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Phdr {
+    /// Segment type (`PT_LOAD`, `PT_DYNAMIC`, `PT_TLS`, ...).
     pub p_type: u32,
+    /// `PF_R | PF_W | PF_X`.
     pub p_flags: u32,
+    /// Offset of the segment's first byte in the file.
     pub p_offset: u64,
+    /// Address of the segment's first byte, relative to the load bias.
     pub p_vaddr: u64,
+    /// Physical address (unused for shared objects; usually `p_vaddr`).
     pub p_paddr: u64,
+    /// Bytes of the segment in the file.
     pub p_filesz: u64,
+    /// Bytes of the segment in memory (at least `p_filesz`; the rest is zero).
     pub p_memsz: u64,
+    /// Alignment of the segment in memory and in the file (a power of two, or 0 or 1).
     pub p_align: u64,
 }
 

@@ -310,21 +310,3 @@ fn lookup(handle: *mut c_void, name: *const c_char, version: Option<&[u8]>) -> *
         }
     }
 }
-
-/// For benchmarks only (`benches/compare.rs`, group `imports`): what a
-/// default-options load does to resolve its imports, without the rest of
-/// the load: opens `needed`, resolves every `(name, version)` through the
-/// chain, publishes to the cache. Returns how many were found.
-#[doc(hidden)]
-pub fn bench_resolve(needed: &[&[u8]], imports: &[(&[u8], Option<&[u8]>)]) -> usize {
-    let host = HashMap::new();
-    let Ok(resolver) = Resolver::new(&host, false, needed) else {
-        return 0;
-    };
-    let found = imports
-        .iter()
-        .filter(|(name, version)| resolver.resolve(name, *version).is_some())
-        .count();
-    drop(resolver.into_needed());
-    found
-}

@@ -33,7 +33,7 @@ use crate::symbol::{lossy, Library, Symbol};
 /// thread-exit destructor the image registered is pending, its code stays
 /// mapped (and its finalisers wait) until that destructor has run.
 pub struct ElfImage {
-    core: Arc<Loaded>,
+    pub(crate) core: Arc<Loaded>,
     placements: Vec<Placement>,
     soname: Option<String>,
 }
@@ -49,7 +49,7 @@ pub(crate) struct Loaded {
     pub symbols: SymbolTable,
     /// The export index, built once `plain_lookups` reaches
     /// [`Loaded::index_threshold`].
-    exports: OnceLock<ExportIndex>,
+    pub(crate) exports: OnceLock<ExportIndex>,
     /// Plain-name lookups answered by the hash table before the index existed.
     plain_lookups: AtomicU64,
     /// `DT_SONAME`, or a made-up `memdl:<address>` name.
@@ -172,36 +172,6 @@ impl ElfImage {
             .address_of(name.as_ref(), Some(version.as_ref()))?;
         // SAFETY: forwarded caller promise.
         unsafe { Symbol::from_addr(addr) }
-    }
-
-    /// The address a lookup through the file's hash table gives, without
-    /// the export index and without counting towards building it: the
-    /// reference the index is tested against.
-    #[doc(hidden)]
-    pub fn __hash_table_address(
-        &self,
-        name: impl AsRef<[u8]>,
-        version: Option<&[u8]>,
-    ) -> Result<usize> {
-        self.core.hash_table_address(name.as_ref(), version)
-    }
-
-    /// Builds the export index now, if it is not built yet (tests use it
-    /// where forcing it by lookups would take too long).
-    #[doc(hidden)]
-    pub fn __build_export_index(&self) {
-        self.core.build_index();
-    }
-
-    /// The export index's state: `None` before it is built, `Some(None)`
-    /// when building it was given up, else its number of names and whether
-    /// it is complete (answers misses itself).
-    #[doc(hidden)]
-    pub fn __export_index(&self) -> Option<Option<(usize, bool)>> {
-        self.core
-            .exports
-            .get()
-            .map(|i| (!i.given_up()).then(|| (i.len(), i.is_complete())))
     }
 
     /// The `DT_SONAME`, if the image has one.
@@ -359,7 +329,7 @@ impl Loaded {
     }
 
     /// Builds the export index unless it exists (or is being built).
-    fn build_index(&self) {
+    pub(crate) fn build_index(&self) {
         self.exports.get_or_init(|| {
             ExportIndex::build(&self.symbols, |sym| match self.place(sym) {
                 Place::Fixed(addr) => Some(addr),
@@ -535,5 +505,6 @@ pub struct SegmentInfo {
     pub size: u64,
     /// `PF_R | PF_W | PF_X` of the program header.
     pub flags: u32,
+    /// Whether the segment was copied or mapped from the file.
     pub placement: Placement,
 }

@@ -112,7 +112,9 @@ pub fn find_symbol(addr: *const c_void) -> Option<SymbolInfo> {
 pub struct ImageInfo {
     /// Load bias: runtime address = `base + p_vaddr`.
     pub base: usize,
+    /// The image's `DT_SONAME`, or `memdl:<address>` without one.
     pub name: String,
+    /// Every program header as the file has it (`dlpi_phdr`).
     pub program_headers: Vec<Phdr>,
 }
 
