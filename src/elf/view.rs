@@ -1,16 +1,17 @@
 //! Typed, bounds-checked views of a loaded image's memory: the one place
-//! where an address of the image becomes something Rust code reads or
-//! writes.
+//! where the address of a table the dynamic section names becomes
+//! something Rust code reads, and a relocation target something it writes.
 //!
-//! A [`View`] is a byte range `[addr, addr + len)` that
-//! [`Memory`](super::Memory) checked to lie inside one readable loaded
-//! segment; an [`Array`] is a view read as entries of one plain-data type.
-//! Their accessors are safe and return `Option`: every index is compared
-//! with the length the view was made with, so the symbol, hash, version,
-//! relocation and dynamic-section readers are safe code. What makes the
-//! reads sound is promised once, where a view is made ([`View::new`]): the
-//! range stays mapped and readable for as long as the view (or a copy) is
-//! used, which the loader guarantees by keeping the views of an image
+//! [`Memory`] describes where the image's segments are; a [`View`] is a
+//! byte range `[addr, addr + len)` it checked to lie inside one readable
+//! loaded segment, and an [`Array`] is a view read as entries of one
+//! plain-data type. Their accessors are safe and return `Option`: every
+//! index is compared with the length the view was made with, so the
+//! symbol, hash, version, relocation and dynamic-section readers are safe
+//! code. What makes the reads sound is promised once, where the image's
+//! memory is described ([`Memory::new`], which alone calls [`View::new`]):
+//! the range stays mapped and readable for as long as the view (or a copy)
+//! is used, which the loader guarantees by keeping the views of an image
 //! inside the value that owns its mapping.
 //!
 //! Views over writable memory are only read through unaligned loads,
@@ -71,7 +72,7 @@ impl View {
     /// any copy of it or view or array taken from it, is used; and while it
     /// is, nothing may write to it unless the range lies in a writable
     /// segment (such views are only read through unaligned loads).
-    pub(super) unsafe fn new(addr: usize, len: usize) -> View {
+    unsafe fn new(addr: usize, len: usize) -> View {
         View { addr, len }
     }
 
@@ -244,5 +245,122 @@ impl Target<'_> {
         assert!(word * 8 + 8 <= self.size, "word outside the target");
         // SAFETY: as in `read`; no reference to the target's bytes exists.
         unsafe { std::ptr::write_unaligned((self.addr + word as usize * 8) as *mut u64, value) }
+    }
+}
+
+/// The loaded image's memory as the parser sees it: every table read goes
+/// through [`Memory::table`], which proves the range lies inside one
+/// readable `PT_LOAD` before handing out a [`View`] of it.
+#[derive(Clone, Copy)]
+pub struct Memory<'a> {
+    bias: usize,
+    loads: &'a [Segment],
+}
+
+impl<'a> Memory<'a> {
+    /// The image whose segments `loads` are loaded at `bias`.
+    ///
+    /// # Safety
+    /// Every readable segment must be mapped readable at `bias + vaddr`
+    /// for as long as any view this value makes is used, and its read-only
+    /// segments must not be written meanwhile (the promise
+    /// [`View::new`] needs; the loader keeps an image's views
+    /// inside the value that owns its mapping).
+    pub unsafe fn new(bias: usize, loads: &'a [Segment]) -> Memory<'a> {
+        Memory { bias, loads }
+    }
+
+    /// The load bias: runtime address = `bias + vaddr`.
+    pub fn bias(&self) -> usize {
+        self.bias
+    }
+
+    /// The loaded segments.
+    pub fn loads(&self) -> &'a [Segment] {
+        self.loads
+    }
+
+    /// A view of `[vaddr, vaddr + size)` after checking that the whole
+    /// range lies in one readable loaded segment.
+    pub fn table(&self, table: &'static str, vaddr: u64, size: u64) -> Result<View> {
+        if self
+            .loads
+            .iter()
+            .any(|s| s.readable() && s.contains(vaddr, size))
+        {
+            // SAFETY: the range lies inside a readable loaded segment, which
+            // stays mapped as long as this memory's views are used (the
+            // promise made in `Memory::new`).
+            Ok(unsafe { View::new(self.bias.wrapping_add(vaddr as usize), size as usize) })
+        } else {
+            Err(Error::TableOutOfBounds {
+                table,
+                addr: vaddr,
+                size,
+            })
+        }
+    }
+
+    /// The runtime address of code at `vaddr`, which must lie in an
+    /// executable segment: the loader only ever calls into the image's own
+    /// code (initialisers, finalisers, ifunc resolvers).
+    pub fn code(&self, vaddr: u64, what: &'static str) -> Result<usize> {
+        if self
+            .loads
+            .iter()
+            .any(|s| s.executable() && s.contains(vaddr, 1))
+        {
+            Ok(self.bias.wrapping_add(vaddr as usize))
+        } else {
+            Err(Error::TableOutOfBounds {
+                table: what,
+                addr: vaddr,
+                size: 1,
+            })
+        }
+    }
+
+    /// Like [`Memory::table`], and the segment must also be read-only: the
+    /// tables that drive relocation and lookup must not change after they
+    /// were validated (relocations only ever write to writable segments).
+    pub fn readonly_table(&self, table: &'static str, vaddr: u64, size: u64) -> Result<View> {
+        let view = self.table(table, vaddr, size)?;
+        if self
+            .loads
+            .iter()
+            .any(|s| s.writable() && s.contains(vaddr, size))
+        {
+            return Err(Error::TableInWritableSegment { table, addr: vaddr });
+        }
+        Ok(view)
+    }
+
+    /// A read-only table of `count` entries of `T`.
+    pub fn readonly_array<T: Pod>(
+        &self,
+        table: &'static str,
+        vaddr: u64,
+        count: u64,
+    ) -> Result<Array<T>> {
+        let size =
+            count
+                .checked_mul(std::mem::size_of::<T>() as u64)
+                .ok_or(Error::TableOutOfBounds {
+                    table,
+                    addr: vaddr,
+                    size: u64::MAX,
+                })?;
+        Ok(self.readonly_table(table, vaddr, size)?.array())
+    }
+
+    /// The `T` at `vaddr` of a read-only segment.
+    pub fn readonly_record<T: Pod>(&self, table: &'static str, vaddr: u64) -> Result<T> {
+        let size = std::mem::size_of::<T>() as u64;
+        let view = self.readonly_table(table, vaddr, size)?;
+        view.read(0).ok_or(Error::TableOutOfBounds {
+            table,
+            addr: vaddr,
+            size,
+        })
     }
 }
