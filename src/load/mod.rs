@@ -30,6 +30,7 @@ use crate::map::{
 use crate::options::Options;
 use crate::runtime::image::{ElfImage, Linked, Placement};
 use crate::runtime::init::{call_init, process_args};
+use crate::runtime::needed::NeededLibrary;
 use crate::runtime::tls::TlsModule;
 use crate::runtime::unwind::FrameRegistration;
 use crate::symbol::lossy;
@@ -188,6 +189,18 @@ impl ElfImage {
     }
 }
 
+/// A load whose segments are in place: the state every later phase reads.
+struct Load<'a> {
+    layout: Layout,
+    mapping: Mapping,
+    placed: Placed,
+    /// Where the ELF's bytes can be read again.
+    source: Source<'a>,
+    options: &'a Options,
+    /// The load bias: runtime address = `bias + vaddr`.
+    bias: usize,
+}
+
 /// What the dynamic section names, read and checked before anything of
 /// the library runs or any import is looked up.
 struct Tables {
@@ -211,169 +224,248 @@ fn link(
     options: &Options,
 ) -> Result<ElfImage> {
     let bias = mapping.base().wrapping_sub(layout.span_start as usize);
-    // SAFETY: every segment was just placed at `bias + vaddr` in `mapping`,
-    // readable (read-write, or mapped with its final protection when
-    // read-only); the views `mem` makes live in the runtime image that owns
-    // `mapping`, or end with this function.
-    let mem = unsafe { Memory::new(bias, &layout.loads) };
-    let tables = read_tables(&mem, &layout, options)?;
-    let resolver = bind_imports(&tables, options)?;
-    let mut tls = register_tls(&mem, &layout, &tables.dynamic)?;
-    // SAFETY: the writable segments are mapped read-write and nothing but
-    // relocation touches them until the ifunc results are written (the
-    // final protections keep them writable, RELRO is sealed after).
-    let targets = unsafe { Targets::new(bias, &layout.loads) };
-    let deferred = relocate(&mem, &targets, &tables, &resolver, tls.as_mut())?;
+    let load = Load {
+        layout,
+        mapping,
+        placed,
+        source,
+        options,
+        bias,
+    };
+    let tables = load.read_tables()?;
+    let resolver = load.bind_imports(&tables)?;
+    let mut tls = load.register_tls(&tables.dynamic)?;
+    let targets = load.targets();
+    let deferred = load.relocate(&targets, &tables, &resolver, tls.as_mut())?;
     let needed = resolver.into_needed();
     // Without ifunc resolvers to run first, RELRO is sealed in the same
     // pass as the final protections (usually merged with the read-only
     // segment before it: one mprotect fewer); otherwise after them.
-    let relro = relro_pages(&layout);
+    let relro = load.relro_pages();
     let (relro_now, relro_after_ifuncs) = match deferred.is_empty() {
         true => (relro, None),
         false => (None, relro),
     };
-    protect(&mapping, &layout, &placed, bias, relro_now)?;
+    load.protect(relro_now)?;
     run_ifuncs(&deferred);
     drop(targets);
-    if let Some((start, end)) = relro_after_ifuncs {
-        seal_relro(&mapping, bias, start, end)?;
+    if let Some(pages) = relro_after_ifuncs {
+        load.seal_relro(pages)?;
     }
     // (Registering with debuggers belongs here: the image is final, none
     // of its initialisers has run.)
-    let frames = register_frames(&mem, &layout, &placed, source);
-    let start = bias.wrapping_add(layout.span_start as usize);
-    let (name, soname) = names(&tables, start);
-    let image = ElfImage::publish(Linked {
-        bias,
-        range: (start, bias.wrapping_add(layout.span_end as usize)),
-        name,
-        soname,
-        loads: layout.loads.clone(),
-        phdrs: layout.phdrs,
-        placements: placed.placements,
-        symbols: tables.symbols,
-        fini_array: tables.fini_array,
-        fini: tables.fini,
-        nodelete: tables.dynamic.flags_1 & DF_1_NODELETE != 0,
-        frames,
-        tls,
-        mapping,
-        needed,
-    });
-    run_initialisers(&image, tables.init, tables.init_array);
+    let frames = load.register_frames();
+    let (init, init_array) = (tables.init, tables.init_array);
+    let image = load.publish(tables, frames, tls, needed);
+    run_initialisers(&image, init, init_array);
     Ok(image)
 }
 
-/// Reads the dynamic section and the tables it names: symbols (with hash
-/// and version tables), relocations, initialisers and finalisers.
-fn read_tables(mem: &Memory<'_>, layout: &Layout, options: &Options) -> Result<Tables> {
-    let limits = &options.limits;
-    let (vaddr, size) = layout.dynamic;
-    let dynamic = Dynamic::parse(mem, vaddr, size, limits.max_needed)?;
-    if dynamic.textrel {
-        return Err(Error::TextRelocations);
+impl Load<'_> {
+    /// The image's memory, through which its tables are read.
+    fn memory(&self) -> Memory<'_> {
+        // SAFETY: every segment was placed at `bias + vaddr` in `mapping`,
+        // readable (read-write, or mapped with its final protection when
+        // read-only); the views read through it end with the load or live
+        // in the runtime image, which owns `mapping` and drops them first.
+        unsafe { Memory::new(self.bias, &self.layout.loads) }
     }
-    let symbols = SymbolTable::parse(mem, &dynamic, limits)?;
-    let relocations = Relocations::parse(mem, &dynamic, limits)?;
-    let init = dynamic.init.map(|v| mem.code(v, "DT_INIT")).transpose()?;
-    let fini = dynamic
-        .fini
-        .map(|v| mem.code(v, "DT_FINI").map(|_| v))
-        .transpose()?;
-    let init_array = function_array(mem, dynamic.init_array, "DT_INIT_ARRAY")?;
-    let fini_array = function_array(mem, dynamic.fini_array, "DT_FINI_ARRAY")?;
-    Ok(Tables {
-        dynamic,
-        symbols,
-        relocations,
-        init,
-        fini,
-        init_array,
-        fini_array,
-    })
-}
 
-/// The resolver chain imports are bound through; opens the `DT_NEEDED`
-/// libraries (unless host lookups are denied).
-fn bind_imports<'o>(tables: &Tables, options: &'o Options) -> Result<Resolver<'o>> {
-    let needed_names = tables
-        .dynamic
-        .needed
-        .iter()
-        .map(|&o| tables.symbols.strings.get(o))
-        .collect::<Result<Vec<_>>>()?;
-    Resolver::new(
-        &options.host_symbols,
-        options.deny_host_lookups,
-        &needed_names,
-    )
-}
-
-/// The image's thread-local storage (`PT_TLS`), registered as a module.
-fn register_tls(mem: &Memory<'_>, layout: &Layout, dynamic: &Dynamic) -> Result<Option<TlsModule>> {
-    let Some(t) = layout.tls else { return Ok(None) };
-    if dynamic.flags & DF_STATIC_TLS != 0 {
-        return Err(Error::StaticTls {
-            what: "DF_STATIC_TLS",
-        });
+    /// Where relocations write.
+    fn targets(&self) -> Targets<'_> {
+        // SAFETY: the writable segments are mapped read-write, and nothing
+        // but relocation and the ifunc phase touches them while the targets
+        // live (`link` drops them before sealing RELRO; the final
+        // protections keep writable segments writable).
+        unsafe { Targets::new(self.bias, &self.layout.loads) }
     }
-    let data = mem.table("PT_TLS", t.vaddr, t.filesz)?;
-    TlsModule::register(data.addr(), t.filesz, t.memsz, t.align, t.vaddr).map(Some)
-}
 
-/// Applies every relocation that needs none of the library's code; returns
-/// those that wait for an ifunc resolver. The init/fini arrays hold
-/// relocated pointers afterwards: all must be the image's code.
-fn relocate<'t>(
-    mem: &Memory<'_>,
-    targets: &'t Targets<'_>,
-    tables: &Tables,
-    resolver: &Resolver<'_>,
-    tls: Option<&mut TlsModule>,
-) -> Result<Vec<Deferred<'t>>> {
-    let deferred = tables
-        .relocations
-        .apply(mem, targets, &tables.symbols, resolver, tls)?;
-    check_function_array(mem, tables.init_array)?;
-    check_function_array(mem, tables.fini_array)?;
-    Ok(deferred)
-}
-
-/// `PT_GNU_RELRO`'s whole pages, if it has any.
-fn relro_pages(layout: &Layout) -> Option<(u64, u64)> {
-    let page = page_size() as u64;
-    layout
-        .relro
-        .map(|(addr, size)| (addr & !(page - 1), (addr + size) & !(page - 1)))
-        .filter(|(start, end)| end > start)
-}
-
-/// The final protections: code becomes executable (never while writable),
-/// writable segments stay writable but for `relro`, sealed read-only in
-/// the same pass when given.
-fn protect(
-    mapping: &Mapping,
-    layout: &Layout,
-    placed: &Placed,
-    bias: usize,
-    relro: Option<(u64, u64)>,
-) -> Result<()> {
-    let mut plan = protection_plan(layout, page_size() as u64)?;
-    if let Some((start, end)) = relro {
-        plan = with_read_only(&plan, start, end);
-    }
-    for r in &plan {
-        let start = bias.wrapping_add(r.start as usize);
-        let len = (r.end - r.start) as usize;
-        if r.prot & libc::PROT_EXEC != 0 {
-            crate::arch::flush_icache(start, len);
+    /// Reads the dynamic section and the tables it names: symbols (with
+    /// hash and version tables), relocations, initialisers and finalisers.
+    fn read_tables(&self) -> Result<Tables> {
+        let (mem, limits) = (self.memory(), &self.options.limits);
+        let (vaddr, size) = self.layout.dynamic;
+        let dynamic = Dynamic::parse(&mem, vaddr, size, limits.max_needed)?;
+        if dynamic.textrel {
+            return Err(Error::TextRelocations);
         }
-        if !already_protected(placed, r) {
-            mapping.protect(start, len, r.prot)?;
-        }
+        let symbols = SymbolTable::parse(&mem, &dynamic, limits)?;
+        let relocations = Relocations::parse(&mem, &dynamic, limits)?;
+        let init = dynamic.init.map(|v| mem.code(v, "DT_INIT")).transpose()?;
+        let fini = dynamic
+            .fini
+            .map(|v| mem.code(v, "DT_FINI").map(|_| v))
+            .transpose()?;
+        let init_array = function_array(&mem, dynamic.init_array, "DT_INIT_ARRAY")?;
+        let fini_array = function_array(&mem, dynamic.fini_array, "DT_FINI_ARRAY")?;
+        Ok(Tables {
+            dynamic,
+            symbols,
+            relocations,
+            init,
+            fini,
+            init_array,
+            fini_array,
+        })
     }
-    Ok(())
+
+    /// The resolver chain imports are bound through; opens the `DT_NEEDED`
+    /// libraries (unless host lookups are denied).
+    fn bind_imports(&self, tables: &Tables) -> Result<Resolver<'_>> {
+        let needed_names = tables
+            .dynamic
+            .needed
+            .iter()
+            .map(|&o| tables.symbols.strings.get(o))
+            .collect::<Result<Vec<_>>>()?;
+        Resolver::new(
+            &self.options.host_symbols,
+            self.options.deny_host_lookups,
+            &needed_names,
+        )
+    }
+
+    /// The image's thread-local storage (`PT_TLS`), registered as a module.
+    fn register_tls(&self, dynamic: &Dynamic) -> Result<Option<TlsModule>> {
+        let Some(t) = self.layout.tls else {
+            return Ok(None);
+        };
+        if dynamic.flags & DF_STATIC_TLS != 0 {
+            return Err(Error::StaticTls {
+                what: "DF_STATIC_TLS",
+            });
+        }
+        let data = self.memory().table("PT_TLS", t.vaddr, t.filesz)?;
+        TlsModule::register(data.addr(), t.filesz, t.memsz, t.align, t.vaddr).map(Some)
+    }
+
+    /// Applies every relocation that needs none of the library's code;
+    /// returns those that wait for an ifunc resolver. The init/fini arrays
+    /// hold relocated pointers afterwards: all must be the image's code.
+    fn relocate<'t>(
+        &self,
+        targets: &'t Targets<'_>,
+        tables: &Tables,
+        resolver: &Resolver<'_>,
+        tls: Option<&mut TlsModule>,
+    ) -> Result<Vec<Deferred<'t>>> {
+        let mem = self.memory();
+        let deferred = tables
+            .relocations
+            .apply(&mem, targets, &tables.symbols, resolver, tls)?;
+        check_function_array(&mem, tables.init_array)?;
+        check_function_array(&mem, tables.fini_array)?;
+        Ok(deferred)
+    }
+
+    /// `PT_GNU_RELRO`'s whole pages, if it has any.
+    fn relro_pages(&self) -> Option<(u64, u64)> {
+        let page = page_size() as u64;
+        self.layout
+            .relro
+            .map(|(addr, size)| (addr & !(page - 1), (addr + size) & !(page - 1)))
+            .filter(|(start, end)| end > start)
+    }
+
+    /// The final protections: code becomes executable (never while
+    /// writable), writable segments stay writable but for `relro`, sealed
+    /// read-only in the same pass when given.
+    fn protect(&self, relro: Option<(u64, u64)>) -> Result<()> {
+        let mut plan = protection_plan(&self.layout, page_size() as u64)?;
+        if let Some((start, end)) = relro {
+            plan = with_read_only(&plan, start, end);
+        }
+        for r in &plan {
+            let start = self.bias.wrapping_add(r.start as usize);
+            let len = (r.end - r.start) as usize;
+            if r.prot & libc::PROT_EXEC != 0 {
+                crate::arch::flush_icache(start, len);
+            }
+            if !already_protected(&self.placed, r) {
+                self.mapping.protect(start, len, r.prot)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals RELRO's pages `[start, end)` read-only, after the ifunc
+    /// resolvers.
+    fn seal_relro(&self, (start, end): (u64, u64)) -> Result<()> {
+        self.mapping.protect(
+            self.bias.wrapping_add(start as usize),
+            (end - start) as usize,
+            libc::PROT_READ,
+        )
+    }
+
+    /// Registers the image's `.eh_frame` with the unwinder, if it has one.
+    fn register_frames(&self) -> Option<FrameRegistration> {
+        // What a read-only segment mapped from the file holds can be read
+        // from the source instead of faulting its pages in (up to a size
+        // worth copying; beyond, or if memory is short, the mapping is read).
+        const MAX_COPY: u64 = 16 << 20;
+        let unmapped = |vaddr: u64, len: u64| -> Option<Vec<u8>> {
+            if len > MAX_COPY {
+                return None;
+            }
+            let (seg, _) =
+                self.layout
+                    .loads
+                    .iter()
+                    .zip(&self.placed.placements)
+                    .find(|(s, &p)| {
+                        p == Placement::Mapped
+                            && !s.writable()
+                            && vaddr >= s.vaddr
+                            && vaddr
+                                .checked_add(len)
+                                .is_some_and(|end| end <= s.vaddr + s.filesz)
+                    })?;
+            let len = usize::try_from(len).ok()?;
+            self.source
+                .read_vec(seg.offset + (vaddr - seg.vaddr), len)
+                .ok()
+        };
+        let hdr = self.layout.eh_frame_hdr?;
+        FrameRegistration::new(&self.memory(), hdr, &unmapped)
+    }
+
+    /// Hands the image to the runtime, which makes it visible to `dladdr`,
+    /// `dl_iterate_phdr` and `find_symbol` before its initialisers run.
+    fn publish(
+        self,
+        tables: Tables,
+        frames: Option<FrameRegistration>,
+        tls: Option<TlsModule>,
+        needed: Vec<NeededLibrary>,
+    ) -> ElfImage {
+        let start = self.bias.wrapping_add(self.layout.span_start as usize);
+        let soname = tables
+            .dynamic
+            .soname
+            .and_then(|o| tables.symbols.strings.get(o).ok())
+            .map(lossy);
+        let name = soname
+            .clone()
+            .unwrap_or_else(|| format!("memdl:{start:#x}"));
+        ElfImage::publish(Linked {
+            bias: self.bias,
+            range: (start, self.bias.wrapping_add(self.layout.span_end as usize)),
+            name: CString::new(name).unwrap_or_default(),
+            soname,
+            loads: self.layout.loads,
+            phdrs: self.layout.phdrs,
+            placements: self.placed.placements,
+            symbols: tables.symbols,
+            fini_array: tables.fini_array,
+            fini: tables.fini,
+            nodelete: tables.dynamic.flags_1 & DF_1_NODELETE != 0,
+            frames,
+            tls,
+            mapping: self.mapping,
+            needed,
+        })
+    }
 }
 
 /// From here on the library's own code runs: its ifunc resolvers, while
@@ -386,63 +478,6 @@ fn run_ifuncs(deferred: &[Deferred<'_>]) {
         let value = unsafe { crate::arch::call_ifunc_resolver(d.resolver) } as u64;
         d.target.write(0, value.wrapping_add(d.addend));
     }
-}
-
-/// Seals RELRO's pages `[start, end)` read-only, after the ifunc resolvers.
-fn seal_relro(mapping: &Mapping, bias: usize, start: u64, end: u64) -> Result<()> {
-    mapping.protect(
-        bias.wrapping_add(start as usize),
-        (end - start) as usize,
-        libc::PROT_READ,
-    )
-}
-
-/// Registers the image's `.eh_frame` with the unwinder, if it has one.
-fn register_frames(
-    mem: &Memory<'_>,
-    layout: &Layout,
-    placed: &Placed,
-    source: Source<'_>,
-) -> Option<FrameRegistration> {
-    // What a read-only segment mapped from the file holds can be read
-    // from the source instead of faulting its pages in (up to a size
-    // worth copying; beyond, or if memory is short, the mapping is read).
-    const MAX_COPY: u64 = 16 << 20;
-    let unmapped = |vaddr: u64, len: u64| -> Option<Vec<u8>> {
-        if len > MAX_COPY {
-            return None;
-        }
-        let (seg, _) = layout
-            .loads
-            .iter()
-            .zip(&placed.placements)
-            .find(|(s, &p)| {
-                p == Placement::Mapped
-                    && !s.writable()
-                    && vaddr >= s.vaddr
-                    && vaddr
-                        .checked_add(len)
-                        .is_some_and(|end| end <= s.vaddr + s.filesz)
-            })?;
-        let len = usize::try_from(len).ok()?;
-        source.read_vec(seg.offset + (vaddr - seg.vaddr), len).ok()
-    };
-    let hdr = layout.eh_frame_hdr?;
-    FrameRegistration::new(mem, hdr, &unmapped)
-}
-
-/// The image's name (`DT_SONAME`, or a made-up `memdl:<address>`), and
-/// its `DT_SONAME`.
-fn names(tables: &Tables, start: usize) -> (CString, Option<String>) {
-    let soname = tables
-        .dynamic
-        .soname
-        .and_then(|o| tables.symbols.strings.get(o).ok())
-        .map(lossy);
-    let name = soname
-        .clone()
-        .unwrap_or_else(|| format!("memdl:{start:#x}"));
-    (CString::new(name).unwrap_or_default(), soname)
 }
 
 /// Initialisers: `DT_INIT`, then `DT_INIT_ARRAY` in order.

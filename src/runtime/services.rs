@@ -34,44 +34,28 @@ impl Service {
     }
 }
 
+/// A row of [`SERVICES`]: the name, memdl's function, and whether it
+/// reaches the host.
+macro_rules! service {
+    ($name:literal, $function:path, reaches_host: $reaches:expr) => {
+        Service {
+            name: $name,
+            address: || $function as *const () as usize,
+            reaches_host: $reaches,
+        }
+    };
+}
+
 /// Every loader service: what binding offers, and what the sandbox policy
 /// keeps (those that do not reach the host).
 pub(crate) const SERVICES: &[Service] = &[
-    Service {
-        name: b"__tls_get_addr",
-        address: || crate::arch::tls_get_addr as *const () as usize,
-        reaches_host: false,
-    },
-    Service {
-        name: b"dladdr",
-        address: || dladdr as *const () as usize,
-        reaches_host: true,
-    },
-    Service {
-        name: b"dlsym",
-        address: || dlsym as *const () as usize,
-        reaches_host: true,
-    },
-    Service {
-        name: b"dlerror",
-        address: || dlerror as *const () as usize,
-        reaches_host: false,
-    },
-    Service {
-        name: b"dl_iterate_phdr",
-        address: || dl_iterate_phdr as *const () as usize,
-        reaches_host: true,
-    },
-    Service {
-        name: b"__cxa_thread_atexit_impl",
-        address: || cxa_thread_atexit as *const () as usize,
-        reaches_host: false,
-    },
-    Service {
-        name: b"__cxa_thread_atexit",
-        address: || cxa_thread_atexit as *const () as usize,
-        reaches_host: false,
-    },
+    service!(b"__tls_get_addr", crate::arch::tls_get_addr, reaches_host: false),
+    service!(b"dladdr", dladdr, reaches_host: true),
+    service!(b"dlsym", dlsym, reaches_host: true),
+    service!(b"dlerror", dlerror, reaches_host: false),
+    service!(b"dl_iterate_phdr", dl_iterate_phdr, reaches_host: true),
+    service!(b"__cxa_thread_atexit_impl", cxa_thread_atexit, reaches_host: false),
+    service!(b"__cxa_thread_atexit", cxa_thread_atexit, reaches_host: false),
 ];
 
 /// The loader service an import of `name` binds to, if there is one.
