@@ -5,7 +5,8 @@
 //! dynamic section points at live in loaded memory; [`dynamic`] and
 //! [`symbols`] read them from there, through [`Memory`], which checks every
 //! range against the loaded segments before handing out a typed,
-//! bounds-checked [`view`] of it: the only `unsafe` of these readers.
+//! bounds-checked [`view`] of it. The readers are safe code; [`view`] is
+//! where their reads of the image's memory are proven sound, once.
 
 pub mod dynamic;
 pub mod ehframe;

@@ -43,6 +43,21 @@ impl RelocTable {
             RelocTable::Rela(a) => a.len(),
         }
     }
+
+    /// Entry `i` (`None` past the end).
+    #[inline]
+    fn entry(&self, i: usize) -> Option<Entry> {
+        let (offset, info, addend) = match self {
+            RelocTable::Rel(a) => a.get(i).map(|r| (r.offset, r.info, None))?,
+            RelocTable::Rela(a) => a.get(i).map(|r| (r.offset, r.info, Some(r.addend)))?,
+        };
+        Some(Entry {
+            offset,
+            r_type: info as u32,
+            symbol: (info >> 32) as u32,
+            addend,
+        })
+    }
 }
 
 /// One relocation entry, REL or RELA.
@@ -150,26 +165,12 @@ impl Relocations {
     /// across tables; stops at the first error.
     fn for_each_entry(&self, mut f: impl FnMut(usize, Entry) -> Result<()>) -> Result<()> {
         let mut index = 0;
-        let info = |offset: u64, info: u64, addend: Option<i64>| Entry {
-            offset,
-            r_type: info as u32,
-            symbol: (info >> 32) as u32,
-            addend,
-        };
         for t in &self.tables {
-            match t {
-                RelocTable::Rel(a) => {
-                    for r in a.iter() {
-                        f(index, info(r.offset, r.info, None))?;
-                        index += 1;
-                    }
-                }
-                RelocTable::Rela(a) => {
-                    for r in a.iter() {
-                        f(index, info(r.offset, r.info, Some(r.addend)))?;
-                        index += 1;
-                    }
-                }
+            // One call site for `f`, so that it is inlined into this loop.
+            for i in 0..t.len() {
+                let Some(entry) = t.entry(i) else { break };
+                f(index, entry)?;
+                index += 1;
             }
         }
         Ok(())
