@@ -452,15 +452,18 @@ fn parse_sysv_hash(mem: &Memory<'_>, vaddr: u64) -> Result<SysvHash> {
         return Err(hash_error(T, "zero buckets"));
     }
     let words = 2 + u64::from(nbucket) + u64::from(nchain);
-    mem.readonly_array::<u32>(T, vaddr, words)?;
-    // Inside the range just checked.
-    let buckets_vaddr = vaddr + 8;
-    let chains_vaddr = buckets_vaddr + u64::from(nbucket) * 4;
+    let table = mem.readonly_table(T, vaddr, words * 4)?;
+    let (buckets, chains) = (nbucket as usize * 4, nchain as usize * 4);
+    // Both inside the table just checked.
+    let (Some(buckets), Some(chains)) = (table.range(8, buckets), table.range(8 + buckets, chains))
+    else {
+        return Err(hash_error(T, "tables past the end"));
+    };
     Ok(SysvHash {
         nbucket,
         nchain,
-        buckets: mem.readonly_array(T, buckets_vaddr, nbucket.into())?,
-        chains: mem.readonly_array(T, chains_vaddr, nchain.into())?,
+        buckets: buckets.array(),
+        chains: chains.array(),
     })
 }
 
@@ -481,17 +484,20 @@ fn parse_gnu_hash(mem: &Memory<'_>, vaddr: u64) -> Result<GnuHash> {
     // Header, bloom words and buckets; the chains are checked once the
     // symbol count is known.
     let size = 16 + u64::from(bloom_size) * 8 + u64::from(nbuckets) * 4;
-    mem.readonly_table(T, vaddr, size)?;
-    // Inside the range just checked.
-    let bloom_vaddr = vaddr + 16;
-    let buckets_vaddr = bloom_vaddr + u64::from(bloom_size) * 8;
+    let table = mem.readonly_table(T, vaddr, size)?;
+    let (bloom, buckets) = (bloom_size as usize * 8, nbuckets as usize * 4);
+    // Both inside the table just checked.
+    let (Some(bloom), Some(buckets)) = (table.range(16, bloom), table.range(16 + bloom, buckets))
+    else {
+        return Err(hash_error(T, "tables past the end"));
+    };
     Ok(GnuHash {
         nbuckets,
         symoffset,
         bloom_mask: bloom_size - 1,
         bloom_shift,
-        bloom: mem.readonly_array(T, bloom_vaddr, bloom_size.into())?,
-        buckets: mem.readonly_array(T, buckets_vaddr, nbuckets.into())?,
+        bloom: bloom.array(),
+        buckets: buckets.array(),
         chains: Array::EMPTY,
         chains_vaddr: vaddr + size,
     })

@@ -109,6 +109,15 @@ impl View {
         unsafe { std::slice::from_raw_parts(self.addr as *const u8, self.len) }
     }
 
+    /// The `len` bytes from `offset` on, if they lie in the view.
+    pub fn range(&self, offset: usize, len: usize) -> Option<View> {
+        let end = offset.checked_add(len)?;
+        (end <= self.len).then(|| View {
+            addr: self.addr + offset,
+            len,
+        })
+    }
+
     /// The view as entries of `T` (a trailing partial entry is left out).
     pub fn array<T: Pod>(&self) -> Array<T> {
         Array {
@@ -362,11 +371,14 @@ impl<'a> Memory<'a> {
     /// The `T` at `vaddr` of a read-only segment.
     pub fn readonly_record<T: Pod>(&self, table: &'static str, vaddr: u64) -> Result<T> {
         let size = std::mem::size_of::<T>() as u64;
-        let view = self.readonly_table(table, vaddr, size)?;
-        view.read(0).ok_or(Error::TableOutOfBounds {
-            table,
-            addr: vaddr,
-            size,
-        })
+        match self.readonly_table(table, vaddr, size)?.read(0) {
+            Some(record) => Ok(record),
+            // Not reached: the view is exactly one record long.
+            None => Err(Error::TableOutOfBounds {
+                table,
+                addr: vaddr,
+                size,
+            }),
+        }
     }
 }
