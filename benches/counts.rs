@@ -7,6 +7,7 @@
 //! its system calls under `strace -c`:
 //! `target/release/deps/counts-* <loader> <lib> <n>` (n = 0 is the baseline).
 
+
 use std::ffi::c_void;
 use std::fs::File;
 use std::hint::black_box;
@@ -120,7 +121,9 @@ fn run(loader: &str, lib: &str, n: usize) {
 
 /// Resolves `lib`'s imports (undefined dynamic symbols, with their
 /// required versions) through memdl's chain `n` times, for instructions
-/// per import under callgrind. Prints the number of imports.
+/// per import under callgrind. Prints the number of imports. (The chain
+/// alone is reached through a test hook.)
+#[cfg(feature = "test-hooks")]
 fn resolves(lib: &str, n: usize) {
     let (path, _) = library(lib);
     let bytes = std::fs::read(&path).unwrap();
@@ -152,9 +155,12 @@ fn resolves(lib: &str, n: usize) {
         .collect();
     let needed: Vec<&[u8]> = elf.libraries.iter().map(|l| l.as_bytes()).collect();
     // One warm-up pass fills the cache, as the first load of a process does.
-    memdl::__bench_resolve(&needed, &imports);
+    memdl::ElfImage::__bench_resolve(&needed, &imports);
     for _ in 0..n {
-        black_box(memdl::__bench_resolve(&needed, black_box(&imports)));
+        black_box(memdl::ElfImage::__bench_resolve(
+            &needed,
+            black_box(&imports),
+        ));
     }
     eprintln!("{} imports", imports.len());
 }
@@ -203,7 +209,10 @@ fn main() {
         .collect();
     if let [loader, lib, n] = &args[..] {
         if loader == "resolve" {
+            #[cfg(feature = "test-hooks")]
             resolves(lib, n.parse().unwrap());
+            #[cfg(not(feature = "test-hooks"))]
+            panic!("resolve {lib} {n}: needs the test-hooks feature");
         } else if let Some(kind) = loader.strip_prefix("lookup-") {
             lookups(kind, lib, n.parse().unwrap());
         } else {

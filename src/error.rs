@@ -13,9 +13,13 @@ pub enum Error {
     /// The input ends before a structure that must be there.
     #[error("truncated input: {what} needs bytes {offset:#x}..+{size:#x} but the input is {len:#x} bytes")]
     Truncated {
+        /// The structure that does not fit.
         what: &'static str,
+        /// Its offset in the input.
         offset: u64,
+        /// Its size in bytes.
         size: u64,
+        /// The input's length in bytes.
         len: u64,
     },
     /// The first four bytes are not `\x7fELF`.
@@ -35,7 +39,12 @@ pub enum Error {
     NotSharedObject(u16),
     /// `e_machine` is not this process's architecture.
     #[error("ELF machine {found} does not match this process's machine {expected}")]
-    WrongMachine { found: u16, expected: u16 },
+    WrongMachine {
+        /// The file's `e_machine`.
+        found: u16,
+        /// This process's `e_machine`.
+        expected: u16,
+    },
     /// `e_phentsize` is not the size of an `Elf64_Phdr`.
     #[error("program header entry size {0} is not 56")]
     BadProgramHeaderSize(u16),
@@ -45,8 +54,11 @@ pub enum Error {
     /// A program header is inconsistent; `reason` says how.
     #[error("program header {index} ({kind}): {reason}")]
     BadSegment {
+        /// Index of the program header in the file.
         index: usize,
+        /// Its type (`PT_LOAD`, `PT_DYNAMIC`, ...).
         kind: &'static str,
+        /// What is wrong with it.
         reason: &'static str,
     },
     /// The file has no `PT_LOAD` segment.
@@ -57,43 +69,65 @@ pub enum Error {
     NoDynamicSegment,
     /// A segment asks to be writable and executable at once.
     #[error("program header {index} is writable and executable (W^X is never granted)")]
-    WritableAndExecutable { index: usize },
+    WritableAndExecutable {
+        /// Index of the program header in the file.
+        index: usize,
+    },
     /// The object needs relocations in its text (`DT_TEXTREL`).
     #[error("text relocations (DT_TEXTREL) are refused: they need writable code")]
     TextRelocations,
     /// The dynamic array is malformed; `reason` says how.
     #[error("dynamic section: {reason}")]
-    BadDynamic { reason: &'static str },
+    BadDynamic {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A table named by the dynamic section does not lie inside one loaded,
     /// readable segment.
     #[error("{table} at {addr:#x}..+{size:#x} is not inside a loaded segment")]
     TableOutOfBounds {
+        /// The table (`DT_SYMTAB`, `DT_RELA`, ...).
         table: &'static str,
+        /// Its address in the file's terms (`p_vaddr` space).
         addr: u64,
+        /// Its size in bytes.
         size: u64,
     },
     /// A table lies in a writable segment, where relocations or the
     /// library itself could change it after it was validated.
     #[error("{table} at {addr:#x} lies in a writable segment")]
-    TableInWritableSegment { table: &'static str, addr: u64 },
+    TableInWritableSegment {
+        /// The table.
+        table: &'static str,
+        /// Its address in the file's terms.
+        addr: u64,
+    },
     /// A table's entry size tag has a value this loader cannot read.
     #[error("{table} entry size {size} (expected {expected})")]
     BadEntrySize {
+        /// The entry size tag (`DT_RELAENT`, `DT_SYMENT`, ...).
         table: &'static str,
+        /// Its value.
         size: u64,
+        /// The only value this loader reads.
         expected: u64,
     },
     /// A table size is not a whole number of entries.
     #[error("{table} size {size:#x} is not a multiple of its entry size {entsize}")]
     BadTableSize {
+        /// The table.
         table: &'static str,
+        /// Its size in bytes.
         size: u64,
+        /// The size of one entry.
         entsize: u64,
     },
     /// A hash table is malformed; `reason` says how.
     #[error("{table}: {reason}")]
     BadHashTable {
+        /// `DT_HASH` or `DT_GNU_HASH`.
         table: &'static str,
+        /// What is wrong with it.
         reason: &'static str,
     },
     /// A string offset points outside the string table, or the string there
@@ -101,34 +135,61 @@ pub enum Error {
     #[error(
         "string offset {offset:#x} is outside the string table ({size:#x} bytes) or unterminated"
     )]
-    BadStringOffset { offset: u64, size: u64 },
+    BadStringOffset {
+        /// The offset into the string table.
+        offset: u64,
+        /// The string table's size (`DT_STRSZ`).
+        size: u64,
+    },
     /// A symbol table index is not below the number of symbols.
     #[error("relocation {index} names symbol {symbol}, but there are only {count} symbols")]
     SymbolIndexOutOfRange {
+        /// Index of the relocation, counted across all tables.
         index: usize,
+        /// The symbol index it names.
         symbol: u64,
+        /// The number of symbols.
         count: u64,
     },
     /// A relocation writes outside the image.
     #[error("relocation {index} writes to offset {offset:#x}, outside the image")]
-    RelocationOutOfBounds { index: usize, offset: u64 },
+    RelocationOutOfBounds {
+        /// Index of the relocation, counted across all tables.
+        index: usize,
+        /// Its target (`r_offset`).
+        offset: u64,
+    },
     /// A relocation writes into a segment that is not writable.
     #[error("relocation {index} writes to offset {offset:#x}, inside a read-only segment")]
-    RelocationInReadOnly { index: usize, offset: u64 },
+    RelocationInReadOnly {
+        /// Index of the relocation, counted across all tables.
+        index: usize,
+        /// Its target (`r_offset`).
+        offset: u64,
+    },
     /// A relocation type this loader does not apply.
     #[error("relocation {index} has unsupported type {r_type} ({name})")]
     UnsupportedRelocation {
+        /// Index of the relocation, counted across all tables.
         index: usize,
+        /// Its type number.
         r_type: u32,
+        /// The type's name (`R_X86_64_...`), or "unknown".
         name: &'static str,
     },
     /// The image uses the initial-exec (static) TLS model, which needs room
     /// in every thread's static TLS area that only the system loader has.
     #[error("static TLS (initial-exec model, {what}) is not supported; build with -ftls-model=global-dynamic")]
-    StaticTls { what: &'static str },
+    StaticTls {
+        /// What asked for it (`DF_STATIC_TLS`, or the relocation type).
+        what: &'static str,
+    },
     /// The image imports a thread-local variable from another object.
     #[error("imported thread-local symbol {name} is not supported")]
-    ImportedTls { name: String },
+    ImportedTls {
+        /// The imported symbol.
+        name: String,
+    },
     /// A feature of the file that this loader refuses.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
@@ -137,52 +198,84 @@ pub enum Error {
     /// change under a loaded image. `seals` is what `F_GET_SEALS` gave
     /// (-1: not a file that takes seals, such as a regular file).
     #[error("descriptor is not a memfd sealed against write, shrink, grow and unsealing (F_GET_SEALS: {seals})")]
-    NotSealed { seals: i32 },
+    NotSealed {
+        /// What `F_GET_SEALS` gave (-1: the file takes no seals).
+        seals: i32,
+    },
     /// A configured limit was exceeded (see [`crate::Limits`]).
     #[error("{what} is {value}, over the limit of {limit}")]
     LimitExceeded {
+        /// What was counted.
         what: &'static str,
+        /// How much the file asks for.
         value: u64,
+        /// The configured limit.
         limit: u64,
     },
 
     // ---- linking ---------------------------------------------------------
     /// Imports no resolver could satisfy: every one of them, not the first.
     #[error("unresolved symbols: {}", names.join(", "))]
-    UnresolvedSymbols { names: Vec<String> },
+    UnresolvedSymbols {
+        /// Every missing import, `name` or `name@version`.
+        names: Vec<String>,
+    },
     /// A `DT_NEEDED` library could not be opened by the system loader.
     #[error("needed library {name}: {message}")]
-    NeededLibrary { name: String, message: String },
+    NeededLibrary {
+        /// The `DT_NEEDED` name.
+        name: String,
+        /// The system loader's `dlerror()` text.
+        message: String,
+    },
 
     // ---- lookups ---------------------------------------------------------
     /// No exported symbol of that name.
     #[error("symbol {name} not found")]
-    SymbolNotFound { name: String },
+    SymbolNotFound {
+        /// The name looked up.
+        name: String,
+    },
     /// The symbol was found but its value does not lie inside the image.
     #[error("symbol {name} has value {value:#x}, outside the image")]
-    SymbolOutOfBounds { name: String, value: u64 },
+    SymbolOutOfBounds {
+        /// The name looked up.
+        name: String,
+        /// The symbol's `st_value`.
+        value: u64,
+    },
     /// `get::<T>` was asked for a `T` that is not pointer-sized.
     #[error("Symbol<T> needs a pointer-sized T, got {size} bytes")]
-    SymbolTypeSize { size: usize },
+    SymbolTypeSize {
+        /// `size_of::<T>()`.
+        size: usize,
+    },
 
     // ---- the operating system --------------------------------------------
     /// A memory-mapping system call failed.
     #[error("{op} failed: {source}")]
     Map {
+        /// The system call (`mmap`, `mprotect`, ...).
         op: &'static str,
+        /// The error it returned.
         #[source]
         source: io::Error,
     },
     /// Any other I/O error (reading the input, creating a memfd, ...).
     #[error("{op}: {source}")]
     Io {
+        /// What was being done.
         op: &'static str,
+        /// The error it gave.
         #[source]
         source: io::Error,
     },
     /// The system loader refused the image; `message` is its `dlerror()` text.
     #[error("dlopen: {message}")]
-    Dlopen { message: String },
+    Dlopen {
+        /// The system loader's `dlerror()` text.
+        message: String,
+    },
 }
 
 impl Error {

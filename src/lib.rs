@@ -22,31 +22,27 @@
 //! ```
 
 #![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 mod arch;
 mod elf;
 mod error;
-mod image;
-mod interpose;
+mod hooks;
+mod load;
 mod map;
 mod options;
-mod registry;
-mod reloc;
-mod resolve;
+mod runtime;
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
 mod sealed;
 mod symbol;
 mod system;
-mod tls;
-mod unwind;
 
 pub use elf::Phdr as ProgramHeader;
 pub use error::{Error, Result};
-pub use image::{ElfImage, Placement, SegmentInfo};
 pub use options::{Limits, Options, SystemStrategy};
-pub use registry::{find_symbol, images, ImageInfo, SymbolInfo};
-#[doc(hidden)]
-pub use resolve::bench_resolve as __bench_resolve;
+pub use runtime::image::{ElfImage, Placement, SegmentInfo};
+pub use runtime::registry::{find_symbol, images, ImageInfo, SymbolInfo};
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
 pub use sealed::SealedElf;
 pub use symbol::{Library, Symbol};

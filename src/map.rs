@@ -15,6 +15,21 @@ const MAP_NORESERVE: c_int = libc::MAP_NORESERVE;
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 const MAP_NORESERVE: c_int = 0;
 
+/// Whether the 4 bytes at `end` (one past a readable loaded segment) lie
+/// in the segment's last page, hence are mapped and readable, and are zero
+/// (the `.eh_frame` check reads them as a terminator).
+pub fn zero_word_after(end: usize) -> bool {
+    let page = page_size();
+    let page_end = end.next_multiple_of(page);
+    if end % page == 0 || page_end - end < 4 {
+        return false;
+    }
+    // SAFETY: `end` lies inside the last page of a readable segment, which
+    // is mapped readable as a whole; 4 bytes fit before the page ends.
+    let word: u32 = unsafe { std::ptr::read_unaligned(end as *const u32) };
+    word == 0
+}
+
 /// The system page size (`sysconf(_SC_PAGESIZE)`), never a constant: aarch64
 /// kernels run with 4, 16 or 64 KiB pages.
 pub fn page_size() -> usize {

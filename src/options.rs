@@ -117,7 +117,8 @@ impl Options {
     /// before any of its code runs.
     ///
     /// Of memdl's own loader services only those that act on the image's
-    /// own state stay available: `__tls_get_addr`, `__cxa_thread_atexit`,
+    /// own state stay available (the table in `runtime/services.rs` says
+    /// which): `__tls_get_addr`, `__cxa_thread_atexit`,
     /// `__cxa_thread_atexit_impl` and `dlerror`. `dlsym` (which would find
     /// any host symbol), `dladdr` and `dl_iterate_phdr` (which reveal the
     /// host's libraries, and through them every host function) are not:
@@ -156,14 +157,4 @@ impl Options {
         // SAFETY: the caller's promise, forwarded.
         unsafe { crate::SystemImage::load_with(bytes, self) }
     }
-}
-
-/// Whether memdl's built-in loader service `name` may be bound under
-/// [`Options::deny_host_lookups`]: only the services that cannot reach the
-/// host's symbols or reveal its libraries.
-pub(crate) fn builtin_allowed_when_denied(name: &[u8]) -> bool {
-    matches!(
-        name,
-        b"__tls_get_addr" | b"__cxa_thread_atexit" | b"__cxa_thread_atexit_impl" | b"dlerror"
-    )
 }

@@ -8,19 +8,15 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use memdl::{ElfImage, Library, SystemImage};
 
 mod common;
-use common::{assert_no_wx, mappings_in, test_lib};
+use common::{assert_no_wx, mappings_in, serial, sym, test_lib};
 
-/// The sink and the callbacks are process-wide: one test at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// Why these tests take serial() (tests/common): the sink and the callbacks
+// are process-wide: one test at a time.
 
 /// What the library's destructors reported, in order.
 static EVENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -35,11 +31,6 @@ extern "C" fn sink(event: *const c_char) {
 
 fn take_events() -> Vec<String> {
     std::mem::take(&mut *EVENTS.lock().unwrap_or_else(|e| e.into_inner()))
-}
-
-fn sym<T: Copy>(lib: &impl Library, name: &str) -> T {
-    // SAFETY: every caller names a function of cxx_runtime.cpp with signature T.
-    unsafe { *lib.get::<T>(name).unwrap() }
 }
 
 fn set_sink(lib: &impl Library) {

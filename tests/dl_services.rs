@@ -6,19 +6,14 @@
 #![cfg(target_os = "linux")]
 
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::{Mutex, MutexGuard};
 
 use memdl::{ElfImage, Library, SystemImage};
 
 mod common;
-use common::{assert_no_wx, test_lib};
+use common::{assert_no_wx, serial, sym, test_lib};
 
-/// `images()` is process-wide: tests that check its contents run alone.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// Why these tests take serial() (tests/common): `images()` is process-wide:
+// tests that check its contents run alone.
 
 type DlsymFn = unsafe extern "C" fn(*const c_char) -> *mut c_void;
 type DladdrFn = unsafe extern "C" fn(
@@ -30,11 +25,6 @@ type DladdrFn = unsafe extern "C" fn(
 ) -> c_int;
 type IterateFn =
     unsafe extern "C" fn(*mut usize, *mut *const c_char, *mut c_int, *mut c_int) -> c_int;
-
-fn sym<T: Copy>(lib: &impl Library, name: &str) -> T {
-    // SAFETY: every caller names a function of dlsvc.c with signature T.
-    unsafe { *lib.get::<T>(name).unwrap() }
-}
 
 fn cstr(p: *const c_char) -> Option<String> {
     // SAFETY: the loaders return NUL-terminated names that outlive the call.

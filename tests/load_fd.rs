@@ -9,6 +9,7 @@ use memdl::{ElfImage, Error, Placement};
 
 mod common;
 use common::page_size as page;
+use common::zlib_container;
 
 fn zlib_path() -> PathBuf {
     common::machine_lib_path("libz.so.1")
@@ -23,16 +24,6 @@ fn check_crc(img: &ElfImage) {
     // SAFETY: crc32 of the image alive here, on a 5-byte buffer with its length.
     assert_eq!(unsafe { crc(0, b"hello".as_ptr(), 5) }, 0x3610_a686);
     common::assert_no_wx();
-}
-
-/// A container file: `head` junk bytes, the library, then a junk tail.
-fn container(head: usize) -> (tempfile::TempPath, u64, u64) {
-    let lib = std::fs::read(zlib_path()).unwrap();
-    let mut f = tempfile::NamedTempFile::new().unwrap();
-    f.write_all(&vec![0xa5; head]).unwrap();
-    f.write_all(&lib).unwrap();
-    f.write_all(&[0x5a; 777]).unwrap();
-    (f.into_temp_path(), head as u64, lib.len() as u64)
 }
 
 #[test]
@@ -77,7 +68,7 @@ fn whole_file_maps_every_segment_from_the_file() {
 
 #[test]
 fn page_aligned_offset_is_zero_copy() {
-    let (path, offset, len) = container(page() as usize * 3);
+    let (path, offset, len) = zlib_container(page() as usize * 3);
     let file = std::fs::File::open(&path).unwrap();
     // SAFETY: a trusted test or machine library (its initialisers run).
     let img = unsafe { ElfImage::load_fd(&file, offset, len) }.unwrap();
@@ -87,7 +78,7 @@ fn page_aligned_offset_is_zero_copy() {
 
 #[test]
 fn unaligned_offset_is_copied() {
-    let (path, offset, len) = container(1000);
+    let (path, offset, len) = zlib_container(1000);
     let file = std::fs::File::open(&path).unwrap();
     // SAFETY: a trusted test or machine library (its initialisers run).
     let img = unsafe { ElfImage::load_fd(&file, offset, len) }.unwrap();
@@ -101,7 +92,7 @@ fn unaligned_offset_is_copied() {
 
 #[test]
 fn range_past_the_end_of_the_file_is_an_error() {
-    let (path, offset, len) = container(1000);
+    let (path, offset, len) = zlib_container(1000);
     let file = std::fs::File::open(&path).unwrap();
     for (o, l) in [(offset, len + 10_000), (u64::MAX - 10, 100), (offset, 0)] {
         // SAFETY: a trusted test or machine library (its initialisers run).
@@ -170,7 +161,7 @@ fn bytes_in_a_mapped_file_are_mapped_again_not_copied() {
     check_crc(&img);
 
     // A library inside a container: page-aligned is zero-copy...
-    let (path, offset, len) = container(page() as usize * 2);
+    let (path, offset, len) = zlib_container(page() as usize * 2);
     let file = std::fs::File::open(&path).unwrap();
     // SAFETY: the container is this test's own file.
     let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
@@ -181,7 +172,7 @@ fn bytes_in_a_mapped_file_are_mapped_again_not_copied() {
     assert!(all_placed(&img, Placement::Mapped));
 
     // ...unaligned is copied from the slice.
-    let (path, offset, len) = container(1000);
+    let (path, offset, len) = zlib_container(1000);
     let file = std::fs::File::open(&path).unwrap();
     // SAFETY: as above.
     let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
@@ -203,7 +194,7 @@ fn bytes_that_may_differ_from_any_file_are_copied() {
 
     // A private mapping the caller wrote to (copy-on-write): its pages no
     // longer show the file, so the file must not be used.
-    let (path, offset, len) = container(page() as usize * 2);
+    let (path, offset, len) = zlib_container(page() as usize * 2);
     let file = std::fs::File::open(&path).unwrap();
     // SAFETY: the container is this test's own file.
     let mut map = unsafe { memmap2::MmapOptions::new().map_copy(&file) }.unwrap();

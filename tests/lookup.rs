@@ -3,6 +3,9 @@
 //! answer every name exactly as the file's hash table does (hits, misses,
 //! errors, thread-local and ifunc symbols, hidden versions), from every
 //! thread, before, during and after it is built.
+//!
+//! The index's state is seen through the test hooks (`test-hooks` feature).
+#![cfg(feature = "test-hooks")]
 
 use std::collections::BTreeSet;
 use std::ffi::c_void;

@@ -210,6 +210,14 @@ struct Case {
     base: Option<&'static str>,
 }
 
+/// A case whose error must match a pattern: `case!(name, patch => pattern)`
+/// (`matches!` syntax, an `if` guard allowed).
+macro_rules! case {
+    ($name:expr, $patch:expr => $pattern:pat $(if $guard:expr)?) => {
+        case($name, $patch, |err| matches!(err, $pattern $(if $guard)?))
+    };
+}
+
 fn case(
     name: &'static str,
     patch: impl Fn(&mut Elf) + 'static,
@@ -242,329 +250,164 @@ fn load_fd(bytes: &[u8], options: &Options) -> Result<ElfImage, Error> {
 
 fn cases() -> Vec<Case> {
     let mut v = vec![
-        case(
+        case!(
             "truncated inside the ELF header",
-            |e| e.bytes.truncate(40),
-            |err| {
-                matches!(
-                    err,
-                    Error::Truncated {
-                        what: "ELF header",
-                        ..
-                    }
-                )
-            },
+            |e| e.bytes.truncate(40)
+            => Error::Truncated { what: "ELF header", .. }
         ),
-        case(
+        case!(
             "truncated inside the program headers",
-            |e| e.bytes.truncate(100),
-            |err| {
-                matches!(
-                    err,
-                    Error::Truncated {
-                        what: "program header table",
-                        ..
-                    }
-                )
-            },
+            |e| e.bytes.truncate(100)
+            => Error::Truncated { what: "program header table", .. }
         ),
-        case(
+        case!(
             "truncated inside a segment",
             |e| {
                 let len = e.bytes.len();
                 e.bytes.truncate(len / 2)
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadSegment {
-                        kind: "PT_LOAD",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::BadSegment { kind: "PT_LOAD", .. }
         ),
-        case(
+        case!(
             "empty input",
-            |e| e.bytes.clear(),
+            |e| e.bytes.clear()
             // load_fd refuses the empty range of the file before reading.
-            |err| {
-                matches!(
-                    err,
-                    Error::BadMagic
-                        | Error::Truncated {
-                            what: "file range",
-                            ..
-                        }
-                )
-            },
+            => Error::BadMagic | Error::Truncated { what: "file range", .. }
         ),
-        case(
-            "bad magic",
-            |e| e.bytes[1] = b'X',
-            |err| matches!(err, Error::BadMagic),
-        ),
-        case(
-            "32-bit class",
-            |e| e.bytes[4] = 1,
-            |err| matches!(err, Error::UnsupportedClass(1)),
-        ),
-        case(
-            "big-endian",
-            |e| e.bytes[5] = 2,
-            |err| matches!(err, Error::UnsupportedEncoding(2)),
-        ),
-        case(
-            "ident version 0",
-            |e| e.bytes[6] = 0,
-            |err| matches!(err, Error::UnsupportedVersion(0)),
-        ),
-        case(
-            "e_version 2",
-            |e| e.set32(20, 2),
-            |err| matches!(err, Error::UnsupportedVersion(2)),
-        ),
-        case(
-            "executable, not shared object",
-            |e| e.set16(16, 2),
-            |err| matches!(err, Error::NotSharedObject(2)),
-        ),
-        case(
-            "wrong machine",
-            |e| e.set16(18, 40),
-            |err| matches!(err, Error::WrongMachine { found: 40, .. }),
-        ),
-        case(
-            "e_phentsize 32",
-            |e| e.set16(54, 32),
-            |err| matches!(err, Error::BadProgramHeaderSize(32)),
-        ),
-        case(
-            "e_phnum 0",
-            |e| e.set16(56, 0),
-            |err| matches!(err, Error::BadProgramHeaderCount(0)),
-        ),
-        case(
+        case!("bad magic", |e| e.bytes[1] = b'X' => Error::BadMagic),
+        case!("32-bit class", |e| e.bytes[4] = 1 => Error::UnsupportedClass(1)),
+        case!("big-endian", |e| e.bytes[5] = 2 => Error::UnsupportedEncoding(2)),
+        case!("ident version 0", |e| e.bytes[6] = 0 => Error::UnsupportedVersion(0)),
+        case!("e_version 2", |e| e.set32(20, 2) => Error::UnsupportedVersion(2)),
+        case!("executable, not shared object", |e| e.set16(16, 2) => Error::NotSharedObject(2)),
+        case!("wrong machine", |e| e.set16(18, 40) => Error::WrongMachine { found: 40, .. }),
+        case!("e_phentsize 32", |e| e.set16(54, 32) => Error::BadProgramHeaderSize(32)),
+        case!("e_phnum 0", |e| e.set16(56, 0) => Error::BadProgramHeaderCount(0)),
+        case!(
             "e_phnum extended-numbering escape",
-            |e| e.set16(56, 0xffff),
-            |err| matches!(err, Error::BadProgramHeaderCount(0xffff)),
+            |e| e.set16(56, 0xffff)
+            => Error::BadProgramHeaderCount(0xffff)
         ),
-        case(
+        case!(
             "e_phnum past the end of the file",
-            |e| e.set16(56, 4000),
-            |err| {
-                matches!(
-                    err,
-                    Error::Truncated {
-                        what: "program header table",
-                        ..
-                    }
-                )
-            },
+            |e| e.set16(56, 4000)
+            => Error::Truncated { what: "program header table", .. }
         ),
-        case(
+        case!(
             "e_phoff past the end",
-            |e| e.set64(32, 1 << 40),
-            |err| {
-                matches!(
-                    err,
-                    Error::Truncated {
-                        what: "program header table",
-                        ..
-                    }
-                )
-            },
+            |e| e.set64(32, 1 << 40)
+            => Error::Truncated { what: "program header table", .. }
         ),
-        case(
+        case!(
             "e_phoff wraps around",
-            |e| e.set64(32, u64::MAX - 8),
-            |err| {
-                matches!(
-                    err,
-                    Error::Truncated {
-                        what: "program header table",
-                        ..
-                    }
-                )
-            },
+            |e| e.set64(32, u64::MAX - 8)
+            => Error::Truncated { what: "program header table", .. }
         ),
-        case(
+        case!(
             "PT_LOAD offset past the end",
             |e| {
                 let p = e.phdrs_of(PT_LOAD)[1];
                 e.set64(p + 8, 1 << 40);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadSegment {
-                        kind: "PT_LOAD",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::BadSegment { kind: "PT_LOAD", .. }
         ),
-        case(
+        case!(
             "PT_LOAD p_filesz > p_memsz",
             |e| {
                 let p = e.phdrs_of(PT_LOAD)[0];
                 let memsz = e.u64(p + 40);
                 e.set64(p + 32, memsz + 8);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadSegment {
-                        reason: "p_filesz is larger than p_memsz",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::BadSegment { reason: "p_filesz is larger than p_memsz", .. }
         ),
-        case(
+        case!(
             "PT_LOAD p_memsz huge",
             |e| {
                 let p = *e.phdrs_of(PT_LOAD).last().unwrap();
                 e.set64(p + 40, 1 << 52);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::LimitExceeded {
-                        what: "image span",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::LimitExceeded { what: "image span", .. }
         ),
-        case(
+        case!(
             "PT_LOAD address wraps",
             |e| {
                 let p = *e.phdrs_of(PT_LOAD).last().unwrap();
                 e.set64(p + 16, u64::MAX - 0xfff);
                 e.set64(p + 8, 0);
-            },
-            |err| matches!(err, Error::BadSegment { .. }),
+            }
+            => Error::BadSegment { .. }
         ),
-        case(
+        case!(
             "PT_LOAD offset and address not congruent",
             |e| {
                 let p = e.phdrs_of(PT_LOAD)[1];
                 let va = e.u64(p + 16);
                 e.set64(p + 16, va + 8);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadSegment {
-                        reason: "p_vaddr and p_offset are not congruent modulo the page size",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::BadSegment { reason: "p_vaddr and p_offset are not congruent modulo the page size", .. }
         ),
-        case(
+        case!(
             "PT_LOAD p_align not a power of two",
             |e| {
                 let p = e.phdrs_of(PT_LOAD)[0];
                 e.set64(p + 48, 0x3000);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadSegment {
-                        reason: "p_align is not a power of two",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::BadSegment { reason: "p_align is not a power of two", .. }
         ),
-        case(
+        case!(
             "PT_LOADs overlap",
             |e| {
                 let p = e.phdrs_of(PT_LOAD);
                 let (va, off) = (e.u64(p[0] + 16), e.u64(p[0] + 8));
                 e.set64(p[1] + 16, va);
                 e.set64(p[1] + 8, off);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadSegment {
-                        reason: "overlaps or precedes the previous PT_LOAD",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::BadSegment { reason: "overlaps or precedes the previous PT_LOAD", .. }
         ),
-        case(
+        case!(
             "no PT_LOAD",
             |e| {
                 for p in e.phdrs_of(PT_LOAD) {
                     e.set32(p, PT_NULL);
                 }
-            },
-            |err| matches!(err, Error::NoLoadSegments),
+            }
+            => Error::NoLoadSegments
         ),
-        case(
+        case!(
             "no PT_DYNAMIC",
             |e| {
                 let p = e.phdrs_of(PT_DYNAMIC)[0];
                 e.set32(p, PT_NULL);
-            },
-            |err| matches!(err, Error::NoDynamicSegment),
+            }
+            => Error::NoDynamicSegment
         ),
-        case(
+        case!(
             "PT_DYNAMIC outside the file",
             |e| {
                 let p = e.phdrs_of(PT_DYNAMIC)[0];
                 e.set64(p + 8, 1 << 40);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadSegment {
-                        kind: "PT_DYNAMIC",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::BadSegment { kind: "PT_DYNAMIC", .. }
         ),
-        case(
+        case!(
             "PT_DYNAMIC outside the loaded image",
             |e| {
                 let p = e.phdrs_of(PT_DYNAMIC)[0];
                 let end = e.image_end();
                 e.set64(p + 16, end + 0x10000);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "PT_DYNAMIC",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableOutOfBounds { table: "PT_DYNAMIC", .. }
         ),
-        case(
+        case!(
             "PT_DYNAMIC size not a multiple of 16",
             |e| {
                 let p = e.phdrs_of(PT_DYNAMIC)[0];
                 let sz = e.u64(p + 40);
                 e.set64(p + 40, sz - 4);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadSegment {
-                        kind: "PT_DYNAMIC",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::BadSegment { kind: "PT_DYNAMIC", .. }
         ),
-        case(
+        case!(
             "dynamic array without DT_NULL",
             |e| {
                 let p = e.phdrs_of(PT_DYNAMIC)[0];
@@ -574,336 +417,212 @@ fn cases() -> Vec<Case> {
                         e.set64(at, DT_DEBUG);
                     }
                 }
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadDynamic {
-                        reason: "no DT_NULL terminator"
-                    }
-                )
-            },
+            }
+            => Error::BadDynamic { reason: "no DT_NULL terminator" }
         ),
-        case(
+        case!(
             "writable and executable segment",
             |e| {
                 let p = e.phdrs_of(PT_LOAD)[1];
                 e.set32(p + 4, PF_R | PF_W | PF_X);
-            },
-            |err| matches!(err, Error::WritableAndExecutable { .. }),
+            }
+            => Error::WritableAndExecutable { .. }
         ),
-        case(
+        case!(
             "DT_TEXTREL",
             |e| {
                 let at = e.dyn_entry(DT_SONAME);
                 e.set64(at, DT_TEXTREL);
-            },
-            |err| matches!(err, Error::TextRelocations),
+            }
+            => Error::TextRelocations
         ),
-        case(
+        case!(
             "huge PT_TLS",
             |e| {
                 let p = e.phdrs_of(PT_GNU_STACK)[0];
                 e.set32(p, PT_TLS);
                 e.set64(p + 40, 1 << 40);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::LimitExceeded {
-                        what: "PT_TLS size",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::LimitExceeded { what: "PT_TLS size", .. }
         ),
-        case(
+        case!(
             "DT_STRTAB outside the image",
             |e| {
                 let end = e.image_end();
                 e.set_dyn(DT_STRTAB, end + 0x100);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "DT_STRTAB",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableOutOfBounds { table: "DT_STRTAB", .. }
         ),
-        case(
+        case!(
             "DT_STRSZ past the segment",
-            |e| e.set_dyn(DT_STRSZ, 1 << 40),
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "DT_STRTAB",
-                        ..
-                    }
-                )
-            },
+            |e| e.set_dyn(DT_STRSZ, 1 << 40)
+            => Error::TableOutOfBounds { table: "DT_STRTAB", .. }
         ),
-        case(
+        case!(
             "DT_SYMTAB outside the image",
             |e| {
                 let end = e.image_end();
                 e.set_dyn(DT_SYMTAB, end + 0x100);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "DT_SYMTAB",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableOutOfBounds { table: "DT_SYMTAB", .. }
         ),
-        case(
+        case!(
             "DT_SYMTAB in a writable segment",
             |e| {
                 let p = *e.phdrs_of(PT_LOAD).last().unwrap();
                 let va = e.u64(p + 16);
                 e.set_dyn(DT_SYMTAB, va);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableInWritableSegment {
-                        table: "DT_SYMTAB",
-                        ..
-                    } | Error::TableOutOfBounds {
-                        table: "DT_SYMTAB",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableInWritableSegment { table: "DT_SYMTAB", .. } | Error::TableOutOfBounds { table: "DT_SYMTAB", .. }
         ),
-        case(
+        case!(
             "DT_SYMENT wrong",
-            |e| e.set_dyn(DT_SYMENT, 16),
-            |err| {
-                matches!(
-                    err,
-                    Error::BadEntrySize {
-                        table: "DT_SYMENT",
-                        size: 16,
-                        ..
-                    }
-                )
-            },
+            |e| e.set_dyn(DT_SYMENT, 16)
+            => Error::BadEntrySize { table: "DT_SYMENT", size: 16, .. }
         ),
-        case(
+        case!(
             "DT_RELA outside the image",
             |e| {
                 let end = e.image_end();
                 e.set_dyn(DT_RELA, end + 0x100);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "DT_RELA",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableOutOfBounds { table: "DT_RELA", .. }
         ),
-        case(
+        case!(
             "DT_JMPREL outside the image",
             |e| {
                 let end = e.image_end();
                 e.set_dyn(DT_JMPREL, end + 0x100);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "DT_JMPREL",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableOutOfBounds { table: "DT_JMPREL", .. }
         ),
-        case(
+        case!(
             "DT_RELASZ not a multiple of DT_RELAENT",
             |e| {
                 let sz = e.dyn_value(DT_RELASZ);
                 e.set_dyn(DT_RELASZ, sz - 8);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadTableSize {
-                        table: "DT_RELA",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::BadTableSize { table: "DT_RELA", .. }
         ),
-        case(
+        case!(
             "DT_RELAENT wrong",
-            |e| e.set_dyn(DT_RELAENT, 16),
-            |err| {
-                matches!(
-                    err,
-                    Error::BadEntrySize {
-                        table: "DT_RELAENT",
-                        size: 16,
-                        ..
-                    }
-                )
-            },
+            |e| e.set_dyn(DT_RELAENT, 16)
+            => Error::BadEntrySize { table: "DT_RELAENT", size: 16, .. }
         ),
-        case(
+        case!(
             "DT_PLTREL neither REL nor RELA",
-            |e| e.set_dyn(DT_PLTREL, 99),
-            |err| matches!(err, Error::BadDynamic { .. }),
+            |e| e.set_dyn(DT_PLTREL, 99)
+            => Error::BadDynamic { .. }
         ),
-        case(
+        case!(
             "DT_GNU_HASH outside the image",
             |e| {
                 let end = e.image_end();
                 e.set_dyn(DT_GNU_HASH, end + 0x100);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "DT_GNU_HASH",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableOutOfBounds { table: "DT_GNU_HASH", .. }
         ),
-        case(
+        case!(
             "GNU hash with zero buckets",
             |e| {
                 let at = e.file_offset(e.dyn_value(DT_GNU_HASH));
                 e.set32(at, 0);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadHashTable {
-                        reason: "zero buckets",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::BadHashTable { reason: "zero buckets", .. }
         ),
-        case(
+        case!(
             "GNU hash with zero bloom words",
             |e| {
                 let at = e.file_offset(e.dyn_value(DT_GNU_HASH));
                 e.set32(at + 8, 0);
-            },
-            |err| matches!(err, Error::BadHashTable { .. }),
+            }
+            => Error::BadHashTable { .. }
         ),
-        case(
+        case!(
             "GNU hash bucket past the chains",
             |e| {
                 let at = e.file_offset(e.dyn_value(DT_GNU_HASH));
                 let bloom = e.u32(at + 8) as usize;
                 e.set32(at + 16 + bloom * 8, 1_000_000);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "DT_GNU_HASH",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableOutOfBounds { table: "DT_GNU_HASH", .. }
         ),
-        case(
+        case!(
             "GNU hash chain never ends (symbol limit)",
             |e| {
                 let at = e.file_offset(e.dyn_value(DT_GNU_HASH));
                 let bloom = e.u32(at + 8) as usize;
                 e.set32(at + 16 + bloom * 8, 0x7fff_0000);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::LimitExceeded {
-                        what: "dynamic symbols",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::LimitExceeded { what: "dynamic symbols", .. }
         ),
-        case(
+        case!(
             "relocation symbol index out of range",
             |e| {
                 let rel = e.rela(DT_JMPREL, 0);
                 e.set32(rel + 12, 0x00ff_ffff);
-            },
-            |err| matches!(err, Error::SymbolIndexOutOfRange { .. }),
+            }
+            => Error::SymbolIndexOutOfRange { .. }
         ),
-        case(
+        case!(
             "relocation target outside the image",
             |e| {
                 let rel = e.rela_of_type(DT_RELA, DT_RELASZ, R_RELATIVE);
                 let end = e.image_end();
                 e.set64(rel, end + 0x1000);
-            },
-            |err| matches!(err, Error::RelocationOutOfBounds { .. }),
+            }
+            => Error::RelocationOutOfBounds { .. }
         ),
-        case(
+        case!(
             "relocation target in a read-only segment",
             |e| {
                 let rel = e.rela_of_type(DT_RELA, DT_RELASZ, R_RELATIVE);
                 let text = e.text_vaddr();
                 e.set64(rel, text);
-            },
-            |err| matches!(err, Error::RelocationInReadOnly { .. }),
+            }
+            => Error::RelocationInReadOnly { .. }
         ),
-        case(
+        case!(
             "relocation target straddles the image end",
             |e| {
                 let rel = e.rela_of_type(DT_RELA, DT_RELASZ, R_RELATIVE);
                 let end = e.image_end();
                 e.set64(rel, end - 4);
-            },
-            |err| matches!(err, Error::RelocationOutOfBounds { .. }),
+            }
+            => Error::RelocationOutOfBounds { .. }
         ),
-        case(
+        case!(
             "unknown relocation type",
             |e| {
                 let rel = e.rela_of_type(DT_RELA, DT_RELASZ, R_RELATIVE);
                 e.set32(rel + 8, 999);
-            },
-            |err| matches!(err, Error::UnsupportedRelocation { r_type: 999, .. }),
+            }
+            => Error::UnsupportedRelocation { r_type: 999, .. }
         ),
-        case(
+        case!(
             "import name past DT_STRSZ",
             |e| {
                 let sym = e.imported_symbol();
                 e.set32(sym, 0x00ff_ffff);
-            },
-            |err| matches!(err, Error::BadStringOffset { .. }),
+            }
+            => Error::BadStringOffset { .. }
         ),
-        case(
+        case!(
             "string table without a final NUL",
             |e| {
                 // Cut the table in the middle of the first import's name.
                 let sym = e.imported_symbol();
                 let name = e.u32(sym) as u64;
                 e.set_dyn(DT_STRSZ, name + 2);
-            },
-            |err| matches!(err, Error::BadStringOffset { .. }),
+            }
+            => Error::BadStringOffset { .. }
         ),
-        case(
+        case!(
             "DT_NEEDED name past DT_STRSZ",
-            |e| e.set_dyn(DT_NEEDED, 1 << 30),
-            |err| matches!(err, Error::BadStringOffset { .. }),
+            |e| e.set_dyn(DT_NEEDED, 1 << 30)
+            => Error::BadStringOffset { .. }
         ),
-        case(
+        case!(
             "DT_NEEDED library that does not exist",
             |e| {
                 // Point the needed name at the SONAME string "libz.so.1".
@@ -911,111 +630,63 @@ fn cases() -> Vec<Case> {
                 e.set_dyn(DT_NEEDED, soname);
                 let strtab = e.file_offset(e.dyn_value(DT_STRTAB));
                 e.bytes[strtab + soname as usize + 3] = b'Q';
-            },
-            |err| matches!(err, Error::NeededLibrary { .. }),
+            }
+            => Error::NeededLibrary { .. }
         ),
-        case(
+        case!(
             "DT_VERNEED outside the image",
             |e| {
                 let end = e.image_end();
                 e.set_dyn(DT_VERNEED, end + 0x100);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "DT_VERNEED",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableOutOfBounds { table: "DT_VERNEED", .. }
         ),
-        case(
+        case!(
             "DT_VERSYM outside the image",
             |e| {
                 let end = e.image_end();
                 e.set_dyn(DT_VERSYM, end + 0x100);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "DT_VERSYM",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableOutOfBounds { table: "DT_VERSYM", .. }
         ),
-        case(
+        case!(
             "DT_INIT_ARRAY misaligned",
             |e| {
                 let v = e.dyn_value(DT_INIT_ARRAY);
                 e.set_dyn(DT_INIT_ARRAY, v + 1);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadTableSize {
-                        table: "DT_INIT_ARRAY",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::BadTableSize { table: "DT_INIT_ARRAY", .. }
         ),
-        case(
+        case!(
             "DT_INIT_ARRAY outside the image",
             |e| {
                 let end = e.image_end();
                 e.set_dyn(DT_INIT_ARRAY, end + 0x100);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "DT_INIT_ARRAY",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableOutOfBounds { table: "DT_INIT_ARRAY", .. }
         ),
-        case(
+        case!(
             "DT_FINI_ARRAYSZ past the image",
-            |e| e.set_dyn(DT_FINI_ARRAYSZ, 1 << 32),
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "DT_FINI_ARRAY",
-                        ..
-                    }
-                )
-            },
+            |e| e.set_dyn(DT_FINI_ARRAYSZ, 1 << 32)
+            => Error::TableOutOfBounds { table: "DT_FINI_ARRAY", .. }
         ),
-        case(
+        case!(
             "DT_INIT outside the code",
             |e| {
                 let end = e.image_end();
                 e.set_dyn(DT_INIT, end + 0x100);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "DT_INIT",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableOutOfBounds { table: "DT_INIT", .. }
         ),
-        case(
+        case!(
             "missing import (symbol renamed)",
             |e| {
                 let sym = e.imported_symbol();
                 let strtab = e.file_offset(e.dyn_value(DT_STRTAB));
                 let name = strtab + e.u32(sym) as usize;
                 e.bytes[name] = b'Q';
-            },
-            |err| matches!(err, Error::UnresolvedSymbols { names } if names.len() == 1 && names[0].starts_with('Q')),
+            }
+            => Error::UnresolvedSymbols { names } if names.len() == 1 && names[0].starts_with('Q')
         ),
     ];
     v.extend(more_cases());
@@ -1097,7 +768,7 @@ fn more_cases() -> Vec<Case> {
         // The fuzzer's first load_fd find: a read-only segment's bss pages
         // lay past its file pages, still inaccessible in the reservation
         // while the loader read a table there (a crash, not an error).
-        case(
+        case!(
             "DT_GNU_HASH in a read-only segment's bss pages",
             |e| {
                 let p = e.phdrs_of(PT_LOAD)[0];
@@ -1105,11 +776,11 @@ fn more_cases() -> Vec<Case> {
                 e.set64(p + 40, filesz + 0x3000);
                 let vaddr = e.u64(p + 16);
                 e.set_dyn(DT_GNU_HASH, ((vaddr + filesz + 0xfff) & !0xfff) + 0x100);
-            },
-            |err| matches!(err, Error::BadHashTable { .. }),
+            }
+            => Error::BadHashTable { .. }
         )
         .on("example"),
-        case(
+        case!(
             "PT_LOADs out of address order",
             |e| {
                 // The first two: aarch64's zlib has only two PT_LOADs.
@@ -1118,408 +789,216 @@ fn more_cases() -> Vec<Case> {
                 let first: Vec<u8> = e.bytes[a..a + 56].to_vec();
                 e.bytes.copy_within(b..b + 56, a);
                 e.bytes[b..b + 56].copy_from_slice(&first);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadSegment {
-                        reason: "overlaps or precedes the previous PT_LOAD",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::BadSegment { reason: "overlaps or precedes the previous PT_LOAD", .. }
         ),
-        case(
+        case!(
             "a second PT_DYNAMIC",
             |e| {
                 let d = e.phdrs_of(PT_DYNAMIC)[0];
                 let s = e.phdrs_of(PT_GNU_STACK)[0];
                 e.bytes.copy_within(d..d + 56, s);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadSegment {
-                        reason: "a second PT_DYNAMIC",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::BadSegment { reason: "a second PT_DYNAMIC", .. }
         ),
-        case(
+        case!(
             "a second PT_TLS",
             |e| {
                 e.make_tls(PT_NOTE, 0, 0, 16);
                 e.make_tls(PT_GNU_STACK, 0, 0, 16);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadSegment {
-                        reason: "a second PT_TLS",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::BadSegment { reason: "a second PT_TLS", .. }
         ),
-        case(
+        case!(
             "PT_TLS outside the loaded image",
             |e| {
                 let end = e.image_end();
                 e.make_tls(PT_GNU_STACK, 0, end + 0x1000, 16);
                 let p = e.phdrs_of(PT_TLS)[0];
                 e.set64(p + 32, 16);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "PT_TLS",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableOutOfBounds { table: "PT_TLS", .. }
         ),
-        case(
+        case!(
             "PT_GNU_RELRO outside the writable segment",
             |e| {
                 let p = e.phdrs_of(PT_GNU_RELRO)[0];
                 e.set64(p + 16, 0);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "PT_GNU_RELRO",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableOutOfBounds { table: "PT_GNU_RELRO", .. }
         ),
-        case(
+        case!(
             "segment alignment over the span limit",
             |e| {
                 let p = e.phdrs_of(PT_LOAD)[0];
                 e.set64(p + 48, 1 << 40);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::LimitExceeded {
-                        what: "segment alignment",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::LimitExceeded { what: "segment alignment", .. }
         ),
-        case(
+        case!(
             "DT_STRSZ zero",
-            |e| e.set_dyn(DT_STRSZ, 0),
-            |err| {
-                matches!(
-                    err,
-                    Error::BadDynamic {
-                        reason: "DT_STRSZ is zero"
-                    }
-                )
-            },
+            |e| e.set_dyn(DT_STRSZ, 0)
+            => Error::BadDynamic { reason: "DT_STRSZ is zero" }
         ),
-        case(
+        case!(
             "no DT_SYMTAB",
             |e| {
                 let at = e.dyn_entry(DT_SYMTAB);
                 e.set64(at, DT_DEBUG);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadDynamic {
-                        reason: "no DT_SYMTAB"
-                    }
-                )
-            },
+            }
+            => Error::BadDynamic { reason: "no DT_SYMTAB" }
         ),
-        case(
+        case!(
             "DT_SYMTAB twice",
             |e| {
                 let symtab = e.dyn_value(DT_SYMTAB);
                 e.retag(DT_PLTGOT, DT_SYMTAB, symtab);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadDynamic {
-                        reason: "DT_SYMTAB appears twice"
-                    }
-                )
-            },
+            }
+            => Error::BadDynamic { reason: "DT_SYMTAB appears twice" }
         ),
-        case(
+        case!(
             "no hash table",
             |e| {
                 let at = e.dyn_entry(DT_GNU_HASH);
                 e.set64(at, DT_DEBUG);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadDynamic {
-                        reason: "neither DT_GNU_HASH nor DT_HASH"
-                    }
-                )
-            },
+            }
+            => Error::BadDynamic { reason: "neither DT_GNU_HASH nor DT_HASH" }
         ),
-        case(
+        case!(
             "DT_RELA without DT_RELASZ",
             |e| {
                 let at = e.dyn_entry(DT_RELASZ);
                 e.set64(at, DT_DEBUG);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadDynamic {
-                        reason: "DT_RELA without DT_RELASZ"
-                    }
-                )
-            },
+            }
+            => Error::BadDynamic { reason: "DT_RELA without DT_RELASZ" }
         ),
-        case(
+        case!(
             "DT_JMPREL in a writable segment",
             |e| {
                 let p = *e.phdrs_of(PT_LOAD).last().unwrap();
                 let va = e.u64(p + 16);
                 e.set_dyn(DT_JMPREL, va);
                 e.set_dyn(DT_PLTRELSZ, 24);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableInWritableSegment {
-                        table: "DT_JMPREL",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableInWritableSegment { table: "DT_JMPREL", .. }
         ),
-        case(
+        case!(
             "DT_HASH outside the image",
             |e| {
                 let end = e.image_end();
                 e.retag(DT_PLTGOT, DT_HASH, end + 0x100);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "DT_HASH",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableOutOfBounds { table: "DT_HASH", .. }
         ),
-        case(
+        case!(
             "SysV hash with zero buckets",
             // The ELF header's e_ident padding is zeros: nbucket = nchain = 0.
-            |e| e.retag(DT_PLTGOT, DT_HASH, 8),
-            |err| {
-                matches!(
-                    err,
-                    Error::BadHashTable {
-                        table: "DT_HASH",
-                        reason: "zero buckets"
-                    }
-                )
-            },
+            |e| e.retag(DT_PLTGOT, DT_HASH, 8)
+            => Error::BadHashTable { table: "DT_HASH", reason: "zero buckets" }
         ),
-        case(
+        case!(
             "SysV hash chains past the segment",
             // At 0x10: nbucket = e_type | e_machine << 16, nchain = e_version.
-            |e| e.retag(DT_PLTGOT, DT_HASH, 0x10),
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "DT_HASH",
-                        ..
-                    }
-                )
-            },
+            |e| e.retag(DT_PLTGOT, DT_HASH, 0x10)
+            => Error::TableOutOfBounds { table: "DT_HASH", .. }
         ),
-        case(
+        case!(
             "GNU hash bloom shift of 32 (found by tests/corruption.rs)",
             // Shifting the 32-bit hash by 32 overflowed in every lookup.
             |e| {
                 let at = e.file_offset(e.dyn_value(DT_GNU_HASH));
                 e.set32(at + 12, 32);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadHashTable {
-                        table: "DT_GNU_HASH",
-                        reason: "bloom shift is 32 or more"
-                    }
-                )
-            },
+            }
+            => Error::BadHashTable { table: "DT_GNU_HASH", reason: "bloom shift is 32 or more" }
         ),
-        case(
+        case!(
             "GNU hash symbol offset beyond the symbols",
             |e| {
                 let at = e.file_offset(e.dyn_value(DT_GNU_HASH));
                 e.set32(at + 4, 0x0100_0000);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadHashTable {
-                        table: "DT_GNU_HASH",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::BadHashTable { table: "DT_GNU_HASH", .. }
         ),
-        case(
+        case!(
             "DT_VERDEF outside the image",
             |e| {
                 let end = e.image_end();
                 e.set_dyn(DT_VERDEF, end + 0x100);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "DT_VERDEF",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableOutOfBounds { table: "DT_VERDEF", .. }
         ),
-        case(
+        case!(
             "DT_RELR bitmap before any address",
             // The first word of the file is odd: a bitmap with no base.
             |e| {
                 e.retag(DT_PLTGOT, DT_RELR, 0);
                 e.retag(DT_RELACOUNT, DT_RELRSZ, 8);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadDynamic {
-                        reason: "DT_RELR bitmap without a preceding address"
-                    }
-                )
-            },
+            }
+            => Error::BadDynamic { reason: "DT_RELR bitmap without a preceding address" }
         ),
-        case(
+        case!(
             "DT_RELR target in a read-only segment",
             // e_phoff (64) read as a RELR address: inside the R segment.
             |e| {
                 e.retag(DT_PLTGOT, DT_RELR, 0x20);
                 e.retag(DT_RELACOUNT, DT_RELRSZ, 8);
-            },
-            |err| matches!(err, Error::RelocationInReadOnly { offset: 64, .. }),
+            }
+            => Error::RelocationInReadOnly { offset: 64, .. }
         ),
-        case(
+        case!(
             "DT_RELRSZ not a multiple of 8",
             |e| {
                 e.retag(DT_PLTGOT, DT_RELR, 0x20);
                 e.retag(DT_RELACOUNT, DT_RELRSZ, 12);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadTableSize {
-                        table: "DT_RELR",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::BadTableSize { table: "DT_RELR", .. }
         ),
-        case(
+        case!(
             "TLS relocation without PT_TLS",
             |e| {
                 let rel = e.rela_of_type(DT_RELA, DT_RELASZ, R_RELATIVE);
                 e.set32(rel + 8, R_DTPMOD);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::BadDynamic {
-                        reason: "TLS relocation in an object without PT_TLS"
-                    }
-                )
-            },
+            }
+            => Error::BadDynamic { reason: "TLS relocation in an object without PT_TLS" }
         ),
-        case(
+        case!(
             "static TLS relocation",
             |e| {
                 let rel = e.rela_of_type(DT_RELA, DT_RELASZ, R_RELATIVE);
                 e.set32(rel + 8, R_TPOFF);
-            },
-            |err| matches!(err, Error::StaticTls { .. }),
+            }
+            => Error::StaticTls { .. }
         ),
-        case(
+        case!(
             "DF_STATIC_TLS",
             |e| {
                 e.make_tls(PT_GNU_STACK, 0, 0, 16);
                 e.retag(DT_PLTGOT, DT_FLAGS, DF_STATIC_TLS);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::StaticTls {
-                        what: "DF_STATIC_TLS"
-                    }
-                )
-            },
+            }
+            => Error::StaticTls { what: "DF_STATIC_TLS" }
         ),
-        case(
+        case!(
             "DT_INIT_ARRAYSZ not a multiple of 8",
-            |e| e.set_dyn(DT_INIT_ARRAYSZ, 12),
-            |err| {
-                matches!(
-                    err,
-                    Error::BadTableSize {
-                        table: "DT_INIT_ARRAY",
-                        ..
-                    }
-                )
-            },
+            |e| e.set_dyn(DT_INIT_ARRAYSZ, 12)
+            => Error::BadTableSize { table: "DT_INIT_ARRAY", .. }
         ),
-        case(
+        case!(
             "init array entry that is not code",
             // The relocation filling DT_INIT_ARRAY[0] points it at data.
             |e| {
                 let rel = e.relative_at(e.dyn_value(DT_INIT_ARRAY));
                 let data = e.data_vaddr();
                 e.set64(rel + 16, data);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "init/fini array entry",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableOutOfBounds { table: "init/fini array entry", .. }
         ),
-        case(
+        case!(
             "DT_FINI outside the code",
             |e| {
                 let data = e.data_vaddr();
                 e.set_dyn(DT_FINI, data);
-            },
-            |err| {
-                matches!(
-                    err,
-                    Error::TableOutOfBounds {
-                        table: "DT_FINI",
-                        ..
-                    }
-                )
-            },
+            }
+            => Error::TableOutOfBounds { table: "DT_FINI", .. }
         ),
     ]
 }

@@ -5,27 +5,18 @@
 #![cfg(target_os = "linux")]
 
 use std::ffi::{c_char, CStr};
-use std::sync::{Barrier, Mutex, MutexGuard};
+use std::sync::Barrier;
 
 use memdl::{ElfImage, Library, SystemImage};
 
 mod common;
-use common::{assert_no_wx, test_lib};
+use common::{assert_no_wx, serial, sym, test_lib};
 
-/// Live-block counts are per image, but keep the two tests apart anyway:
-/// each loads 4 MiB of library twice.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// Why these tests take serial() (tests/common): live-block counts are per
+// image, but keep the two tests apart anyway: each loads 4 MiB of library
+// twice.
 
 type Out = unsafe extern "C" fn(*const c_char, *mut u8, usize) -> usize;
-
-fn sym<T: Copy>(lib: &impl Library, name: &str) -> T {
-    // SAFETY: every caller names a function of rustlib.rs with signature T.
-    unsafe { *lib.get::<T>(name).unwrap() }
-}
 
 fn text(buf: &[u8], len: usize) -> String {
     let s = CStr::from_bytes_until_nul(buf).unwrap().to_str().unwrap();

@@ -10,19 +10,14 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use memdl::{Error, Options};
 
 mod common;
-use common::{assert_no_wx, open_fds, test_lib};
+use common::{assert_no_wx, open_fds, serial, test_lib};
 
 extern "C" fn host_hook(x: i32) -> i32 {
     x * 2
 }
 
-/// The tests of this file load and unload images; one checks the fd count,
-/// so they run one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// Why these tests take serial() (tests/common): the tests of this file load
+// and unload images; one checks the fd count, so they run one at a time.
 
 fn addr<T>(p: &T) -> *const c_void {
     p as *const T as *const c_void

@@ -14,15 +14,10 @@ use std::process::{Command, Stdio};
 use memdl::{ElfImage, Error, Library, Placement, SealedElf, SystemStrategyUsed};
 
 mod common;
-use common::{open_fds, test_lib};
+use common::{open_fds, serial, test_lib};
 
-/// Tests that count fds or spawn children (whose pipes are fds) run one at
-/// a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// Why these tests take serial() (tests/common): tests that count fds or
+// spawn children (whose pipes are fds) run one at a time.
 
 type AddFn = unsafe extern "C" fn(i32, i32) -> i32;
 

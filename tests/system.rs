@@ -4,21 +4,16 @@
 #![cfg(target_os = "linux")]
 
 use std::ffi::{c_char, c_int, c_uint, c_ulong, CStr};
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::path::Path;
 
 use memdl::{Error, Library, Options, SystemImage, SystemStrategy, SystemStrategyUsed};
 
 mod common;
-use common::{machine_lib as read_lib, machine_lib_path as lib_path, open_fds};
+use common::{fresh_dir, machine_lib as read_lib, machine_lib_path as lib_path, open_fds, serial};
 
-/// Every test opens file descriptors; the ones that count them must not see
-/// another test's, so all of them run one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// Why these tests take serial() (tests/common): every test opens file
+// descriptors; the ones that count them must not see another test's, so all
+// of them run one at a time.
 
 type Crc32 = unsafe extern "C" fn(c_ulong, *const u8, c_uint) -> c_ulong;
 type VersionFn = unsafe extern "C" fn() -> *const c_char;
@@ -296,13 +291,6 @@ fn garbage_is_a_dlopen_error_without_leaks() {
     drop(img);
     assert_eq!(open_fds(), before);
     std::fs::remove_dir(&tmpdir).unwrap();
-}
-
-fn fresh_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("memdl-test-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir(&dir).unwrap();
-    dir
 }
 
 fn dir_entries(dir: &Path) -> usize {

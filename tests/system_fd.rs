@@ -6,23 +6,19 @@
 
 use std::ffi::{c_uint, c_ulong};
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 
 use memdl::{Error, Library, Options, SystemImage, SystemStrategy, SystemStrategyUsed};
 
 mod common;
-use common::{machine_lib, machine_lib_path, maps, open_fds, page_size};
+use common::{
+    fresh_dir, machine_lib, machine_lib_path, maps, open_fds, page_size, serial, zlib_container,
+};
 
-/// Tests here count file descriptors: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// Why these tests take serial() (tests/common): tests here count file
+// descriptors: one at a time.
 
 type Crc32 = unsafe extern "C" fn(c_ulong, *const u8, c_uint) -> c_ulong;
 
@@ -37,16 +33,6 @@ fn with(strategy: SystemStrategy) -> Options {
     Options::new().system_strategy(strategy)
 }
 
-/// A container file: `head` junk bytes, zlib, then a junk tail.
-fn container(head: usize) -> (tempfile::TempPath, u64, u64) {
-    let lib = machine_lib("libz.so.1");
-    let mut f = tempfile::NamedTempFile::new().unwrap();
-    f.write_all(&vec![0xa5; head]).unwrap();
-    f.write_all(&lib).unwrap();
-    f.write_all(&[0x5a; 777]).unwrap();
-    (f.into_temp_path(), head as u64, lib.len() as u64)
-}
-
 /// The `/proc/self/maps` name of the mapping holding `addr`.
 fn mapping_name(addr: usize) -> String {
     maps()
@@ -54,13 +40,6 @@ fn mapping_name(addr: usize) -> String {
         .find(|m| m.start <= addr && addr < m.end)
         .map(|m| m.name)
         .unwrap_or_default()
-}
-
-fn fresh_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("memdl-sysfd-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir(&dir).unwrap();
-    dir
 }
 
 fn entries(dir: &Path) -> usize {
@@ -155,7 +134,7 @@ fn one_file_loaded_twice_is_one_shared_object() {
 fn range_inside_a_container_is_copied_into_a_sealed_memfd() {
     let _g = serial();
     for head in [1000usize, page_size() as usize * 2] {
-        let (path, offset, len) = container(head);
+        let (path, offset, len) = zlib_container(head);
         let file = File::open(&path).unwrap();
         let before = open_fds();
         // SAFETY: a trusted test or machine library (its initialisers run).
@@ -177,7 +156,7 @@ fn range_inside_a_container_is_copied_into_a_sealed_memfd() {
 #[test]
 fn each_strategy_forced() {
     let _g = serial();
-    let (path, offset, len) = container(1000);
+    let (path, offset, len) = zlib_container(1000);
     let boxed = File::open(&path).unwrap();
     let whole = File::open(machine_lib_path("libz.so.1")).unwrap();
     let whole_len = whole.metadata().unwrap().len();
@@ -251,7 +230,7 @@ fn each_strategy_forced() {
 #[test]
 fn bad_ranges_and_garbage_leave_nothing_behind() {
     let _g = serial();
-    let (path, offset, len) = container(1000);
+    let (path, offset, len) = zlib_container(1000);
     let file = File::open(&path).unwrap();
     let dir = fresh_dir("bad");
     let before = open_fds();
@@ -373,7 +352,7 @@ fn child_without_memfd() {
     assert!(is_temp(img.strategy()), "{:?}", img.strategy());
     assert_eq!(crc_hello(&img), 0x3610_a686);
 
-    let (path, offset, len) = container(1000);
+    let (path, offset, len) = zlib_container(1000);
     let file = File::open(&path).unwrap();
     // SAFETY: a trusted test or machine library (its initialisers run).
     let img = unsafe { SystemImage::load_fd(&file, offset, len) }.expect("Auto falls back (fd)");

@@ -8,21 +8,17 @@
 
 use std::collections::HashSet;
 use std::ffi::{c_char, c_int, CStr};
-use std::sync::{Arc, Barrier, Mutex, MutexGuard};
+use std::sync::{Arc, Barrier};
 
 use goblin::elf::Elf;
 use memdl::{ElfImage, Error, Library, SystemImage};
 
 mod common;
-use common::{assert_no_wx, machine_lib, mappings_in, maps_count, test_lib};
+use common::{assert_no_wx, machine_lib, mappings_in, maps_count, serial, test_lib};
 
-/// Tests that count mappings or live blocks must not see another test's
-/// loads: every test of this file runs alone.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+// Why these tests take serial() (tests/common): tests that count mappings or
+// live blocks must not see another test's loads: every test of this file
+// runs alone.
 
 /// Relocation type names of a library's dynamic relocations, with whether
 /// each names a symbol, and its `DT_FLAGS`.

@@ -111,8 +111,8 @@ pub fn flush_icache(start: usize, len: usize) {
 
 /// `__tls_get_addr` as memdl binds it for loaded images (the traditional
 /// dialect, `-mtls-dialect=trad`): a plain AAPCS64 call.
-pub extern "C" fn tls_get_addr(ti: *const crate::tls::TlsIndex) -> *mut u8 {
-    crate::tls::tls_get_addr(ti)
+pub extern "C" fn tls_get_addr(ti: *const crate::runtime::tls::TlsIndex) -> *mut u8 {
+    crate::runtime::tls::tls_get_addr(ti)
 }
 
 /// Nothing to prepare on AArch64: [`tlsdesc_dynamic`] saves registers with
@@ -125,7 +125,7 @@ pub fn prepare_tls_descriptors() -> crate::Result<()> {
 /// on AArch64).
 ///
 /// Called with `x0` = the address of the descriptor (two words: this
-/// function, then its argument, a pointer to a [`crate::tls::TlsIndex`]);
+/// function, then its argument, a pointer to a [`crate::runtime::tls::TlsIndex`]);
 /// returns in `x0` the variable's offset from `tpidr_el0`, which the caller
 /// adds to the thread pointer. The descriptor ABI (as GCC and LLVM model
 /// the call, and glibc's `_dl_tlsdesc_dynamic` implements it) lets it
@@ -202,6 +202,6 @@ pub extern "C" fn tlsdesc_dynamic() {
         "ldp x1, x2, [sp], #16",
         "ldp x29, x30, [sp], #16",
         "ret",
-        imp = sym crate::tls::tlsdesc_address,
+        imp = sym crate::runtime::tls::tlsdesc_address,
     )
 }

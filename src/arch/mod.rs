@@ -3,7 +3,7 @@
 //! how an ifunc resolver is called, and instruction-cache maintenance.
 //!
 //! Each file maps its relocation numbers onto [`RelocKind`]; the generic
-//! relocation walk in `reloc.rs` only deals in kinds.
+//! relocation walk in `load/reloc.rs` only deals in kinds.
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;

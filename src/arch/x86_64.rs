@@ -41,7 +41,7 @@ pub fn flush_icache(_start: usize, _len: usize) {}
 /// with a stack that is not 16-byte aligned (GCC PR58066), so it realigns
 /// before entering Rust.
 #[unsafe(naked)]
-pub extern "C" fn tls_get_addr(_ti: *const crate::tls::TlsIndex) -> *mut u8 {
+pub extern "C" fn tls_get_addr(_ti: *const crate::runtime::tls::TlsIndex) -> *mut u8 {
     core::arch::naked_asm!(
         "push rbp",
         "mov rbp, rsp",
@@ -50,7 +50,7 @@ pub extern "C" fn tls_get_addr(_ti: *const crate::tls::TlsIndex) -> *mut u8 {
         "mov rsp, rbp",
         "pop rbp",
         "ret",
-        imp = sym crate::tls::tls_get_addr,
+        imp = sym crate::runtime::tls::tls_get_addr,
     )
 }
 
@@ -80,7 +80,7 @@ pub fn prepare_tls_descriptors() -> crate::Result<()> {
 /// The TLS descriptor function for memdl's dynamic TLS (`-mtls-dialect=gnu2`).
 ///
 /// Called with `rax` = the descriptor, whose second word points to a
-/// [`crate::tls::TlsIndex`]; returns in `rax` the variable's offset from the
+/// [`crate::runtime::tls::TlsIndex`]; returns in `rax` the variable's offset from the
 /// thread pointer. The descriptor ABI lets it clobber nothing else, so it
 /// saves the integer scratch registers and, with `xsave`, every vector and
 /// mask register the OS enabled, before calling into Rust.
@@ -135,6 +135,6 @@ pub extern "C" fn tlsdesc_dynamic() {
         "pop rbp",
         "ret",
         xsave_size = sym XSAVE_SIZE,
-        imp = sym crate::tls::tlsdesc_address,
+        imp = sym crate::runtime::tls::tlsdesc_address,
     )
 }

@@ -2,7 +2,8 @@
 
 use goblin::elf::dynamic::*;
 
-use super::{read, Memory};
+use super::records::Dyn;
+use super::Memory;
 use crate::error::{Error, Result};
 
 // Not in goblin's constants: packed relative relocations (gABI 2022).
@@ -67,21 +68,14 @@ impl Dynamic {
     /// Reads the dynamic array at `vaddr` (`size` bytes, already checked to
     /// lie in a loaded segment) up to its `DT_NULL`.
     pub fn parse(mem: &Memory<'_>, vaddr: u64, size: u64, max_needed: u64) -> Result<Dynamic> {
-        let addr = mem.table("dynamic section", vaddr, size)?;
+        let entries = mem.table("dynamic section", vaddr, size)?.array::<Dyn>();
         let mut d = Dynamic::default();
         let (mut init_array, mut init_arraysz) = (None, None);
         let (mut fini_array, mut fini_arraysz) = (None, None);
         let (mut rela, mut relasz, mut rel, mut relsz) = (None, None, None, None);
         let (mut relr, mut relrsz, mut jmprel, mut pltrelsz) = (None, None, None, None);
         let mut terminated = false;
-        for i in 0..size / 16 {
-            // SAFETY: entry i lies inside the range checked above.
-            let (tag, val): (u64, u64) = unsafe {
-                (
-                    read(addr + (i * 16) as usize),
-                    read(addr + (i * 16 + 8) as usize),
-                )
-            };
+        for Dyn { tag, val } in entries.iter() {
             match tag {
                 DT_NULL => {
                     terminated = true;

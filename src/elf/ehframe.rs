@@ -94,7 +94,9 @@ impl Cursor<'_> {
         while self.u8()? != 0 {}
         Ok(&self.bytes[start..self.pos - 1])
     }
-    /// A value in `enc`'s format (its application is the caller's).
+    /// A value in `enc`'s format (its application is the caller's): the
+    /// DWARF pointer decoder, which `.eh_frame_hdr` uses too
+    /// ([`read_encoded`]).
     fn encoded(&mut self, enc: u8) -> Result<u64, Refusal> {
         Ok(match enc & 0x0f {
             DW_EH_PE_ABSPTR | DW_EH_PE_UDATA8 | DW_EH_PE_SDATA8 => self.take::<8>()?,
@@ -107,6 +109,17 @@ impl Cursor<'_> {
             _ => return Err("unknown pointer encoding"),
         })
     }
+}
+
+/// The pointer of encoding `enc`'s format at the start of `bytes` (its
+/// application, PC- or data-relative, is the caller's).
+pub fn read_encoded(bytes: &[u8], enc: u8) -> Result<u64, Refusal> {
+    Cursor {
+        bytes,
+        pos: 0,
+        end: bytes.len(),
+    }
+    .encoded(enc)
 }
 
 /// Whether libgcc reads a pointer of encoding `enc` without aborting and
@@ -133,20 +146,6 @@ fn fde_encoding_ok(enc: u8) -> bool {
 }
 
 /// The FDE pointer encoding a CIE declares (absolute without `zR`).
-/// Whether the 4 bytes at `end` (one past a readable segment) lie in the
-/// segment's last page, hence are mapped and readable, and are zero.
-fn zero_after(end: usize) -> bool {
-    let page = crate::map::page_size();
-    let page_end = end.next_multiple_of(page);
-    if end % page == 0 || page_end - end < 4 {
-        return false;
-    }
-    // SAFETY: `end` lies inside the last page of a readable segment, which
-    // is mapped readable as a whole; 4 bytes fit before the page ends.
-    let word: u32 = unsafe { std::ptr::read_unaligned(end as *const u32) };
-    word == 0
-}
-
 fn parse_cie(c: &mut Cursor<'_>) -> Result<u8, Refusal> {
     let version = c.u8()?;
     if !matches!(version, 1 | 3 | 4) {
@@ -208,7 +207,7 @@ fn parse_cie(c: &mut Cursor<'_>) -> Result<u8, Refusal> {
 }
 
 /// Checks the `.eh_frame` at `vaddr` of the loaded image `mem`, reading
-/// it through `unmapped` (see [`crate::unwind::FrameRegistration::new`])
+/// it through `unmapped` (see [`crate::runtime::unwind::FrameRegistration::new`])
 /// when that can.
 pub fn check(
     mem: &Memory<'_>,
@@ -216,30 +215,29 @@ pub fn check(
     unmapped: &dyn Fn(u64, u64) -> Option<Vec<u8>>,
 ) -> Result<(), Refusal> {
     let seg = mem
-        .loads
+        .loads()
         .iter()
         .find(|s| s.readable() && s.contains(vaddr, 4))
         .ok_or(".eh_frame outside the loaded segments")?;
     let len = seg.end() - vaddr;
-    let addr = mem
+    let view = mem
         .table(".eh_frame", vaddr, len)
         .map_err(|_| ".eh_frame outside the loaded segments")?;
+    let addr = view.addr();
     let copy = unmapped(vaddr, len);
     let len = usize::try_from(len).map_err(|_| "segment too large")?;
     let bytes = match &copy {
         Some(copy) if copy.len() == len => copy.as_slice(),
-        // SAFETY: `[addr, addr + len)` lies in a readable loaded segment
-        // (checked just above), mapped for as long as `mem`'s image.
-        _ => unsafe { std::slice::from_raw_parts(addr as *const u8, len) },
+        _ => view.bytes(),
     };
     // Runtime ranges of the executable segments (usually one), so each of
     // the thousands of FDEs of a large library costs two compares.
     let text: Vec<(u64, u64)> = mem
-        .loads
+        .loads()
         .iter()
         .filter(|s| s.executable())
         .map(|s| {
-            let start = (mem.bias as u64).wrapping_add(s.vaddr);
+            let start = (mem.bias() as u64).wrapping_add(s.vaddr);
             (start, start.wrapping_add(s.memsz))
         })
         .collect();
@@ -257,7 +255,7 @@ pub fn check(
         if let (&[only_text], DW_FAST_FDE) = (text.as_slice(), last_cie.1) {
             pos = skip_plain_fdes(bytes, pos, last_cie.0, addr as u64, only_text);
         }
-        if pos == bytes.len() && zero_after(addr + len) {
+        if pos == bytes.len() && crate::map::zero_word_after(addr + len) {
             // No terminator in the file (an object linked without crtend),
             // but the zeros after the segment in its last page end the walk.
             return Ok(());

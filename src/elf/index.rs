@@ -10,7 +10,7 @@
 //! When every such name went in ([`ExportIndex::is_complete`]), an absent
 //! name is one the hash table does not have either.
 
-use super::symbols::{Sym, SymbolTable};
+use super::symbols::{Strings, Sym, SymbolTable};
 
 /// Tag bit: the slot is taken.
 const OCCUPIED: u16 = 1;
@@ -65,11 +65,12 @@ pub enum Probe {
 pub struct ExportIndex {
     /// A power of two of them, or none when building was given up.
     slots: Box<[Slot]>,
-    /// Runtime address of the string table the names lie in.
-    strings: usize,
+    /// The string table the names lie in.
+    strings: Strings,
     /// Whether every name the hash table answers is here.
     complete: bool,
-    /// Names in the table.
+    /// Names in the table (read by the test hooks only).
+    #[allow(dead_code)]
     names: usize,
 }
 
@@ -85,7 +86,7 @@ impl ExportIndex {
     pub fn build(symbols: &SymbolTable, fixed: impl Fn(&Sym) -> Option<usize>) -> Self {
         Self::try_build(symbols, fixed).unwrap_or(ExportIndex {
             slots: Box::new([]),
-            strings: 0,
+            strings: symbols.strings,
             complete: false,
             names: 0,
         })
@@ -163,7 +164,7 @@ impl ExportIndex {
         }
         Some(ExportIndex {
             slots: slots.into_boxed_slice(),
-            strings: strings.base(),
+            strings: *strings,
             complete,
             names,
         })
@@ -177,12 +178,15 @@ impl ExportIndex {
         self.complete
     }
 
-    /// Number of names in the index.
+    /// Number of names in the index (for the test hooks).
+    #[allow(dead_code)]
     pub fn len(&self) -> usize {
         self.names
     }
 
-    /// Whether building was given up (see [`ExportIndex::build`]).
+    /// Whether building was given up (see [`ExportIndex::build`]; for the
+    /// test hooks).
+    #[allow(dead_code)]
     pub fn given_up(&self) -> bool {
         self.slots.is_empty()
     }
@@ -207,10 +211,10 @@ impl ExportIndex {
                 break;
             }
             if slot.tag & !DEFERRED == want && usize::from(slot.len) == name.len() {
-                let stored = self.stored_name(slot);
-                let equal = match short {
-                    Some(words) => short_words(stored) == Some(words),
-                    None => same_long(stored, name),
+                let equal = match (self.stored_name(slot), short) {
+                    (Some(stored), Some(words)) => short_words(stored) == Some(words),
+                    (Some(stored), None) => same_long(stored, name),
+                    (None, _) => false,
                 };
                 if equal {
                     return if slot.tag & DEFERRED == 0 {
@@ -225,19 +229,13 @@ impl ExportIndex {
         Probe::Absent
     }
 
-    /// The name a slot records.
+    /// The name a slot records: at build, the string at offset
+    /// `slot.name` was found to be `slot.len` bytes and a NUL, inside the
+    /// string table, so this is never `None`.
     #[inline(always)]
-    fn stored_name(&self, slot: &Slot) -> &[u8] {
-        // SAFETY: at build, the string at offset `slot.name` was found to be
-        // `slot.len` bytes and a NUL, inside the string table; the table
-        // lies in a read-only segment of the image, which owns the index
-        // and stays mapped while it lives.
-        unsafe {
-            std::slice::from_raw_parts(
-                (self.strings + slot.name as usize) as *const u8,
-                usize::from(slot.len),
-            )
-        }
+    fn stored_name(&self, slot: &Slot) -> Option<&[u8]> {
+        self.strings
+            .slice(slot.name as usize, usize::from(slot.len))
     }
 }
 

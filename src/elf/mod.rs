@@ -4,12 +4,16 @@
 //! raw bytes and produces everything needed to map the image. The tables the
 //! dynamic section points at live in loaded memory; [`dynamic`] and
 //! [`symbols`] read them from there, through [`Memory`], which checks every
-//! range against the loaded segments before a single byte is read.
+//! range against the loaded segments before handing out a typed,
+//! bounds-checked [`view`] of it. The readers are safe code; [`view`] is
+//! where their reads of the image's memory are proven sound, once.
 
 pub mod dynamic;
 pub mod ehframe;
 pub mod index;
+pub mod records;
 pub mod symbols;
+pub mod view;
 
 use goblin::elf::header::{
     EI_CLASS, EI_DATA, EI_VERSION, ELFCLASS64, ELFDATA2LSB, ET_DYN, EV_CURRENT,
@@ -21,6 +25,7 @@ use goblin::elf::program_header::{
 use crate::arch;
 use crate::error::{Error, Result};
 use crate::options::Limits;
+pub use view::Memory;
 
 const EHDR_SIZE: usize = 64;
 const PHDR_SIZE: usize = 56;
@@ -107,13 +112,21 @@ pub struct Layout {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Phdr {
+    /// Segment type (`PT_LOAD`, `PT_DYNAMIC`, `PT_TLS`, ...).
     pub p_type: u32,
+    /// `PF_R | PF_W | PF_X`.
     pub p_flags: u32,
+    /// Offset of the segment's first byte in the file.
     pub p_offset: u64,
+    /// Address of the segment's first byte, relative to the load bias.
     pub p_vaddr: u64,
+    /// Physical address (unused for shared objects; usually `p_vaddr`).
     pub p_paddr: u64,
+    /// Bytes of the segment in the file.
     pub p_filesz: u64,
+    /// Bytes of the segment in memory (at least `p_filesz`; the rest is zero).
     pub p_memsz: u64,
+    /// Alignment of the segment in memory and in the file (a power of two, or 0 or 1).
     pub p_align: u64,
 }
 
@@ -431,95 +444,4 @@ impl Layout {
     pub fn span(&self) -> u64 {
         self.span_end - self.span_start
     }
-}
-
-/// The loaded image's memory as the parser sees it: every table read goes
-/// through [`Memory::table`], which proves the range lies inside one
-/// readable `PT_LOAD` before handing out its address.
-#[derive(Clone, Copy)]
-pub struct Memory<'a> {
-    /// The load bias: runtime address = `bias + vaddr`.
-    pub bias: usize,
-    pub loads: &'a [Segment],
-}
-
-impl Memory<'_> {
-    /// Runtime address of `[vaddr, vaddr + size)` after checking that the
-    /// whole range lies in one readable loaded segment.
-    pub fn table(&self, table: &'static str, vaddr: u64, size: u64) -> Result<usize> {
-        if self
-            .loads
-            .iter()
-            .any(|s| s.readable() && s.contains(vaddr, size))
-        {
-            Ok(self.bias.wrapping_add(vaddr as usize))
-        } else {
-            Err(Error::TableOutOfBounds {
-                table,
-                addr: vaddr,
-                size,
-            })
-        }
-    }
-
-    /// The runtime address of code at `vaddr`, which must lie in an
-    /// executable segment: the loader only ever calls into the image's own
-    /// code (initialisers, finalisers, ifunc resolvers).
-    pub fn code(&self, vaddr: u64, what: &'static str) -> Result<usize> {
-        if self
-            .loads
-            .iter()
-            .any(|s| s.executable() && s.contains(vaddr, 1))
-        {
-            Ok(self.bias.wrapping_add(vaddr as usize))
-        } else {
-            Err(Error::TableOutOfBounds {
-                table: what,
-                addr: vaddr,
-                size: 1,
-            })
-        }
-    }
-
-    /// Like [`Memory::table`], and the segment must also be read-only: the
-    /// tables that drive relocation and lookup must not change after they
-    /// were validated (relocations only ever write to writable segments).
-    pub fn readonly_table(&self, table: &'static str, vaddr: u64, size: u64) -> Result<usize> {
-        let addr = self.table(table, vaddr, size)?;
-        if self
-            .loads
-            .iter()
-            .any(|s| s.writable() && s.contains(vaddr, size))
-        {
-            return Err(Error::TableInWritableSegment { table, addr: vaddr });
-        }
-        Ok(addr)
-    }
-
-    /// Runtime address of a read-only table of `count` entries of `entsize` bytes.
-    pub fn readonly_array(
-        &self,
-        table: &'static str,
-        vaddr: u64,
-        count: u64,
-        entsize: u64,
-    ) -> Result<usize> {
-        let size = count.checked_mul(entsize).ok_or(Error::TableOutOfBounds {
-            table,
-            addr: vaddr,
-            size: u64::MAX,
-        })?;
-        self.readonly_table(table, vaddr, size)
-    }
-}
-
-/// Reads a `T` at an address previously returned by [`Memory::table`].
-///
-/// # Safety
-/// `addr..addr + size_of::<T>()` must lie inside a range checked by
-/// [`Memory::table`] of an image that is still mapped and readable.
-pub unsafe fn read<T: Copy>(addr: usize) -> T {
-    // SAFETY: the caller guarantees the range is mapped and readable;
-    // unaligned reads are fine for plain integers.
-    unsafe { std::ptr::read_unaligned(addr as *const T) }
 }

@@ -9,7 +9,9 @@ use goblin::elf::section_header::{SHN_ABS, SHN_UNDEF};
 use goblin::elf::sym::{STB_GLOBAL, STB_GNU_UNIQUE, STB_WEAK, STV_DEFAULT, STV_PROTECTED};
 
 use super::dynamic::Dynamic;
-use super::{read, Memory};
+use super::records::{Verdaux, Verdef, Vernaux, Verneed};
+use super::view::{Array, View};
+use super::Memory;
 use crate::error::{Error, Result};
 use crate::options::Limits;
 
@@ -19,7 +21,8 @@ const VER_NDX_LOCAL: u16 = 0;
 /// Set in a `DT_VERSYM` entry for a non-default (`foo@V1`) version.
 const VERSYM_HIDDEN: u16 = 0x8000;
 
-/// One `Elf64_Sym`.
+/// One `Elf64_Sym`, as it lies in memory.
+#[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Sym {
     pub name: u32,
@@ -57,56 +60,43 @@ impl Sym {
 /// The dynamic string table.
 #[derive(Clone, Copy, Debug)]
 pub struct Strings {
-    addr: usize,
-    size: u64,
+    /// `DT_STRSZ` bytes at `DT_STRTAB`, in a read-only segment.
+    table: View,
 }
 
 impl Strings {
-    /// Runtime address of the table's first byte.
-    pub(super) fn base(&self) -> usize {
-        self.addr
-    }
-
     /// Size of the table in bytes (`DT_STRSZ`).
     pub(super) fn size(&self) -> u64 {
-        self.size
+        self.table.len() as u64
+    }
+
+    /// The `len` bytes at `offset`, if they lie in the table.
+    pub(super) fn slice(&self, offset: usize, len: usize) -> Option<&[u8]> {
+        self.table.bytes().get(offset..offset.checked_add(len)?)
     }
 
     /// The string at `offset` if it ends (NUL) within `max_len` bytes:
     /// [`Strings::get`] with a bounded scan, for callers that give up on
     /// longer strings anyway.
     pub(super) fn get_short(&self, offset: u64, max_len: usize) -> Option<&[u8]> {
-        let left = self.size.checked_sub(offset).filter(|&n| n > 0)?;
+        let tail = self.table.bytes().get(usize::try_from(offset).ok()?..)?;
         // The string and its NUL, or less when the table ends first.
-        let window = left.min((max_len as u64).saturating_add(1)) as usize;
-        // SAFETY: `offset < size` and `window <= size - offset`: the bytes
-        // lie in the table, which was checked to lie in a read-only loaded
-        // segment mapped for as long as `self` lives.
-        let tail = unsafe {
-            std::slice::from_raw_parts((self.addr + offset as usize) as *const u8, window)
-        };
-        let n = tail.iter().position(|&b| b == 0)?;
-        tail.get(..n)
+        let window = &tail[..tail.len().min(max_len.saturating_add(1))];
+        let n = window.iter().position(|&b| b == 0)?;
+        window.get(..n)
     }
 
     /// The NUL-terminated string at `offset`, without its NUL.
     pub fn get(&self, offset: u64) -> Result<&[u8]> {
         let bad = || Error::BadStringOffset {
             offset,
-            size: self.size,
+            size: self.size(),
         };
-        if offset >= self.size {
-            return Err(bad());
-        }
-        // SAFETY: `addr..addr + size` was checked to lie in a read-only
-        // loaded segment that stays mapped as long as `self` (owned by the
-        // image) lives, and `offset < size`.
-        let tail = unsafe {
-            std::slice::from_raw_parts(
-                (self.addr + offset as usize) as *const u8,
-                (self.size - offset) as usize,
-            )
-        };
+        let tail = usize::try_from(offset)
+            .ok()
+            .and_then(|o| self.table.bytes().get(o..))
+            .filter(|t| !t.is_empty())
+            .ok_or_else(bad)?;
         match tail.iter().position(|&b| b == 0) {
             Some(n) => Ok(&tail[..n]),
             None => Err(bad()),
@@ -115,19 +105,16 @@ impl Strings {
 
     /// Whether the string at `offset` is exactly `name` (what [`Strings::get`]
     /// would return, compared without scanning for its end first).
+    #[inline]
     pub fn equals(&self, offset: u64, name: &[u8]) -> bool {
-        let len = name.len() as u64;
-        // The name and its NUL must fit: offset + len < size.
-        if offset >= self.size || self.size - offset <= len {
-            return false;
+        // The name and its NUL must fit.
+        let bytes = usize::try_from(offset)
+            .ok()
+            .and_then(|o| self.table.bytes().get(o..o.checked_add(name.len() + 1)?));
+        match bytes {
+            Some(bytes) => bytes[name.len()] == 0 && &bytes[..name.len()] == name,
+            None => false,
         }
-        // SAFETY: `offset..=offset + len` lies inside the table, which was
-        // checked to lie in a read-only loaded segment mapped for as long
-        // as `self` lives.
-        let bytes = unsafe {
-            std::slice::from_raw_parts((self.addr + offset as usize) as *const u8, name.len() + 1)
-        };
-        bytes[name.len()] == 0 && &bytes[..name.len()] == name
     }
 }
 
@@ -137,9 +124,10 @@ struct GnuHash {
     symoffset: u32,
     bloom_mask: u32,
     bloom_shift: u32,
-    bloom: usize,
-    buckets: usize,
-    chains: usize,
+    bloom: Array<u64>,
+    buckets: Array<u32>,
+    /// Empty until the symbol count is known (see [`SymbolTable::parse`]).
+    chains: Array<u32>,
     chains_vaddr: u64,
 }
 
@@ -147,8 +135,8 @@ struct GnuHash {
 struct SysvHash {
     nbucket: u32,
     nchain: u32,
-    buckets: usize,
-    chains: usize,
+    buckets: Array<u32>,
+    chains: Array<u32>,
 }
 
 /// GNU hash of a symbol name (the `DT_GNU_HASH` function, djb2).
@@ -175,12 +163,12 @@ pub fn sysv_hash(name: &[u8]) -> u32 {
 /// The validated dynamic symbol table with its hash tables and versions.
 #[derive(Clone, Debug)]
 pub struct SymbolTable {
-    symtab: usize,
+    symtab: Array<Sym>,
     count: u32,
     pub strings: Strings,
     gnu: Option<GnuHash>,
     sysv: Option<SysvHash>,
-    versym: Option<usize>,
+    versym: Option<Array<u16>>,
     /// Version index → string-table offset of the version name required by
     /// an import (`DT_VERNEED`), e.g. `GLIBC_2.14`.
     needed_versions: Vec<(u16, u64)>,
@@ -194,8 +182,7 @@ impl SymbolTable {
             reason: "no DT_STRTAB",
         })?;
         let strings = Strings {
-            addr: mem.readonly_table("DT_STRTAB", strtab, dynamic.strsz)?,
-            size: dynamic.strsz,
+            table: mem.readonly_table("DT_STRTAB", strtab, dynamic.strsz)?,
         };
         if dynamic.strsz == 0 {
             return Err(Error::BadDynamic {
@@ -212,7 +199,7 @@ impl SymbolTable {
                 expected: SYM_SIZE,
             });
         }
-        let gnu = match dynamic.gnu_hash {
+        let mut gnu = match dynamic.gnu_hash {
             Some(v) => Some(parse_gnu_hash(mem, v)?),
             None => None,
         };
@@ -238,7 +225,7 @@ impl SymbolTable {
                 limit: limits.max_symbols,
             });
         }
-        if let Some(g) = gnu {
+        if let Some(g) = &mut gnu {
             if g.symoffset > count {
                 return Err(Error::BadHashTable {
                     table: "DT_GNU_HASH",
@@ -246,16 +233,15 @@ impl SymbolTable {
                 });
             }
             // Lookups read chain entries for every symbol from symoffset on.
-            mem.readonly_array(
+            g.chains = mem.readonly_array(
                 "DT_GNU_HASH",
                 g.chains_vaddr,
                 u64::from(count - g.symoffset),
-                4,
             )?;
         }
-        let symtab = mem.readonly_array("DT_SYMTAB", symtab_vaddr, count.into(), SYM_SIZE)?;
+        let symtab = mem.readonly_array("DT_SYMTAB", symtab_vaddr, count.into())?;
         let versym = match dynamic.versym {
-            Some(v) => Some(mem.readonly_array("DT_VERSYM", v, count.into(), 2)?),
+            Some(v) => Some(mem.readonly_array("DT_VERSYM", v, count.into())?),
             None => None,
         };
         let needed_versions = match dynamic.verneed {
@@ -284,33 +270,15 @@ impl SymbolTable {
     }
 
     /// Symbol `index`, or `None` past the end.
+    #[inline]
     pub fn get(&self, index: u32) -> Option<Sym> {
-        if index >= self.count {
-            return None;
-        }
-        let at = self.symtab + index as usize * SYM_SIZE as usize;
-        // SAFETY: the whole table (count entries) was checked at parse and
-        // lies in a read-only segment mapped for the table's lifetime.
-        unsafe {
-            Some(Sym {
-                name: read(at),
-                info: read(at + 4),
-                other: read(at + 5),
-                shndx: read(at + 6),
-                value: read(at + 8),
-                size: read(at + 16),
-            })
-        }
+        self.symtab.get(index as usize)
     }
 
     /// The `DT_VERSYM` entry of symbol `index` (1, "global", without versions).
     pub fn version_index(&self, index: u32) -> u16 {
-        match self.versym {
-            // SAFETY: the versym table has `count` entries (checked at parse)
-            // and callers pass `index < count`.
-            Some(v) if index < self.count => unsafe { read(v + index as usize * 2) },
-            _ => 1,
-        }
+        // The versym table has `count` entries, as the symbol table.
+        self.versym.and_then(|v| v.get(index as usize)).unwrap_or(1)
     }
 
     /// Name of the version an import requires, if it has one (`DT_VERNEED`).
@@ -393,15 +361,14 @@ impl SymbolTable {
             if let Some(sym) = self.matches(index, name, version, work) {
                 return Some((index, sym));
             }
-            // SAFETY: the chain array has nchain entries and index < nchain.
-            index = unsafe { read::<u32>(h.chains + index as usize * 4) };
+            index = h.chains.get(index as usize)?;
         }
         None
     }
 
     fn sysv_bucket(&self, h: &SysvHash, b: u32) -> u32 {
-        // SAFETY: b < nbucket and the bucket array was checked at parse.
-        unsafe { read(h.buckets + b as usize * 4) }
+        // b < nbucket, the array's length: 0 (no symbol) is never needed.
+        h.buckets.get(b as usize).unwrap_or(0)
     }
 
     #[inline]
@@ -414,21 +381,21 @@ impl SymbolTable {
     ) -> Option<(u32, Sym)> {
         let h = gnu_hash(name);
         let word_index = (h / 64) & g.bloom_mask;
-        // SAFETY: word_index <= bloom_mask < bloom_size words, checked at parse.
-        let word: u64 = unsafe { read(g.bloom + word_index as usize * 8) };
+        // word_index <= bloom_mask < bloom_size words: always present.
+        let word = g.bloom.get(word_index as usize)?;
         let mask = (1u64 << (h % 64)) | (1u64 << ((h >> g.bloom_shift) % 64));
         if word & mask != mask {
             return None;
         }
-        // SAFETY: h % nbuckets < nbuckets; the bucket array was checked.
-        let mut index: u32 = unsafe { read(g.buckets + (h % g.nbuckets) as usize * 4) };
+        // h % nbuckets < nbuckets: always present.
+        let mut index = g.buckets.get((h % g.nbuckets) as usize)?;
         if index < g.symoffset {
             return None;
         }
         while index < self.count {
-            // SAFETY: symoffset <= index < count, and the chain array covers
-            // count - symoffset entries (checked at parse).
-            let chain: u32 = unsafe { read(g.chains + (index - g.symoffset) as usize * 4) };
+            // symoffset <= index < count, and the chain array covers
+            // count - symoffset entries: always present.
+            let chain = g.chains.get((index - g.symoffset) as usize)?;
             *work = work.saturating_add(1);
             if chain | 1 == h | 1 {
                 if let Some(sym) = self.matches(index, name, version, work) {
@@ -479,35 +446,31 @@ fn hash_error(table: &'static str, reason: &'static str) -> Error {
 }
 
 fn parse_sysv_hash(mem: &Memory<'_>, vaddr: u64) -> Result<SysvHash> {
-    let header = mem.readonly_table("DT_HASH", vaddr, 8)?;
-    // SAFETY: the 8-byte header was checked above.
-    let (nbucket, nchain): (u32, u32) = unsafe { (read(header), read(header + 4)) };
+    const T: &str = "DT_HASH";
+    let [nbucket, nchain] = mem.readonly_record::<[u32; 2]>(T, vaddr)?;
     if nbucket == 0 {
-        return Err(hash_error("DT_HASH", "zero buckets"));
+        return Err(hash_error(T, "zero buckets"));
     }
     let words = 2 + u64::from(nbucket) + u64::from(nchain);
-    mem.readonly_array("DT_HASH", vaddr, words, 4)?;
-    let buckets = header + 8;
+    let table = mem.readonly_table(T, vaddr, words * 4)?;
+    let (buckets, chains) = (nbucket as usize * 4, nchain as usize * 4);
+    // Both inside the table just checked.
+    let (Some(buckets), Some(chains)) = (table.range(8, buckets), table.range(8 + buckets, chains))
+    else {
+        return Err(hash_error(T, "tables past the end"));
+    };
     Ok(SysvHash {
         nbucket,
         nchain,
-        buckets,
-        chains: buckets + nbucket as usize * 4,
+        buckets: buckets.array(),
+        chains: chains.array(),
     })
 }
 
 fn parse_gnu_hash(mem: &Memory<'_>, vaddr: u64) -> Result<GnuHash> {
     const T: &str = "DT_GNU_HASH";
-    let header = mem.readonly_table(T, vaddr, 16)?;
-    // SAFETY: the 16-byte header was checked above.
-    let (nbuckets, symoffset, bloom_size, bloom_shift): (u32, u32, u32, u32) = unsafe {
-        (
-            read(header),
-            read(header + 4),
-            read(header + 8),
-            read(header + 12),
-        )
-    };
+    let [nbuckets, symoffset, bloom_size, bloom_shift] =
+        mem.readonly_record::<[u32; 4]>(T, vaddr)?;
     if nbuckets == 0 {
         return Err(hash_error(T, "zero buckets"));
     }
@@ -521,20 +484,22 @@ fn parse_gnu_hash(mem: &Memory<'_>, vaddr: u64) -> Result<GnuHash> {
     // Header, bloom words and buckets; the chains are checked once the
     // symbol count is known.
     let size = 16 + u64::from(bloom_size) * 8 + u64::from(nbuckets) * 4;
-    mem.readonly_table(T, vaddr, size)?;
-    let bloom = header + 16;
-    let buckets = bloom + bloom_size as usize * 8;
-    let chains_vaddr = vaddr + size;
-    let chains = buckets + nbuckets as usize * 4;
+    let table = mem.readonly_table(T, vaddr, size)?;
+    let (bloom, buckets) = (bloom_size as usize * 8, nbuckets as usize * 4);
+    // Both inside the table just checked.
+    let (Some(bloom), Some(buckets)) = (table.range(16, bloom), table.range(16 + bloom, buckets))
+    else {
+        return Err(hash_error(T, "tables past the end"));
+    };
     Ok(GnuHash {
         nbuckets,
         symoffset,
         bloom_mask: bloom_size - 1,
         bloom_shift,
-        bloom,
-        buckets,
-        chains,
-        chains_vaddr,
+        bloom: bloom.array(),
+        buckets: buckets.array(),
+        chains: Array::EMPTY,
+        chains_vaddr: vaddr + size,
     })
 }
 
@@ -543,11 +508,7 @@ fn parse_gnu_hash(mem: &Memory<'_>, vaddr: u64) -> Result<GnuHash> {
 /// every symbol from `symoffset` to that count.
 fn gnu_symbol_count(mem: &Memory<'_>, g: &GnuHash, limits: &Limits) -> Result<u32> {
     const T: &str = "DT_GNU_HASH";
-    let mut last = 0u32;
-    for b in 0..g.nbuckets as usize {
-        // SAFETY: the bucket array (nbuckets entries) was checked at parse.
-        last = last.max(unsafe { read::<u32>(g.buckets + b * 4) });
-    }
+    let mut last = g.buckets.iter().max().unwrap_or(0);
     if last == 0 {
         return Ok(g.symoffset);
     }
@@ -563,9 +524,10 @@ fn gnu_symbol_count(mem: &Memory<'_>, g: &GnuHash, limits: &Limits) -> Result<u3
             });
         }
         let entry = u64::from(last - g.symoffset);
-        let at = mem.readonly_array(T, g.chains_vaddr, entry + 1, 4)? + entry as usize * 4;
-        // SAFETY: entries 0..=entry of the chain array were checked just above.
-        let chain: u32 = unsafe { read(at) };
+        let chains = mem.readonly_array::<u32>(T, g.chains_vaddr, entry + 1)?;
+        let Some(chain) = chains.get(entry as usize) else {
+            return Err(hash_error(T, "chain past the end"));
+        };
         if chain & 1 != 0 {
             return Ok(last + 1);
         }
@@ -593,16 +555,15 @@ fn parse_verneed(mem: &Memory<'_>, vaddr: u64, count: u64) -> Result<Vec<(u16, u
     let mut out = Vec::new();
     let mut at = vaddr;
     for _ in 0..count {
-        let need = mem.readonly_table("DT_VERNEED", at, 16)?;
-        // SAFETY: the 16-byte Elf64_Verneed was checked just above.
-        let (cnt, aux, next): (u16, u32, u32) =
-            unsafe { (read(need + 2), read(need + 8), read(need + 12)) };
+        let Verneed { cnt, aux, next, .. } = mem.readonly_record("DT_VERNEED", at)?;
         let mut aux_at = advance(at, aux)?;
         for _ in 0..cnt {
-            let a = mem.readonly_table("DT_VERNEED", aux_at, 16)?;
-            // SAFETY: the 16-byte Elf64_Vernaux was checked just above.
-            let (other, name, anext): (u16, u32, u32) =
-                unsafe { (read(a + 6), read(a + 8), read(a + 12)) };
+            let Vernaux {
+                other,
+                name,
+                next: anext,
+                ..
+            } = mem.readonly_record("DT_VERNEED", aux_at)?;
             if out.len() >= MAX_VERSION_RECORDS {
                 return Err(too_many_versions());
             }
@@ -625,13 +586,8 @@ fn parse_verdef(mem: &Memory<'_>, vaddr: u64, count: u64) -> Result<Vec<(u16, u6
     let mut out = Vec::new();
     let mut at = vaddr;
     for _ in 0..count {
-        let def = mem.readonly_table("DT_VERDEF", at, 20)?;
-        // SAFETY: the 20-byte Elf64_Verdef was checked just above.
-        let (ndx, aux, next): (u16, u32, u32) =
-            unsafe { (read(def + 4), read(def + 12), read(def + 16)) };
-        let aux_at = mem.readonly_table("DT_VERDEF", advance(at, aux)?, 8)?;
-        // SAFETY: the 8-byte Elf64_Verdaux was checked just above.
-        let name: u32 = unsafe { read(aux_at) };
+        let Verdef { ndx, aux, next, .. } = mem.readonly_record("DT_VERDEF", at)?;
+        let Verdaux { name, .. } = mem.readonly_record("DT_VERDEF", advance(at, aux)?)?;
         if out.len() >= MAX_VERSION_RECORDS {
             return Err(too_many_versions());
         }

@@ -148,3 +148,38 @@ pub fn run_in_child(f: impl FnOnce(&mut std::fs::File) -> i32) -> (String, libc:
 pub fn exited_cleanly(status: libc::c_int) -> bool {
     libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
 }
+
+/// Takes this test binary's lock: tests of one file that must not overlap
+/// (they count fds or mappings, or share process-wide state) hold it while
+/// they run. Each test file is its own binary, so its lock is its own.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The function `name` of `lib`, typed `T`: every caller names a function
+/// of the test library whose signature is `T`.
+pub fn sym<T: Copy>(lib: &impl memdl::Library, name: &str) -> T {
+    // SAFETY: the caller names a function of `lib` with signature `T`.
+    unsafe { *lib.get::<T>(name).unwrap() }
+}
+
+/// A temporary container file: `head` bytes, the machine's zlib, then 777
+/// bytes of trailer. Returns its path, zlib's offset and length.
+pub fn zlib_container(head: usize) -> (tempfile::TempPath, u64, u64) {
+    use std::io::Write;
+    let lib = machine_lib("libz.so.1");
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(&vec![0xa5; head]).unwrap();
+    f.write_all(&lib).unwrap();
+    f.write_all(&[0x5a; 777]).unwrap();
+    (f.into_temp_path(), head as u64, lib.len() as u64)
+}
+
+/// An empty directory of this process's under the temporary directory.
+pub fn fresh_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("memdl-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    dir
+}

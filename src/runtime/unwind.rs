@@ -11,13 +11,9 @@ use std::ffi::c_void;
 
 use crate::elf::Memory;
 
-// DWARF pointer encodings used by `.eh_frame_hdr`'s `eh_frame_ptr`.
+// How `.eh_frame_hdr`'s `eh_frame_ptr` applies (its format is read by
+// `ehframe::read_encoded`).
 const DW_EH_PE_OMIT: u8 = 0xff;
-const DW_EH_PE_ABSPTR: u8 = 0x00;
-const DW_EH_PE_UDATA4: u8 = 0x03;
-const DW_EH_PE_UDATA8: u8 = 0x04;
-const DW_EH_PE_SDATA4: u8 = 0x0b;
-const DW_EH_PE_SDATA8: u8 = 0x0c;
 const DW_EH_PE_PCREL: u8 = 0x10;
 const DW_EH_PE_DATAREL: u8 = 0x30;
 
@@ -58,10 +54,8 @@ impl FrameRegistration {
             if let Some(b) = unmapped(vaddr, len) {
                 return Some(b);
             }
-            let at = mem.table(".eh_frame_hdr", vaddr, len).ok()?;
-            // SAFETY: `[at, at + len)` lies in a readable loaded segment
-            // (checked just above); `len` is at most 8.
-            Some(unsafe { std::slice::from_raw_parts(at as *const u8, len as usize) }.to_vec())
+            let view = mem.table(".eh_frame_hdr", vaddr, len).ok()?;
+            Some(view.bytes().to_vec())
         };
         // The 4-byte header and the pointer after it, in one read if the
         // segment holds 8 bytes more.
@@ -71,21 +65,11 @@ impl FrameRegistration {
             return None;
         }
         let field = hdr_vaddr + 4;
-        let word = |len: u64| -> Option<u64> {
-            let b = match head.get(4..4 + len as usize) {
-                Some(b) => b.to_vec(),
-                None => bytes(field, len)?,
-            };
-            let mut w = [0u8; 8];
-            w[..b.len()].copy_from_slice(&b);
-            Some(u64::from_le_bytes(w))
+        let pointer = match head.get(4..) {
+            Some(p) if p.len() >= 8 => p.to_vec(),
+            _ => bytes(field, 8).or_else(|| bytes(field, 4))?,
         };
-        let value = match enc & 0x0f {
-            DW_EH_PE_ABSPTR | DW_EH_PE_UDATA8 | DW_EH_PE_SDATA8 => word(8)?,
-            DW_EH_PE_UDATA4 => word(4)?,
-            DW_EH_PE_SDATA4 => word(4)? as u32 as i32 as i64 as u64,
-            _ => return None,
-        };
+        let value = crate::elf::ehframe::read_encoded(&pointer, enc).ok()?;
 
         // The result is an address in the file's terms (pcrel/datarel are
         // relative to vaddrs), except for an absolute pointer, which the
@@ -93,11 +77,11 @@ impl FrameRegistration {
         let eh_frame_vaddr = match enc & 0x70 {
             DW_EH_PE_PCREL => field.wrapping_add(value),
             DW_EH_PE_DATAREL => hdr_vaddr.wrapping_add(value),
-            0 => value.wrapping_sub(mem.bias as u64),
+            0 => value.wrapping_sub(mem.bias() as u64),
             _ => return None,
         };
         // The section starts with a CIE length word; an empty one has 0.
-        let eh_frame = mem.table(".eh_frame", eh_frame_vaddr, 4).ok()?;
+        let eh_frame = mem.table(".eh_frame", eh_frame_vaddr, 4).ok()?.addr();
         // libgcc trusts what it is given: a malformed section would crash
         // the next unwind anywhere in the process.
         crate::elf::ehframe::check(mem, eh_frame_vaddr, unmapped).ok()?;

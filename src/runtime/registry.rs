@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::elf::Phdr;
-use crate::image::Loaded;
+use crate::runtime::image::Loaded;
 
 static IMAGES: RwLock<Vec<Arc<Loaded>>> = RwLock::new(Vec::new());
 /// `dlpi_adds` / `dlpi_subs`: how many images were ever added and removed.
@@ -112,7 +112,9 @@ pub fn find_symbol(addr: *const c_void) -> Option<SymbolInfo> {
 pub struct ImageInfo {
     /// Load bias: runtime address = `base + p_vaddr`.
     pub base: usize,
+    /// The image's `DT_SONAME`, or `memdl:<address>` without one.
     pub name: String,
+    /// Every program header as the file has it (`dlpi_phdr`).
     pub program_headers: Vec<Phdr>,
 }
 

@@ -8,8 +8,8 @@
 //! Steps 2 and 3 are skipped entirely under
 //! [`crate::Options::deny_host_lookups`]. Between steps 1 and 2 come memdl's
 //! own loader services (`__tls_get_addr`, `dlsym`, `dladdr`, ...: see
-//! `interpose.rs`); under the deny policy only those that cannot reach the
-//! host (see `Options::deny_host_lookups`).
+//! [`crate::runtime::services`]); under the deny policy only those that
+//! cannot reach the host.
 //!
 //! Steps 2 and 3 go through a process-wide cache of `dlvsym` answers (hits
 //! and misses), keyed by handle, name and required version. glibc's answer
@@ -29,56 +29,9 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, RwLock};
 
-use crate::error::{Error, Result};
-use crate::symbol::lossy;
-
-/// A `DT_NEEDED` library opened with `dlopen`, closed on drop.
-#[derive(Debug)]
-pub struct NeededLibrary {
-    handle: *mut c_void,
-}
-
-// SAFETY: a dlopen handle may be used and closed from any thread.
-unsafe impl Send for NeededLibrary {}
-// SAFETY: dlsym on a handle is thread-safe.
-unsafe impl Sync for NeededLibrary {}
-
-impl Drop for NeededLibrary {
-    fn drop(&mut self) {
-        // SAFETY: the handle came from a successful dlopen and is closed once.
-        unsafe { libc::dlclose(self.handle) };
-    }
-}
-
-/// The text of the last `dlerror()`, or a fallback.
-pub(crate) fn dlerror_text() -> String {
-    // SAFETY: dlerror returns null or a NUL-terminated thread-local string
-    // that stays valid until the next dl* call on this thread.
-    let msg = unsafe { libc::dlerror() };
-    if msg.is_null() {
-        "unknown dlopen error".to_owned()
-    } else {
-        // SAFETY: non-null: a valid C string (see above).
-        unsafe { CStr::from_ptr(msg) }
-            .to_string_lossy()
-            .into_owned()
-    }
-}
-
-/// Runs `f` with `name` as a NUL-terminated C string, without allocating
-/// for names shorter than 256 bytes. A name containing NUL is passed as its
-/// prefix, which the string table could not have produced anyway.
-pub(crate) fn with_c_name<R>(name: &[u8], f: impl FnOnce(*const c_char) -> R) -> R {
-    let mut buf = [0u8; 256];
-    if name.len() < buf.len() {
-        buf[..name.len()].copy_from_slice(name);
-        f(buf.as_ptr().cast())
-    } else {
-        let mut owned = name.to_vec();
-        owned.push(0);
-        f(owned.as_ptr().cast())
-    }
-}
+use crate::error::Result;
+use crate::runtime::needed::{with_c_name, NeededLibrary};
+use crate::runtime::services;
 
 /// A small multiplicative hash for symbol-name keys: the cache is private
 /// to the process and its keys come from loaded images, so SipHash's
@@ -234,18 +187,7 @@ impl<'a> Resolver<'a> {
         let mut opened = Vec::with_capacity(needed.len());
         if !deny_host_lookups {
             for name in needed {
-                let handle = with_c_name(name, |c| {
-                    // SAFETY: `c` is a NUL-terminated name; dlopen of a
-                    // library the process already has only takes a reference.
-                    unsafe { libc::dlopen(c, libc::RTLD_NOW | libc::RTLD_LOCAL) }
-                });
-                if handle.is_null() {
-                    return Err(Error::NeededLibrary {
-                        name: lossy(name),
-                        message: dlerror_text(),
-                    });
-                }
-                opened.push(NeededLibrary { handle });
+                opened.push(NeededLibrary::open(name)?);
             }
         }
         let (cache, generation) = if deny_host_lookups {
@@ -330,17 +272,17 @@ impl<'a> Resolver<'a> {
             }
         }
         // A sandbox gets only the services that cannot reach the host.
-        let builtin_allowed =
-            self.global_scope || crate::options::builtin_allowed_when_denied(name);
-        if let Some(addr) = crate::interpose::builtin(name).filter(|_| builtin_allowed) {
-            return Some(addr);
+        if let Some(service) = services::find(name) {
+            if self.global_scope || !service.reaches_host {
+                return Some(service.address());
+            }
         }
         if !self.global_scope {
             return None;
         }
         // The global scope, then each needed library in DT_NEEDED order.
         std::iter::once(libc::RTLD_DEFAULT)
-            .chain(self.needed.iter().map(|lib| lib.handle))
+            .chain(self.needed.iter().map(NeededLibrary::handle))
             .map(|handle| self.scoped(handle, name, version))
             .find(|&addr| addr != 0)
     }
@@ -367,22 +309,4 @@ fn lookup(handle: *mut c_void, name: *const c_char, version: Option<&[u8]>) -> *
             unsafe { libc::dlsym(handle, name) }
         }
     }
-}
-
-/// For benchmarks only (`benches/compare.rs`, group `imports`): what a
-/// default-options load does to resolve its imports, without the rest of
-/// the load: opens `needed`, resolves every `(name, version)` through the
-/// chain, publishes to the cache. Returns how many were found.
-#[doc(hidden)]
-pub fn bench_resolve(needed: &[&[u8]], imports: &[(&[u8], Option<&[u8]>)]) -> usize {
-    let host = HashMap::new();
-    let Ok(resolver) = Resolver::new(&host, false, needed) else {
-        return 0;
-    };
-    let found = imports
-        .iter()
-        .filter(|(name, version)| resolver.resolve(name, *version).is_some())
-        .count();
-    drop(resolver.into_needed());
-    found
 }

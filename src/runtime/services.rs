@@ -12,21 +12,55 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::image::Loaded;
-use crate::registry;
+use crate::runtime::image::Loaded;
+use crate::runtime::registry;
 
-/// memdl's implementation of an import, if it has one.
-pub(crate) fn builtin(name: &[u8]) -> Option<usize> {
-    let f: *const () = match name {
-        b"__tls_get_addr" => crate::arch::tls_get_addr as *const (),
-        b"dladdr" => dladdr as *const (),
-        b"dlsym" => dlsym as *const (),
-        b"dlerror" => dlerror as *const (),
-        b"dl_iterate_phdr" => dl_iterate_phdr as *const (),
-        b"__cxa_thread_atexit_impl" | b"__cxa_thread_atexit" => cxa_thread_atexit as *const (),
-        _ => return None,
+/// One loader service: an import memdl binds to its own implementation.
+pub(crate) struct Service {
+    /// The imported name.
+    pub name: &'static [u8],
+    /// memdl's implementation's address.
+    address: fn() -> usize,
+    /// Whether it can reach the host's symbols or reveal its libraries
+    /// (and through them every host function): such services are not bound
+    /// under [`crate::Options::deny_host_lookups`].
+    pub reaches_host: bool,
+}
+
+impl Service {
+    /// The address of memdl's implementation.
+    pub fn address(&self) -> usize {
+        (self.address)()
+    }
+}
+
+/// A row of [`SERVICES`]: the name, memdl's function, and whether it
+/// reaches the host.
+macro_rules! service {
+    ($name:literal, $function:path, reaches_host: $reaches:expr) => {
+        Service {
+            name: $name,
+            address: || $function as *const () as usize,
+            reaches_host: $reaches,
+        }
     };
-    Some(f as usize)
+}
+
+/// Every loader service: what binding offers, and what the sandbox policy
+/// keeps (those that do not reach the host).
+pub(crate) const SERVICES: &[Service] = &[
+    service!(b"__tls_get_addr", crate::arch::tls_get_addr, reaches_host: false),
+    service!(b"dladdr", dladdr, reaches_host: true),
+    service!(b"dlsym", dlsym, reaches_host: true),
+    service!(b"dlerror", dlerror, reaches_host: false),
+    service!(b"dl_iterate_phdr", dl_iterate_phdr, reaches_host: true),
+    service!(b"__cxa_thread_atexit_impl", cxa_thread_atexit, reaches_host: false),
+    service!(b"__cxa_thread_atexit", cxa_thread_atexit, reaches_host: false),
+];
+
+/// The loader service an import of `name` binds to, if there is one.
+pub(crate) fn find(name: &[u8]) -> Option<&'static Service> {
+    SERVICES.iter().find(|s| s.name == name)
 }
 
 /// The system's implementation of `name`, looked up once.

@@ -7,8 +7,8 @@
 //!    on first use), writes every relocation that needs no code of the
 //!    library, reports all missing imports at once, and returns the
 //!    relocations that need an ifunc resolver;
-//! 2. [`apply_deferred`] calls those resolvers once the code is executable
-//!    (and before RELRO is sealed).
+//! 2. the pipeline's ifunc phase calls those resolvers once the code is
+//!    executable (and before RELRO is sealed).
 //!
 //! One walk over the tables, not one to resolve and one to write: a large
 //! library has thousands of entries (SQLite: 3,000, 70 KiB), and reading
@@ -19,24 +19,45 @@ use goblin::elf::sym::{STB_WEAK, STT_GNU_IFUNC, STT_TLS};
 
 use crate::arch::{self, RelocKind};
 use crate::elf::dynamic::{Dynamic, Table};
+use crate::elf::records::{Rel, Rela};
 use crate::elf::symbols::SymbolTable;
-use crate::elf::{read, Memory, Segment};
+use crate::elf::view::{Array, Pod, Target, Targets};
+use crate::elf::Memory;
 use crate::error::{Error, Result};
+use crate::load::resolve::Resolver;
 use crate::options::Limits;
-use crate::resolve::Resolver;
+use crate::runtime::tls::TlsModule;
 use crate::symbol::lossy;
-use crate::tls::TlsModule;
 
-const RELA_SIZE: u64 = 24;
-const REL_SIZE: u64 = 16;
-const RELR_SIZE: u64 = 8;
-
-/// A validated relocation table: runtime address and entry count.
+/// A validated relocation table.
 #[derive(Clone, Copy, Debug)]
-struct RelocTable {
-    addr: usize,
-    count: usize,
-    has_addend: bool,
+enum RelocTable {
+    Rel(Array<Rel>),
+    Rela(Array<Rela>),
+}
+
+impl RelocTable {
+    fn len(&self) -> usize {
+        match self {
+            RelocTable::Rel(a) => a.len(),
+            RelocTable::Rela(a) => a.len(),
+        }
+    }
+
+    /// Entry `i` (`None` past the end).
+    #[inline]
+    fn entry(&self, i: usize) -> Option<Entry> {
+        let (offset, info, addend) = match self {
+            RelocTable::Rel(a) => a.get(i).map(|r| (r.offset, r.info, None))?,
+            RelocTable::Rela(a) => a.get(i).map(|r| (r.offset, r.info, Some(r.addend)))?,
+        };
+        Some(Entry {
+            offset,
+            r_type: info as u32,
+            symbol: (info >> 32) as u32,
+            addend,
+        })
+    }
 }
 
 /// One relocation entry, REL or RELA.
@@ -64,27 +85,28 @@ pub enum Resolved {
 
 /// A relocation that waits for an ifunc resolver: `*target = resolver() + addend`.
 #[derive(Clone, Copy, Debug)]
-pub struct Deferred {
-    target: usize,
-    resolver: usize,
-    addend: u64,
+pub struct Deferred<'t> {
+    pub target: Target<'t>,
+    /// Checked by [`Memory::code`] to lie in an executable segment.
+    pub resolver: usize,
+    pub addend: u64,
 }
 
 /// The image's validated relocation tables.
 #[derive(Debug, Default)]
 pub struct Relocations {
     tables: Vec<RelocTable>,
-    relr: Option<(usize, usize)>,
+    relr: Option<Array<u64>>,
 }
 
-fn table(
+fn table<T: Pod>(
     mem: &Memory<'_>,
     name: &'static str,
     ent_name: &'static str,
     t: Table,
     entsize: Option<u64>,
-    expected: u64,
-) -> Result<(usize, usize)> {
+) -> Result<Array<T>> {
+    let expected = std::mem::size_of::<T>() as u64;
     if let Some(size) = entsize.filter(|&e| e != expected) {
         return Err(Error::BadEntrySize {
             table: ent_name,
@@ -99,8 +121,7 @@ fn table(
             entsize: expected,
         });
     }
-    let addr = mem.readonly_table(name, t.vaddr, t.size)?;
-    Ok((addr, (t.size / expected) as usize))
+    Ok(mem.readonly_table(name, t.vaddr, t.size)?.array())
 }
 
 impl Relocations {
@@ -108,47 +129,28 @@ impl Relocations {
     pub fn parse(mem: &Memory<'_>, d: &Dynamic, limits: &Limits) -> Result<Relocations> {
         let mut r = Relocations::default();
         if let Some(t) = d.rel {
-            let (addr, count) = table(mem, "DT_REL", "DT_RELENT", t, d.relent, REL_SIZE)?;
-            r.tables.push(RelocTable {
-                addr,
-                count,
-                has_addend: false,
-            });
+            let rel = table(mem, "DT_REL", "DT_RELENT", t, d.relent)?;
+            r.tables.push(RelocTable::Rel(rel));
         }
         if let Some(t) = d.rela {
-            let (addr, count) = table(mem, "DT_RELA", "DT_RELAENT", t, d.relaent, RELA_SIZE)?;
-            r.tables.push(RelocTable {
-                addr,
-                count,
-                has_addend: true,
-            });
+            let rela = table(mem, "DT_RELA", "DT_RELAENT", t, d.relaent)?;
+            r.tables.push(RelocTable::Rela(rela));
         }
         if let Some(t) = d.jmprel {
-            let has_addend = d.pltrel == Some(DT_RELA);
-            let (entsize, ent) = if d.pltrel == Some(DT_REL) {
-                (REL_SIZE, d.relent)
+            const NAME: &str = "DT_JMPREL";
+            const ENT: &str = "DT_PLTREL entry";
+            r.tables.push(if d.pltrel == Some(DT_REL) {
+                RelocTable::Rel(table(mem, NAME, ENT, t, d.relent)?)
             } else {
-                (RELA_SIZE, d.relaent)
-            };
-            let (addr, count) = table(mem, "DT_JMPREL", "DT_PLTREL entry", t, ent, entsize)?;
-            r.tables.push(RelocTable {
-                addr,
-                count,
-                has_addend,
+                debug_assert_eq!(d.pltrel, Some(DT_RELA));
+                RelocTable::Rela(table(mem, NAME, ENT, t, d.relaent)?)
             });
         }
         if let Some(t) = d.relr {
-            r.relr = Some(table(
-                mem,
-                "DT_RELR",
-                "DT_RELRENT",
-                t,
-                d.relrent,
-                RELR_SIZE,
-            )?);
+            r.relr = Some(table(mem, "DT_RELR", "DT_RELRENT", t, d.relrent)?);
         }
-        let total = r.tables.iter().map(|t| t.count as u64).sum::<u64>()
-            + r.relr.map_or(0, |(_, n)| n as u64);
+        let total = r.tables.iter().map(|t| t.len() as u64).sum::<u64>()
+            + r.relr.map_or(0, |a| a.len() as u64);
         if total > limits.max_relocations {
             return Err(Error::LimitExceeded {
                 what: "relocations",
@@ -164,20 +166,9 @@ impl Relocations {
     fn for_each_entry(&self, mut f: impl FnMut(usize, Entry) -> Result<()>) -> Result<()> {
         let mut index = 0;
         for t in &self.tables {
-            let size = if t.has_addend { RELA_SIZE } else { REL_SIZE } as usize;
-            for i in 0..t.count {
-                let at = t.addr + i * size;
-                // SAFETY: entry i of a table checked at parse (count entries
-                // of `size` bytes in a read-only segment); RELA entries are
-                // 24 bytes.
-                let (offset, info, addend): (u64, u64, Option<i64>) =
-                    unsafe { (read(at), read(at + 8), t.has_addend.then(|| read(at + 16))) };
-                let entry = Entry {
-                    offset,
-                    r_type: info as u32,
-                    symbol: (info >> 32) as u32,
-                    addend,
-                };
+            // One call site for `f`, so that it is inlined into this loop.
+            for i in 0..t.len() {
+                let Some(entry) = t.entry(i) else { break };
                 f(index, entry)?;
                 index += 1;
             }
@@ -190,23 +181,18 @@ impl Relocations {
     /// relocation that needs no library code to run. Returns the
     /// relocations that wait for an ifunc resolver, or every missing strong
     /// import in one error.
-    pub fn apply(
+    pub fn apply<'t>(
         &self,
         mem: &Memory<'_>,
+        targets: &'t Targets<'_>,
         symbols: &SymbolTable,
         resolver: &Resolver<'_>,
         mut tls: Option<&mut TlsModule>,
-    ) -> Result<Vec<Deferred>> {
-        let targets = Targets::new(mem);
-        if let Some((addr, count)) = self.relr {
-            apply_relr(
-                &targets,
-                addr,
-                count,
-                self.tables.iter().map(|t| t.count).sum(),
-            )?;
+    ) -> Result<Vec<Deferred<'t>>> {
+        if let Some(relr) = self.relr {
+            apply_relr(targets, relr, self.tables.iter().map(|t| t.len()).sum())?;
         }
-        let bias = mem.bias as u64;
+        let bias = targets.bias() as u64;
         let mut symbol_values = SymbolValues {
             resolved: vec![Resolved::Unused; symbols.len() as usize],
             missing: Vec::new(),
@@ -219,13 +205,8 @@ impl Relocations {
             let kind = arch::classify(e.r_type);
             if kind == RelocKind::Relative {
                 let target = targets.get(index, e.offset, 8)?;
-                // SAFETY: `target` is 8 bytes inside a writable segment of
-                // the image, mapped read-write during relocation.
-                let addend = e
-                    .addend
-                    .map_or_else(|| unsafe { read::<u64>(target) }, |a| a as u64);
-                // SAFETY: as above.
-                unsafe { std::ptr::write_unaligned(target as *mut u64, bias.wrapping_add(addend)) };
+                let addend = e.addend.map_or_else(|| target.read(0), |a| a as u64);
+                target.write(0, bias.wrapping_add(addend));
                 return Ok(());
             }
             if kind == RelocKind::None {
@@ -233,11 +214,7 @@ impl Relocations {
             }
             let size = if kind == RelocKind::TlsDesc { 16 } else { 8 };
             let target = targets.get(index, e.offset, size)?;
-            // SAFETY: `target` is 8 bytes inside a writable segment of the
-            // image, mapped read-write during relocation.
-            let addend = e
-                .addend
-                .map_or_else(|| unsafe { read::<u64>(target) }, |a| a as u64);
+            let addend = e.addend.map_or_else(|| target.read(0), |a| a as u64);
             let symbol = if e.symbol != 0 && needs_symbol(kind) {
                 symbol_values.get(index, e.symbol)?
             } else {
@@ -297,8 +274,7 @@ impl Relocations {
                         _ => {
                             arch::prepare_tls_descriptors()?;
                             let desc = module.descriptor(offset) as u64;
-                            // SAFETY: 16 bytes at `target` were checked above.
-                            unsafe { std::ptr::write_unaligned((target + 8) as *mut u64, desc) };
+                            target.write(1, desc);
                             arch::tlsdesc_dynamic as *const () as u64
                         }
                     }
@@ -311,8 +287,7 @@ impl Relocations {
                     })
                 }
             };
-            // SAFETY: as above.
-            unsafe { std::ptr::write_unaligned(target as *mut u64, value) };
+            target.write(0, value);
             Ok(())
         })?;
         if !symbol_values.missing.is_empty() {
@@ -355,7 +330,7 @@ impl SymbolValues<'_> {
             return Ok(Resolved::Address(if sym.is_absolute() {
                 sym.value as usize
             } else {
-                self.mem.bias.wrapping_add(sym.value as usize)
+                self.mem.bias().wrapping_add(sym.value as usize)
             }));
         }
         // In range: `symbols.get` found it.
@@ -374,7 +349,7 @@ impl SymbolValues<'_> {
             let value = if sym.is_absolute() {
                 sym.value as usize
             } else {
-                self.mem.bias.wrapping_add(sym.value as usize)
+                self.mem.bias().wrapping_add(sym.value as usize)
             };
             if sym.kind() == STT_GNU_IFUNC {
                 self.mem.code(sym.value, "ifunc resolver")?;
@@ -416,57 +391,18 @@ fn needs_symbol(kind: RelocKind) -> bool {
     )
 }
 
-/// Where relocations may write: the image's writable segments.
-struct Targets<'a> {
-    bias: usize,
-    /// The writable segments (usually one), checked first and alone on
-    /// the path every relocation takes.
-    writable: Vec<&'a Segment>,
-    /// Every segment, to tell the two errors apart.
-    loads: &'a [Segment],
-}
-
-impl<'a> Targets<'a> {
-    fn new(mem: &Memory<'a>) -> Targets<'a> {
-        Targets {
-            bias: mem.bias,
-            writable: mem.loads.iter().filter(|s| s.writable()).collect(),
-            loads: mem.loads,
-        }
-    }
-
-    /// The runtime address of relocation `index`'s target of `size` bytes
-    /// at `offset`, which must lie in a writable segment of the image.
-    fn get(&self, index: usize, offset: u64, size: u64) -> Result<usize> {
-        if self.writable.iter().any(|s| s.contains(offset, size)) {
-            return Ok(self.bias.wrapping_add(offset as usize));
-        }
-        Err(if self.loads.iter().any(|s| s.contains(offset, size)) {
-            Error::RelocationInReadOnly { index, offset }
-        } else {
-            Error::RelocationOutOfBounds { index, offset }
-        })
-    }
-}
-
 /// `DT_RELR`: an even word is the address of a relative relocation; an odd
 /// word is a bitmap of the 63 words that follow the last address.
-fn apply_relr(targets: &Targets<'_>, addr: usize, count: usize, first_index: usize) -> Result<()> {
-    let bias = targets.bias as u64;
+fn apply_relr(targets: &Targets<'_>, relr: Array<u64>, first_index: usize) -> Result<()> {
+    let bias = targets.bias() as u64;
     let relocate = |index: usize, offset: u64| -> Result<()> {
         let target = targets.get(index, offset, 8)?;
-        // SAFETY: 8 bytes in a writable segment, mapped read-write now.
-        unsafe {
-            let p = target as *mut u64;
-            p.write_unaligned(p.read_unaligned().wrapping_add(bias));
-        }
+        target.write(0, target.read(0).wrapping_add(bias));
         Ok(())
     };
     let mut next: Option<u64> = None;
-    for i in 0..count {
+    for (i, word) in relr.iter().enumerate() {
         let index = first_index + i;
-        // SAFETY: word i of the RELR table checked at parse.
-        let word: u64 = unsafe { read(addr + i * 8) };
         if word & 1 == 0 {
             relocate(index, word)?;
             next = word.checked_add(8);
@@ -489,18 +425,4 @@ fn apply_relr(targets: &Targets<'_>, addr: usize, count: usize, first_index: usi
         }
     }
     Ok(())
-}
-
-/// Pass 3: calls the ifunc resolvers and writes their results.
-///
-/// # Safety
-/// The image's code must be mapped executable, every target still writable,
-/// and every resolver address checked by [`Memory::code`](crate::elf::Memory::code).
-pub unsafe fn apply_deferred(deferred: &[Deferred]) {
-    for d in deferred {
-        // SAFETY: the caller guarantees the resolver is the image's code.
-        let value = unsafe { arch::call_ifunc_resolver(d.resolver) } as u64;
-        // SAFETY: the target was checked to lie in a writable segment.
-        unsafe { std::ptr::write_unaligned(d.target as *mut u64, value.wrapping_add(d.addend)) };
-    }
 }

@@ -1,0 +1,57 @@
+//! Test and benchmark hooks: not part of memdl's API and not covered by
+//! semver. They exist only with the non-default `test-hooks` feature, which
+//! memdl's own tests, benchmarks and fuzz target enable.
+
+#[cfg(feature = "test-hooks")]
+use crate::{ElfImage, Result};
+
+#[cfg(feature = "test-hooks")]
+impl ElfImage {
+    /// The address a lookup through the file's hash table gives, without
+    /// the export index and without counting towards building it: the
+    /// reference the index is tested against.
+    #[doc(hidden)]
+    pub fn __hash_table_address(
+        &self,
+        name: impl AsRef<[u8]>,
+        version: Option<&[u8]>,
+    ) -> Result<usize> {
+        self.core.hash_table_address(name.as_ref(), version)
+    }
+
+    /// Builds the export index now, if it is not built yet (tests use it
+    /// where forcing it by lookups would take too long).
+    #[doc(hidden)]
+    pub fn __build_export_index(&self) {
+        self.core.build_index();
+    }
+
+    /// The export index's state: `None` before it is built, `Some(None)`
+    /// when building it was given up, else its number of names and whether
+    /// it is complete (answers misses itself).
+    #[doc(hidden)]
+    pub fn __export_index(&self) -> Option<Option<(usize, bool)>> {
+        self.core
+            .exports
+            .get()
+            .map(|i| (!i.given_up()).then(|| (i.len(), i.is_complete())))
+    }
+
+    /// For benchmarks (`benches/compare.rs`, group `imports`): what a
+    /// default-options load does to resolve its imports, without the rest
+    /// of the load: opens `needed`, resolves every `(name, version)` through
+    /// the chain, publishes to the cache. Returns how many were found.
+    #[doc(hidden)]
+    pub fn __bench_resolve(needed: &[&[u8]], imports: &[(&[u8], Option<&[u8]>)]) -> usize {
+        let host = std::collections::HashMap::new();
+        let Ok(resolver) = crate::load::resolve::Resolver::new(&host, false, needed) else {
+            return 0;
+        };
+        let found = imports
+            .iter()
+            .filter(|(name, version)| resolver.resolve(name, *version).is_some())
+            .count();
+        drop(resolver.into_needed());
+        found
+    }
+}

@@ -1,0 +1,526 @@
+//! The load pipeline: [`ElfImage::load`] and its siblings, one named
+//! function per phase, reading top to bottom like the steps it performs:
+//!
+//! parse → reserve → place (copy / map from the file) → read the dynamic
+//! tables → bind imports → relocate → protect → ifuncs and RELRO → register
+//! frames → publish → init.
+//!
+//! Everything acquired along the way is owned by a value whose drop
+//! releases it, so an error at any step leaves nothing mapped and nothing
+//! open. What a loaded image is (and what stays once loading is done) is
+//! [`crate::runtime`]'s; this module uses it, never the reverse.
+
+mod place;
+pub(crate) mod reloc;
+pub(crate) mod resolve;
+
+use std::ffi::CString;
+use std::os::fd::AsFd;
+
+use goblin::elf::dynamic::{DF_1_NODELETE, DF_STATIC_TLS};
+
+use crate::elf::dynamic::{Dynamic, Table};
+use crate::elf::symbols::SymbolTable;
+use crate::elf::view::{Array, Targets};
+use crate::elf::{Layout, Memory};
+use crate::error::{Error, Result};
+use crate::map::{
+    checked_file_range, page_size, protection_plan, read_exact_at, with_read_only, Mapping,
+};
+use crate::options::Options;
+use crate::runtime::image::{ElfImage, Linked, Placement};
+use crate::runtime::init::{call_init, process_args};
+use crate::runtime::needed::NeededLibrary;
+use crate::runtime::tls::TlsModule;
+use crate::runtime::unwind::FrameRegistration;
+use crate::symbol::lossy;
+use place::{already_protected, place_copies, place_from_file, LoadInFlight, Placed, Source};
+use reloc::{Deferred, Relocations};
+use resolve::Resolver;
+
+impl ElfImage {
+    /// Loads an ELF shared object from `bytes` with default [`Options`].
+    ///
+    /// The segments are copied; `bytes` may be dropped afterwards.
+    ///
+    /// # Safety
+    ///
+    /// Loading runs the library's code: its ifunc resolvers and initialisers
+    /// (`DT_INIT`, `DT_INIT_ARRAY`) now, its finalisers when the image is
+    /// dropped. That is calling unknown foreign functions, which may impose
+    /// any requirement on the caller: the library must be one you trust to
+    /// run in this process, bound to the imports the resolver chain gives it.
+    /// memdl checks the file's structure before any of its code runs (a
+    /// malformed file is an [`Error`], never undefined behaviour), but it
+    /// cannot check what that code does.
+    ///
+    /// ```compile_fail
+    /// // Loading outside `unsafe` does not compile:
+    /// let img = memdl::ElfImage::load(b"\x7fELF");
+    /// ```
+    pub unsafe fn load(bytes: &[u8]) -> Result<Self> {
+        // SAFETY: the caller's promise, forwarded.
+        unsafe { Self::load_with(bytes, &Options::default()) }
+    }
+
+    /// Loads `bytes` under `options`.
+    ///
+    /// # Safety
+    /// As [`ElfImage::load`].
+    pub unsafe fn load_with(bytes: &[u8], options: &Options) -> Result<Self> {
+        let layout = Layout::parse(bytes, page_size() as u64, &options.limits)?;
+        // Counted until the load returns (see `populate_and_copy`).
+        let in_flight = LoadInFlight::enter();
+        let (mapping, placed) = place_copies(&layout, bytes, in_flight.alone)?;
+        link(mapping, layout, placed, Source::Bytes(bytes), options)
+    }
+
+    /// Loads the ELF that lies at `offset` in `fd` and is `len` bytes long
+    /// (a library inside a larger container file), with default [`Options`].
+    ///
+    /// Where the file offset of a segment and its address agree modulo the
+    /// page size, the segment is mapped straight from the file (private:
+    /// the page cache pages are shared, only pages the loader writes become
+    /// private copies); otherwise it is copied. Code on a `noexec` mount,
+    /// and a page two segments share, are copied too.
+    /// [`ElfImage::segments`] reports which path each segment took.
+    ///
+    /// The file must not change or shrink while the image lives: pages of a
+    /// private mapping that were never written still show later writes to
+    /// the file, and truncation turns them into `SIGBUS`. A sealed memfd
+    /// ([`crate::SealedElf`]) guarantees both.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), memdl::Error> {
+    /// let container = std::fs::File::open("model.bin").unwrap();
+    /// // SAFETY: model.bin is ours and nothing writes to it while loaded.
+    /// let img = unsafe { memdl::ElfImage::load_fd(&container, 4096, 81_920)? };
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Safety
+    /// As [`ElfImage::load`]; and the file must not change or shrink while
+    /// the image lives (see above).
+    pub unsafe fn load_fd(fd: impl AsFd, offset: u64, len: u64) -> Result<Self> {
+        // SAFETY: the caller's promise, forwarded.
+        unsafe { Self::load_fd_with(fd, offset, len, &Options::default()) }
+    }
+
+    /// [`ElfImage::load_fd`] under `options`.
+    ///
+    /// # Safety
+    /// As [`ElfImage::load_fd`].
+    pub unsafe fn load_fd_with(
+        fd: impl AsFd,
+        offset: u64,
+        len: u64,
+        options: &Options,
+    ) -> Result<Self> {
+        let fd = fd.as_fd();
+        checked_file_range(fd, offset, len)?;
+        // Only the headers are read (`pread`): mapping the whole range to
+        // parse it would cost a mapping, an unmapping and a page fault more.
+        // `at` lies inside the range just checked, so `offset + at` fits.
+        let layout = Layout::parse_headers(len, page_size() as u64, &options.limits, |at, buf| {
+            read_exact_at(fd, buf, offset + at)
+        })?;
+        let source = Source::File { fd, offset };
+        let in_flight = LoadInFlight::enter();
+        let (mapping, placed) = place_from_file(&layout, fd, offset, source, in_flight.alone)?;
+        link(mapping, layout, placed, source, options)
+    }
+
+    /// Loads an ELF whose `bytes` the caller has mapped from a file (a
+    /// `memmap2::Mmap` of a library or of a container holding one, a mapped
+    /// memfd), with default [`Options`].
+    ///
+    /// The mapping is found in `/proc/self/smaps` and its file opened
+    /// again; then segments are placed as by [`ElfImage::load_fd`]: mapped
+    /// from the file where the offsets allow (sharing the page cache with
+    /// the caller's mapping), copied from `bytes` otherwise. When the bytes
+    /// are not file-backed, or may differ from the file (a private mapping
+    /// written to), or the file cannot be reopened, every segment is copied
+    /// from `bytes`, exactly as [`ElfImage::load`]: where the bytes live
+    /// never makes this fail. [`ElfImage::segments`] tells which happened.
+    ///
+    /// As with [`ElfImage::load_fd`], the file must not change while the
+    /// image lives (a shared writable mapping written to later would change
+    /// the loaded code).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), memdl::Error> {
+    /// let file = std::fs::File::open("bundle.bin").unwrap();
+    /// // SAFETY (of the map): nobody truncates bundle.bin while mapped.
+    /// let map = unsafe { memmap2::Mmap::map(&file) }.unwrap();
+    /// // SAFETY: the library in bundle.bin is trusted (its initialisers run).
+    /// let img = unsafe { memdl::ElfImage::load_mapped(&map[65536..65536 + 81_920])? };
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Safety
+    /// As [`ElfImage::load_fd`]: the library is trusted, and its file does
+    /// not change while the image lives.
+    pub unsafe fn load_mapped(bytes: &[u8]) -> Result<Self> {
+        // SAFETY: the caller's promise, forwarded.
+        unsafe { Self::load_mapped_with(bytes, &Options::default()) }
+    }
+
+    /// [`ElfImage::load_mapped`] under `options`.
+    ///
+    /// # Safety
+    /// As [`ElfImage::load_mapped`].
+    pub unsafe fn load_mapped_with(bytes: &[u8], options: &Options) -> Result<Self> {
+        let Some(backing) = crate::map::file_backing(bytes.as_ptr() as usize, bytes.len()) else {
+            // SAFETY: the caller's promise, forwarded.
+            return unsafe { Self::load_with(bytes, options) };
+        };
+        let layout = Layout::parse(bytes, page_size() as u64, &options.limits)?;
+        let source = Source::Bytes(bytes);
+        let in_flight = LoadInFlight::enter();
+        let (mapping, placed) = place_from_file(
+            &layout,
+            backing.file.as_fd(),
+            backing.offset,
+            source,
+            in_flight.alone,
+        )?;
+        drop(backing);
+        link(mapping, layout, placed, source, options)
+    }
+}
+
+/// A load whose segments are in place: the state every later phase reads.
+struct Load<'a> {
+    layout: Layout,
+    mapping: Mapping,
+    placed: Placed,
+    /// Where the ELF's bytes can be read again.
+    source: Source<'a>,
+    options: &'a Options,
+    /// The load bias: runtime address = `bias + vaddr`.
+    bias: usize,
+}
+
+/// What the dynamic section names, read and checked before anything of
+/// the library runs or any import is looked up.
+struct Tables {
+    dynamic: Dynamic,
+    symbols: SymbolTable,
+    relocations: Relocations,
+    /// `DT_INIT`'s runtime address.
+    init: Option<usize>,
+    /// `DT_FINI`'s address in the file's terms.
+    fini: Option<u64>,
+    init_array: Option<Array<usize>>,
+    fini_array: Option<Array<usize>>,
+}
+
+/// Everything after the segments are in place: one call per phase.
+fn link(
+    mapping: Mapping,
+    layout: Layout,
+    placed: Placed,
+    source: Source<'_>,
+    options: &Options,
+) -> Result<ElfImage> {
+    let bias = mapping.base().wrapping_sub(layout.span_start as usize);
+    let load = Load {
+        layout,
+        mapping,
+        placed,
+        source,
+        options,
+        bias,
+    };
+    let tables = load.read_tables()?;
+    let resolver = load.bind_imports(&tables)?;
+    let mut tls = load.register_tls(&tables.dynamic)?;
+    let targets = load.targets();
+    let deferred = load.relocate(&targets, &tables, &resolver, tls.as_mut())?;
+    let needed = resolver.into_needed();
+    // Without ifunc resolvers to run first, RELRO is sealed in the same
+    // pass as the final protections (usually merged with the read-only
+    // segment before it: one mprotect fewer); otherwise after them.
+    let relro = load.relro_pages();
+    let (relro_now, relro_after_ifuncs) = match deferred.is_empty() {
+        true => (relro, None),
+        false => (None, relro),
+    };
+    load.protect(relro_now)?;
+    run_ifuncs(&deferred);
+    drop(targets);
+    if let Some(pages) = relro_after_ifuncs {
+        load.seal_relro(pages)?;
+    }
+    // (Registering with debuggers belongs here: the image is final, none
+    // of its initialisers has run.)
+    let frames = load.register_frames();
+    let (init, init_array) = (tables.init, tables.init_array);
+    let image = load.publish(tables, frames, tls, needed);
+    run_initialisers(&image, init, init_array);
+    Ok(image)
+}
+
+impl Load<'_> {
+    /// The image's memory, through which its tables are read.
+    fn memory(&self) -> Memory<'_> {
+        // SAFETY: every segment was placed at `bias + vaddr` in `mapping`,
+        // readable (read-write, or mapped with its final protection when
+        // read-only); the views read through it end with the load or live
+        // in the runtime image, which owns `mapping` and drops them first.
+        unsafe { Memory::new(self.bias, &self.layout.loads) }
+    }
+
+    /// Where relocations write.
+    fn targets(&self) -> Targets<'_> {
+        // SAFETY: the writable segments are mapped read-write, and nothing
+        // but relocation and the ifunc phase touches them while the targets
+        // live (`link` drops them before sealing RELRO; the final
+        // protections keep writable segments writable).
+        unsafe { Targets::new(self.bias, &self.layout.loads) }
+    }
+
+    /// Reads the dynamic section and the tables it names: symbols (with
+    /// hash and version tables), relocations, initialisers and finalisers.
+    fn read_tables(&self) -> Result<Tables> {
+        let (mem, limits) = (self.memory(), &self.options.limits);
+        let (vaddr, size) = self.layout.dynamic;
+        let dynamic = Dynamic::parse(&mem, vaddr, size, limits.max_needed)?;
+        if dynamic.textrel {
+            return Err(Error::TextRelocations);
+        }
+        let symbols = SymbolTable::parse(&mem, &dynamic, limits)?;
+        let relocations = Relocations::parse(&mem, &dynamic, limits)?;
+        let init = dynamic.init.map(|v| mem.code(v, "DT_INIT")).transpose()?;
+        let fini = dynamic
+            .fini
+            .map(|v| mem.code(v, "DT_FINI").map(|_| v))
+            .transpose()?;
+        let init_array = function_array(&mem, dynamic.init_array, "DT_INIT_ARRAY")?;
+        let fini_array = function_array(&mem, dynamic.fini_array, "DT_FINI_ARRAY")?;
+        Ok(Tables {
+            dynamic,
+            symbols,
+            relocations,
+            init,
+            fini,
+            init_array,
+            fini_array,
+        })
+    }
+
+    /// The resolver chain imports are bound through; opens the `DT_NEEDED`
+    /// libraries (unless host lookups are denied).
+    fn bind_imports(&self, tables: &Tables) -> Result<Resolver<'_>> {
+        let needed_names = tables
+            .dynamic
+            .needed
+            .iter()
+            .map(|&o| tables.symbols.strings.get(o))
+            .collect::<Result<Vec<_>>>()?;
+        Resolver::new(
+            &self.options.host_symbols,
+            self.options.deny_host_lookups,
+            &needed_names,
+        )
+    }
+
+    /// The image's thread-local storage (`PT_TLS`), registered as a module.
+    fn register_tls(&self, dynamic: &Dynamic) -> Result<Option<TlsModule>> {
+        let Some(t) = self.layout.tls else {
+            return Ok(None);
+        };
+        if dynamic.flags & DF_STATIC_TLS != 0 {
+            return Err(Error::StaticTls {
+                what: "DF_STATIC_TLS",
+            });
+        }
+        let data = self.memory().table("PT_TLS", t.vaddr, t.filesz)?;
+        TlsModule::register(data.addr(), t.filesz, t.memsz, t.align, t.vaddr).map(Some)
+    }
+
+    /// Applies every relocation that needs none of the library's code;
+    /// returns those that wait for an ifunc resolver. The init/fini arrays
+    /// hold relocated pointers afterwards: all must be the image's code.
+    fn relocate<'t>(
+        &self,
+        targets: &'t Targets<'_>,
+        tables: &Tables,
+        resolver: &Resolver<'_>,
+        tls: Option<&mut TlsModule>,
+    ) -> Result<Vec<Deferred<'t>>> {
+        let mem = self.memory();
+        let deferred = tables
+            .relocations
+            .apply(&mem, targets, &tables.symbols, resolver, tls)?;
+        check_function_array(&mem, tables.init_array)?;
+        check_function_array(&mem, tables.fini_array)?;
+        Ok(deferred)
+    }
+
+    /// `PT_GNU_RELRO`'s whole pages, if it has any.
+    fn relro_pages(&self) -> Option<(u64, u64)> {
+        let page = page_size() as u64;
+        self.layout
+            .relro
+            .map(|(addr, size)| (addr & !(page - 1), (addr + size) & !(page - 1)))
+            .filter(|(start, end)| end > start)
+    }
+
+    /// The final protections: code becomes executable (never while
+    /// writable), writable segments stay writable but for `relro`, sealed
+    /// read-only in the same pass when given.
+    fn protect(&self, relro: Option<(u64, u64)>) -> Result<()> {
+        let mut plan = protection_plan(&self.layout, page_size() as u64)?;
+        if let Some((start, end)) = relro {
+            plan = with_read_only(&plan, start, end);
+        }
+        for r in &plan {
+            let start = self.bias.wrapping_add(r.start as usize);
+            let len = (r.end - r.start) as usize;
+            if r.prot & libc::PROT_EXEC != 0 {
+                crate::arch::flush_icache(start, len);
+            }
+            if !already_protected(&self.placed, r) {
+                self.mapping.protect(start, len, r.prot)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seals RELRO's pages `[start, end)` read-only, after the ifunc
+    /// resolvers.
+    fn seal_relro(&self, (start, end): (u64, u64)) -> Result<()> {
+        self.mapping.protect(
+            self.bias.wrapping_add(start as usize),
+            (end - start) as usize,
+            libc::PROT_READ,
+        )
+    }
+
+    /// Registers the image's `.eh_frame` with the unwinder, if it has one.
+    fn register_frames(&self) -> Option<FrameRegistration> {
+        // What a read-only segment mapped from the file holds can be read
+        // from the source instead of faulting its pages in (up to a size
+        // worth copying; beyond, or if memory is short, the mapping is read).
+        const MAX_COPY: u64 = 16 << 20;
+        let unmapped = |vaddr: u64, len: u64| -> Option<Vec<u8>> {
+            if len > MAX_COPY {
+                return None;
+            }
+            let (seg, _) =
+                self.layout
+                    .loads
+                    .iter()
+                    .zip(&self.placed.placements)
+                    .find(|(s, &p)| {
+                        p == Placement::Mapped
+                            && !s.writable()
+                            && vaddr >= s.vaddr
+                            && vaddr
+                                .checked_add(len)
+                                .is_some_and(|end| end <= s.vaddr + s.filesz)
+                    })?;
+            let len = usize::try_from(len).ok()?;
+            self.source
+                .read_vec(seg.offset + (vaddr - seg.vaddr), len)
+                .ok()
+        };
+        let hdr = self.layout.eh_frame_hdr?;
+        FrameRegistration::new(&self.memory(), hdr, &unmapped)
+    }
+
+    /// Hands the image to the runtime, which makes it visible to `dladdr`,
+    /// `dl_iterate_phdr` and `find_symbol` before its initialisers run.
+    fn publish(
+        self,
+        tables: Tables,
+        frames: Option<FrameRegistration>,
+        tls: Option<TlsModule>,
+        needed: Vec<NeededLibrary>,
+    ) -> ElfImage {
+        let start = self.bias.wrapping_add(self.layout.span_start as usize);
+        let soname = tables
+            .dynamic
+            .soname
+            .and_then(|o| tables.symbols.strings.get(o).ok())
+            .map(lossy);
+        let name = soname
+            .clone()
+            .unwrap_or_else(|| format!("memdl:{start:#x}"));
+        ElfImage::publish(Linked {
+            bias: self.bias,
+            range: (start, self.bias.wrapping_add(self.layout.span_end as usize)),
+            name: CString::new(name).unwrap_or_default(),
+            soname,
+            loads: self.layout.loads,
+            phdrs: self.layout.phdrs,
+            placements: self.placed.placements,
+            symbols: tables.symbols,
+            fini_array: tables.fini_array,
+            fini: tables.fini,
+            nodelete: tables.dynamic.flags_1 & DF_1_NODELETE != 0,
+            frames,
+            tls,
+            mapping: self.mapping,
+            needed,
+        })
+    }
+}
+
+/// From here on the library's own code runs: its ifunc resolvers, while
+/// RELRO is still writable.
+fn run_ifuncs(deferred: &[Deferred<'_>]) {
+    for d in deferred {
+        // SAFETY: the image's code is executable now (final protections),
+        // and the resolver was checked to lie in an executable segment of
+        // it; dlopen calls resolvers the same way.
+        let value = unsafe { crate::arch::call_ifunc_resolver(d.resolver) } as u64;
+        d.target.write(0, value.wrapping_add(d.addend));
+    }
+}
+
+/// Initialisers: `DT_INIT`, then `DT_INIT_ARRAY` in order.
+fn run_initialisers(image: &ElfImage, init: Option<usize>, init_array: Option<Array<usize>>) {
+    let args = process_args();
+    if let Some(f) = init {
+        // SAFETY: checked to lie in an executable segment; the image is
+        // fully relocated and protected, as its initialisers expect.
+        unsafe { call_init(f, args) };
+    }
+    for f in init_array.iter().flat_map(Array::iter) {
+        if image.is_code(f) {
+            // SAFETY: as for DT_INIT.
+            unsafe { call_init(f, args) };
+        }
+    }
+}
+
+/// Checks an init/fini array's place and shape.
+fn function_array(
+    mem: &Memory<'_>,
+    table: Option<Table>,
+    name: &'static str,
+) -> Result<Option<Array<usize>>> {
+    let Some(t) = table else { return Ok(None) };
+    if t.size % 8 != 0 || t.vaddr % 8 != 0 {
+        return Err(Error::BadTableSize {
+            table: name,
+            size: t.size,
+            entsize: 8,
+        });
+    }
+    Ok(Some(mem.table(name, t.vaddr, t.size)?.array()))
+}
+
+/// Every entry of a relocated init/fini array must be this image's code
+/// (0 and -1 are tolerated and skipped, as old toolchains emit them).
+fn check_function_array(mem: &Memory<'_>, array: Option<Array<usize>>) -> Result<()> {
+    for f in array.iter().flat_map(Array::iter) {
+        if f == 0 || f == usize::MAX {
+            continue;
+        }
+        mem.code(f.wrapping_sub(mem.bias()) as u64, "init/fini array entry")?;
+    }
+    Ok(())
+}

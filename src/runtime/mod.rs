@@ -1,0 +1,17 @@
+//! What a loaded image is, once loading is done: the image and its lookup
+//! engine ([`image`]), the process-wide list of images ([`registry`]), the
+//! loader services bound into loaded code ([`services`]), the libraries it
+//! needs ([`needed`]), its thread-local storage ([`tls`]), its unwind
+//! registration ([`unwind`]) and how its initialisers and finalisers are
+//! called ([`init`]).
+//!
+//! Nothing here depends on the load pipeline (`load/`), which builds these
+//! values.
+
+pub(crate) mod image;
+pub(crate) mod init;
+pub(crate) mod needed;
+pub(crate) mod registry;
+pub(crate) mod services;
+pub(crate) mod tls;
+pub(crate) mod unwind;
