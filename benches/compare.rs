@@ -16,7 +16,6 @@
 //! Fault and syscall counts per load (noise-free) come from
 //! `benches/counts.rs` and `benches/syscalls.sh`.
 
-
 use std::collections::HashMap;
 use std::ffi::{c_void, CStr};
 use std::fs::File;

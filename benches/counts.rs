@@ -7,7 +7,6 @@
 //! its system calls under `strace -c`:
 //! `target/release/deps/counts-* <loader> <lib> <n>` (n = 0 is the baseline).
 
-
 use std::ffi::c_void;
 use std::fs::File;
 use std::hint::black_box;

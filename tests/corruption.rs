@@ -16,7 +16,6 @@
 //! `MEMDL_CORRUPTION_COUNT` and `MEMDL_CORRUPTION_SEED` override the count
 //! and the seed; `MEMDL_CORRUPTION_ONLY=i` replays mutation `i` in process.
 
-
 use memdl::{Error, Options};
 
 mod common;
