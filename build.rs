@@ -148,7 +148,20 @@ const DYLIBS: &[Dylib] = &[
     c("tls_big", &["tls_big.c"]),
     // Initial-exec TLS written out by hand (TPOFF relocations), refused:
     // the one static-TLS library of tests/tls.rs and tests/aarch64.rs.
-    c("tlsie", &["tls_ie.c"]),
+    c("tlsie", &["tls_ie.c", "tls_ie_gd.c"]),
+    // More initial-exec TLS than glibc's static TLS surplus can hold.
+    c("tlsiebig", &["tls_ie_big.c"]),
+    // Thread-local variables of another module (libc's errno) in each
+    // model: initial exec, general dynamic, descriptors.
+    c("tlsimport", &["tls_import_ie.c"]),
+    c("tlsimport_gd", &["tls_import_gd.c"]),
+    c_with(
+        "tlsimport_desc",
+        &["tls_import_gd.c"],
+        &["-mtls-dialect=gnu2"],
+    ),
+    // std::call_once: libstdc++'s __once_callable/__once_call TLS.
+    cpp_with("callonce", &["call_once.cpp"], &[]),
     // dladdr, dlsym, dlerror, dl_iterate_phdr called from loaded code.
     c_with("dlsvc", &["dlsvc.c"], &["-Wl,-soname,libdlsvc.so"]),
     // C++ runtime: static ctors/dtors, std containers, thread_local,

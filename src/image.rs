@@ -29,7 +29,8 @@ use crate::registry;
 use crate::reloc::{apply_deferred, Relocations};
 use crate::resolve::{NeededLibrary, Resolver};
 use crate::symbol::{lossy, Library, Symbol};
-use crate::tls::TlsModule;
+use crate::tls::{ImageTls, OwnTls, TlsModule};
+use crate::tls_static::StaticTlsBlock;
 use crate::unwind::FrameRegistration;
 
 /// A shared object loaded by memdl's own loader.
@@ -68,7 +69,7 @@ pub(crate) struct Loaded {
     // Dropped in this order after the finalisers ran: unwind information,
     // thread-local storage, the memory, then the libraries it called into.
     _frames: Option<FrameRegistration>,
-    pub tls: Option<TlsModule>,
+    pub tls: ImageTls,
     _mapping: Mapping,
     _needed: Vec<NeededLibrary>,
 }
@@ -292,21 +293,41 @@ impl ElfImage {
             options.deny_host_lookups,
             &needed_names,
         )?;
-        let mut tls = match layout.tls {
-            Some(t) => {
-                if dynamic.flags & DF_STATIC_TLS != 0 {
-                    return Err(Error::StaticTls {
-                        what: "DF_STATIC_TLS",
-                    });
-                }
-                let data = mem.table("PT_TLS", t.vaddr, t.filesz)?;
-                Some(TlsModule::register(
+        let mut tls = ImageTls::default();
+        // The template of a block in static TLS is copied now, into the
+        // system loader's stub (see tls_static.rs).
+        let mut static_template = None;
+        if let Some(t) = layout.tls {
+            let data = mem.table("PT_TLS", t.vaddr, t.filesz)?;
+            // An empty block needs no static space: nothing to place.
+            tls.own = Some(if dynamic.flags & DF_STATIC_TLS != 0 && t.memsz > 0 {
+                // SAFETY: `mem.table` checked the template lies in a loaded
+                // segment, readable until the mapping is dropped.
+                let template =
+                    unsafe { std::slice::from_raw_parts(data as *const u8, t.filesz as usize) };
+                static_template = Some((template, template.to_vec()));
+                let first_byte = t.vaddr % t.align.max(1);
+                OwnTls::Static(StaticTlsBlock::new(template, t.memsz, t.align, first_byte)?)
+            } else {
+                OwnTls::Dynamic(TlsModule::register(
                     data, t.filesz, t.memsz, t.align, t.vaddr,
                 )?)
+            });
+        }
+        let deferred = relocations.apply(&mem, &symbols, &resolver, &mut tls)?;
+        // Relocations written into the template after it was copied would
+        // be missing from every thread's static block.
+        if let Some((template, copied)) = static_template {
+            if template != copied.as_slice() {
+                return Err(Error::StaticTls {
+                    size: layout.tls.map_or(0, |t| t.memsz),
+                    align: layout.tls.map_or(0, |t| t.align),
+                    reason: "its TLS template is relocated, which a static block copied \
+                             before relocation cannot follow"
+                        .into(),
+                });
             }
-            None => None,
-        };
-        let deferred = relocations.apply(&mem, &symbols, &resolver, tls.as_mut())?;
+        }
         let needed = resolver.into_needed();
         // Init/fini arrays hold relocated pointers now: all must be code.
         check_function_array(&mem, init_array)?;
@@ -512,7 +533,7 @@ impl ElfImage {
     /// storage (0 without `PT_TLS`). Blocks are allocated on a thread's first
     /// access and freed when the thread exits or the image is dropped.
     pub fn live_tls_blocks(&self) -> usize {
-        self.core.tls.as_ref().map_or(0, TlsModule::live_blocks)
+        self.core.tls.live_blocks()
     }
 
     /// The loaded segments, in address order, with how each was placed.
@@ -710,7 +731,7 @@ impl Loaded {
             Place::Fixed(addr) => Ok(addr),
             Place::OutOfBounds => Err(out_of_bounds()),
             Place::ThreadLocal => {
-                let module = self.tls.as_ref().ok_or_else(|| not_found(name))?;
+                let own = self.tls.own.as_ref().ok_or_else(|| not_found(name))?;
                 // The offset must lie in the image's TLS block (the end is
                 // inclusive, as for other symbols): the address handed out
                 // is the block's plus the offset.
@@ -722,11 +743,7 @@ impl Loaded {
                 if sym.value > tls_size {
                     return Err(out_of_bounds());
                 }
-                let index = crate::tls::TlsIndex {
-                    module: module.id(),
-                    offset: sym.value,
-                };
-                crate::tls::block_address(&index).ok_or_else(|| not_found(name))
+                own.address(sym.value).ok_or_else(|| not_found(name))
             }
             Place::Ifunc(addr) => {
                 if !self.is_code(addr) {

@@ -38,6 +38,7 @@ mod sealed;
 mod symbol;
 mod system;
 mod tls;
+mod tls_static;
 mod unwind;
 
 pub use elf::Phdr as ProgramHeader;

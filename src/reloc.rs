@@ -25,7 +25,8 @@ use crate::error::{Error, Result};
 use crate::options::Limits;
 use crate::resolve::Resolver;
 use crate::symbol::lossy;
-use crate::tls::TlsModule;
+use crate::tls::ImageTls;
+use crate::tls_static::ForeignTls;
 
 const RELA_SIZE: u64 = 24;
 const REL_SIZE: u64 = 16;
@@ -60,6 +61,8 @@ pub enum Resolved {
     Ifunc(usize),
     /// A thread-local symbol of the image: its offset in the TLS block.
     Tls(u64),
+    /// A thread-local symbol of another module.
+    ForeignTls(ForeignTls),
 }
 
 /// A relocation that waits for an ifunc resolver: `*target = resolver() + addend`.
@@ -195,7 +198,7 @@ impl Relocations {
         mem: &Memory<'_>,
         symbols: &SymbolTable,
         resolver: &Resolver<'_>,
-        mut tls: Option<&mut TlsModule>,
+        tls: &mut ImageTls,
     ) -> Result<Vec<Deferred>> {
         let targets = Targets::new(mem);
         if let Some((addr, count)) = self.relr {
@@ -271,45 +274,69 @@ impl Relocations {
                     Resolved::Address(s),
                 ) => (s as u64).wrapping_add(addend),
                 (RelocKind::Slot { with_addend: false }, Resolved::Address(s)) => s as u64,
-                (RelocKind::TlsTpOffset, _) => {
-                    return Err(Error::StaticTls {
-                        what: arch::relocation_name(e.r_type),
-                    })
-                }
-                (RelocKind::TlsModule | RelocKind::TlsOffset | RelocKind::TlsDesc, sym) => {
-                    let module = tls.as_deref_mut().ok_or(Error::BadDynamic {
-                        reason: "TLS relocation in an object without PT_TLS",
-                    })?;
-                    let offset = match sym {
-                        Resolved::Tls(value) => value.wrapping_add(addend),
-                        _ if e.symbol == 0 => addend,
-                        _ => {
-                            return Err(Error::UnsupportedRelocation {
-                                index,
-                                r_type: e.r_type,
-                                name: arch::relocation_name(e.r_type),
-                            })
+                (
+                    RelocKind::TlsModule
+                    | RelocKind::TlsOffset
+                    | RelocKind::TlsTpOffset
+                    | RelocKind::TlsDesc,
+                    sym,
+                ) => {
+                    // The variable: its module, its offset in that module's
+                    // block and, for a block in static TLS, its offset from
+                    // the thread pointer.
+                    let (module, offset, tp_offset) = match sym {
+                        Resolved::ForeignTls(f) => (
+                            f.module,
+                            f.offset.wrapping_add(addend),
+                            f.tp_offset.map(|t| t.wrapping_add(addend as i64)),
+                        ),
+                        Resolved::Tls(_) | Resolved::Address(0) => {
+                            let value = match sym {
+                                Resolved::Tls(value) => value,
+                                _ if e.symbol == 0 => 0,
+                                _ => return Err(unsupported(index, e.r_type)),
+                            };
+                            let own = tls.own.as_ref().ok_or(Error::BadDynamic {
+                                reason: "TLS relocation in an object without PT_TLS",
+                            })?;
+                            let offset = value.wrapping_add(addend);
+                            let tp = own.tp_offset().map(|t| t.wrapping_add(offset as i64));
+                            (own.module(), offset, tp)
                         }
+                        _ => return Err(unsupported(index, e.r_type)),
                     };
                     match kind {
-                        RelocKind::TlsModule => module.id(),
+                        RelocKind::TlsModule => module,
                         RelocKind::TlsOffset => offset,
+                        RelocKind::TlsTpOffset => match tp_offset {
+                            Some(tp) => tp as u64,
+                            None if matches!(sym, Resolved::ForeignTls(_)) => {
+                                return Err(Error::ImportedTls {
+                                    name: symbol_values.name_of(e.symbol),
+                                    reason: "initial-exec access to a variable in dynamic TLS",
+                                })
+                            }
+                            None => {
+                                return Err(Error::StaticTls {
+                                    size: 0,
+                                    align: 0,
+                                    reason: format!(
+                                        "{} without DF_STATIC_TLS",
+                                        arch::relocation_name(e.r_type)
+                                    ),
+                                })
+                            }
+                        },
                         _ => {
                             arch::prepare_tls_descriptors()?;
-                            let desc = module.descriptor(offset) as u64;
+                            let desc = tls.descriptor(module, offset) as u64;
                             // SAFETY: 16 bytes at `target` were checked above.
                             unsafe { std::ptr::write_unaligned((target + 8) as *mut u64, desc) };
                             arch::tlsdesc_dynamic as *const () as u64
                         }
                     }
                 }
-                (RelocKind::Unsupported, _) | (_, _) => {
-                    return Err(Error::UnsupportedRelocation {
-                        index,
-                        r_type: e.r_type,
-                        name: arch::relocation_name(e.r_type),
-                    })
-                }
+                (RelocKind::Unsupported, _) | (_, _) => return Err(unsupported(index, e.r_type)),
             };
             // SAFETY: as above.
             unsafe { std::ptr::write_unaligned(target as *mut u64, value) };
@@ -335,7 +362,25 @@ struct SymbolValues<'a> {
     resolver: &'a Resolver<'a>,
 }
 
+/// `name` or `name@version`, for errors.
+fn full_name(name: &[u8], version: Option<&[u8]>) -> String {
+    let mut full = lossy(name);
+    if let Some(v) = version {
+        full.push('@');
+        full.push_str(&lossy(v));
+    }
+    full
+}
+
 impl SymbolValues<'_> {
+    /// Symbol `symbol`'s name, for errors.
+    fn name_of(&self, symbol: u32) -> String {
+        self.symbols
+            .get(symbol)
+            .and_then(|s| self.symbols.name(&s).ok())
+            .map_or_else(|| format!("#{symbol}"), lossy)
+    }
+
     /// Symbol `symbol`, named by relocation `index`: the image's own
     /// definition, else the resolver chain's; a missing strong import is
     /// recorded (and reads as 0) so that all of them are reported together.
@@ -364,12 +409,26 @@ impl SymbolValues<'_> {
             return Ok(*slot);
         }
         *slot = if sym.kind() == STT_TLS {
-            if !sym.is_defined() {
-                return Err(Error::ImportedTls {
-                    name: lossy(symbols.name(&sym)?),
-                });
+            if sym.is_defined() {
+                Resolved::Tls(sym.value)
+            } else {
+                let name = symbols.name(&sym)?;
+                let version = symbols.required_version(symbol)?;
+                match self.resolver.resolve_tls(name, version) {
+                    Some(addr) => {
+                        Resolved::ForeignTls(crate::tls_static::system_tls_at(addr).ok_or_else(
+                            || Error::ImportedTls {
+                                name: lossy(name),
+                                reason: "its definition lies in no module's TLS block",
+                            },
+                        )?)
+                    }
+                    None => {
+                        self.missing.push(full_name(name, version));
+                        Resolved::Address(0)
+                    }
+                }
             }
-            Resolved::Tls(sym.value)
         } else if sym.is_defined() {
             let value = if sym.is_absolute() {
                 sym.value as usize
@@ -389,17 +448,20 @@ impl SymbolValues<'_> {
                 Some(addr) => Resolved::Address(addr),
                 None if sym.bind() == STB_WEAK => Resolved::Address(0),
                 None => {
-                    let mut full = lossy(name);
-                    if let Some(v) = version {
-                        full.push('@');
-                        full.push_str(&lossy(v));
-                    }
-                    self.missing.push(full);
+                    self.missing.push(full_name(name, version));
                     Resolved::Address(0)
                 }
             }
         };
         Ok(*slot)
+    }
+}
+
+fn unsupported(index: usize, r_type: u32) -> Error {
+    Error::UnsupportedRelocation {
+        index,
+        r_type,
+        name: arch::relocation_name(r_type),
     }
 }
 

@@ -345,6 +345,20 @@ impl<'a> Resolver<'a> {
             .find(|&addr| addr != 0)
     }
 
+    /// Resolves a thread-local import to its address in the calling
+    /// thread, or `None`. Uncached: the answer differs between threads. Host
+    /// symbols and memdl's services define no TLS, so only the global scope
+    /// and the needed libraries are asked.
+    pub fn resolve_tls(&self, name: &[u8], version: Option<&[u8]>) -> Option<usize> {
+        if !self.global_scope {
+            return None;
+        }
+        std::iter::once(libc::RTLD_DEFAULT)
+            .chain(self.needed.iter().map(|lib| lib.handle))
+            .map(|handle| with_c_name(name, |c| lookup(handle, c, version)) as usize)
+            .find(|&addr| addr != 0)
+    }
+
     /// Hands over the opened libraries: the image keeps them open for its
     /// lifetime, since its code calls into them.
     pub fn into_needed(mut self) -> Vec<NeededLibrary> {
