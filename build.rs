@@ -162,6 +162,8 @@ const DYLIBS: &[Dylib] = &[
     ),
     // std::call_once: libstdc++'s __once_callable/__once_call TLS.
     cpp_with("callonce", &["call_once.cpp"], &[]),
+    // An interposer finding the next dlopen with dlvsym(RTLD_NEXT, ..).
+    c("interposer", &["interposer.c"]),
     // dladdr, dlsym, dlerror, dl_iterate_phdr called from loaded code.
     c_with("dlsvc", &["dlsvc.c"], &["-Wl,-soname,libdlsvc.so"]),
     // C++ runtime: static ctors/dtors, std containers, thread_local,
