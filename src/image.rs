@@ -288,11 +288,26 @@ impl ElfImage {
             .iter()
             .map(|&o| symbols.strings.get(o))
             .collect::<Result<Vec<_>>>()?;
-        let resolver = Resolver::new(
-            &options.host_symbols,
-            options.deny_host_lookups,
-            &needed_names,
-        )?;
+        let path_list = |offset: Option<u64>| offset.map(|o| symbols.strings.get(o)).transpose();
+        let (runpath, rpath) = (path_list(dynamic.runpath)?, path_list(dynamic.rpath)?);
+        // `$ORIGIN` is only worked out when a search path uses it.
+        let uses_origin = [runpath, rpath]
+            .iter()
+            .flatten()
+            .any(|p| p.windows(7).any(|w| w == b"$ORIGIN" || w == b"{ORIGIN"));
+        let origin = match (&options.origin, source) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, Source::File { fd, .. }) if uses_origin && !needed_names.is_empty() => {
+                crate::search::origin_of_fd(fd)
+            }
+            _ => None,
+        };
+        let search = crate::search::SearchPaths {
+            origin: origin.as_deref(),
+            runpath,
+            rpath,
+        };
+        let resolver = Resolver::new(options, &needed_names, &search)?;
         let mut tls = ImageTls::default();
         // The template of a block in static TLS is copied now, into the
         // system loader's stub (see tls_static.rs).
@@ -522,6 +537,28 @@ impl ElfImage {
             .exports
             .get()
             .map(|i| (!i.given_up()).then(|| (i.len(), i.is_complete())))
+    }
+
+    /// The runtime address of export `name` (at `version`), for images
+    /// that need this one.
+    pub(crate) fn export_address(&self, name: &[u8], version: Option<&[u8]>) -> Option<usize> {
+        self.core.address_of(name, version).ok()
+    }
+
+    /// Where exported thread-local variable `name` lives, for images that
+    /// need this one.
+    pub(crate) fn tls_variable(
+        &self,
+        name: &[u8],
+        version: Option<&[u8]>,
+    ) -> Option<crate::tls_static::ForeignTls> {
+        let (_, sym) = self.core.symbols.lookup(name, version)?;
+        let own = self.core.tls.own.as_ref()?;
+        (sym.kind() == STT_TLS && sym.is_defined()).then(|| crate::tls_static::ForeignTls {
+            module: own.module(),
+            offset: sym.value,
+            tp_offset: own.tp_offset().map(|t| t.wrapping_add(sym.value as i64)),
+        })
     }
 
     /// The `DT_SONAME`, if the image has one.

@@ -35,6 +35,7 @@ mod reloc;
 mod resolve;
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
 mod sealed;
+mod search;
 mod symbol;
 mod system;
 mod tls;
@@ -44,7 +45,7 @@ mod unwind;
 pub use elf::Phdr as ProgramHeader;
 pub use error::{Error, Result};
 pub use image::{ElfImage, Placement, SegmentInfo};
-pub use options::{Limits, Options, SystemStrategy};
+pub use options::{Dependency, Limits, Options, SystemStrategy};
 pub use registry::{find_symbol, images, ImageInfo, SymbolInfo};
 #[doc(hidden)]
 pub use resolve::bench_resolve as __bench_resolve;

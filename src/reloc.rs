@@ -23,7 +23,7 @@ use crate::elf::symbols::SymbolTable;
 use crate::elf::{read, Memory, Segment};
 use crate::error::{Error, Result};
 use crate::options::Limits;
-use crate::resolve::Resolver;
+use crate::resolve::{Resolver, TlsDefinition};
 use crate::symbol::lossy;
 use crate::tls::ImageTls;
 use crate::tls_static::ForeignTls;
@@ -415,7 +415,8 @@ impl SymbolValues<'_> {
                 let name = symbols.name(&sym)?;
                 let version = symbols.required_version(symbol)?;
                 match self.resolver.resolve_tls(name, version) {
-                    Some(addr) => {
+                    Some(TlsDefinition::Variable(variable)) => Resolved::ForeignTls(variable),
+                    Some(TlsDefinition::Address(addr)) => {
                         Resolved::ForeignTls(crate::tls_static::system_tls_at(addr).ok_or_else(
                             || Error::ImportedTls {
                                 name: lossy(name),

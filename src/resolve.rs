@@ -32,22 +32,142 @@ use std::sync::{Arc, RwLock};
 use crate::error::{Error, Result};
 use crate::symbol::lossy;
 
-/// A `DT_NEEDED` library opened with `dlopen`, closed on drop.
+/// A `DT_NEEDED` library: opened with `dlopen` (closed on drop), or
+/// supplied by the caller and loaded by memdl (shared by every library of
+/// one load that needs it).
 #[derive(Debug)]
-pub struct NeededLibrary {
-    handle: *mut c_void,
+pub enum NeededLibrary {
+    /// A system loader handle.
+    System(SystemHandle),
+    /// A library memdl loaded from what [`crate::Options::dependencies`] gave.
+    Memdl(Arc<crate::ElfImage>),
 }
 
-// SAFETY: a dlopen handle may be used and closed from any thread.
-unsafe impl Send for NeededLibrary {}
-// SAFETY: dlsym on a handle is thread-safe.
-unsafe impl Sync for NeededLibrary {}
+/// A `dlopen` handle, closed on drop.
+#[derive(Debug)]
+pub struct SystemHandle(*mut c_void);
 
-impl Drop for NeededLibrary {
+// SAFETY: a dlopen handle may be used and closed from any thread.
+unsafe impl Send for SystemHandle {}
+// SAFETY: dlsym on a handle is thread-safe.
+unsafe impl Sync for SystemHandle {}
+
+impl Drop for SystemHandle {
     fn drop(&mut self) {
         // SAFETY: the handle came from a successful dlopen and is closed once.
-        unsafe { libc::dlclose(self.handle) };
+        unsafe { libc::dlclose(self.0) };
     }
+}
+
+/// Where a thread-local import lives.
+pub enum TlsDefinition {
+    /// The calling thread's address of it, from the system loader.
+    Address(usize),
+    /// A variable of a library memdl loaded.
+    Variable(crate::tls_static::ForeignTls),
+}
+
+/// Libraries supplied during one load, by `DT_NEEDED` name, and how many
+/// loads (the outermost and its dependencies' nested inside it) are in
+/// progress.
+type Supplied = (usize, Vec<(Vec<u8>, Arc<crate::ElfImage>)>);
+
+thread_local! {
+    /// What the caller supplied during the load in progress on this
+    /// thread: each library is loaded once however many need it.
+    static SUPPLIED: RefCell<Supplied> = const { RefCell::new((0, Vec::new())) };
+}
+
+/// Marks a load that may supply dependencies; the outermost one forgets
+/// what was supplied when it ends.
+struct SupplyScope;
+
+impl SupplyScope {
+    fn enter() -> SupplyScope {
+        SUPPLIED.with(|s| s.borrow_mut().0 += 1);
+        SupplyScope
+    }
+
+    fn find(name: &[u8]) -> Option<Arc<crate::ElfImage>> {
+        SUPPLIED.with(|s| {
+            s.borrow()
+                .1
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, img)| img.clone())
+        })
+    }
+
+    fn remember(name: &[u8], image: &Arc<crate::ElfImage>) {
+        SUPPLIED.with(|s| s.borrow_mut().1.push((name.to_vec(), image.clone())));
+    }
+}
+
+impl Drop for SupplyScope {
+    fn drop(&mut self) {
+        let forgotten = SUPPLIED.with(|s| {
+            let mut s = s.borrow_mut();
+            s.0 -= 1;
+            if s.0 == 0 {
+                std::mem::take(&mut s.1)
+            } else {
+                Vec::new()
+            }
+        });
+        // Dropped outside the borrow: an image's drop may run code.
+        drop(forgotten);
+    }
+}
+
+/// Opens `DT_NEEDED` library `name`: the caller's own copy when the options
+/// supply one (loaded by memdl), else the system loader's, found through
+/// the image's search paths first.
+fn open_needed(
+    name: &[u8],
+    options: &crate::Options,
+    search: &crate::search::SearchPaths<'_>,
+) -> Result<NeededLibrary> {
+    let failed = |message: String| Error::NeededLibrary {
+        name: lossy(name),
+        message,
+    };
+    if let Some(provider) = &options.dependencies {
+        if let Some(image) = SupplyScope::find(name) {
+            return Ok(NeededLibrary::Memdl(image));
+        }
+        if let Some(dependency) = (provider.0)(&lossy(name)) {
+            // Its own `$ORIGIN` is its own file's, or none.
+            let mut child = options.clone();
+            child.origin = None;
+            // SAFETY: the caller vouched for the libraries its provider
+            // supplies when it started the load (an unsafe call).
+            let image = unsafe {
+                match &dependency {
+                    crate::Dependency::Bytes(bytes) => crate::ElfImage::load_with(bytes, &child),
+                    crate::Dependency::File { file, offset, len } => {
+                        crate::ElfImage::load_fd_with(&**file, *offset, *len, &child)
+                    }
+                }
+            }
+            .map_err(|e| failed(e.to_string()))?;
+            let image = Arc::new(image);
+            SupplyScope::remember(name, &image);
+            return Ok(NeededLibrary::Memdl(image));
+        }
+    }
+    let open = |c: *const c_char| {
+        // SAFETY: `c` is a NUL-terminated name; dlopen of a library the
+        // process already has only takes a reference.
+        unsafe { libc::dlopen(c, libc::RTLD_NOW | libc::RTLD_LOCAL) }
+    };
+    let handle = match search.find(name) {
+        Some(path) => with_c_name(path.as_os_str().as_encoded_bytes(), open),
+        None => with_c_name(name, open),
+    };
+    if handle.is_null() {
+        return Err(failed(dlerror_text()));
+    }
+    Ok(NeededLibrary::System(SystemHandle(handle)))
 }
 
 /// The text of the last `dlerror()`, or a fallback.
@@ -227,25 +347,17 @@ pub struct Resolver<'a> {
 impl<'a> Resolver<'a> {
     /// Opens the needed libraries (unless host lookups are denied).
     pub fn new(
-        host: &'a HashMap<Vec<u8>, usize>,
-        deny_host_lookups: bool,
+        options: &'a crate::Options,
         needed: &[&[u8]],
+        search: &crate::search::SearchPaths<'_>,
     ) -> Result<Self> {
+        let host = &options.host_symbols;
+        let deny_host_lookups = options.deny_host_lookups;
         let mut opened = Vec::with_capacity(needed.len());
         if !deny_host_lookups {
+            let _scope = SupplyScope::enter();
             for name in needed {
-                let handle = with_c_name(name, |c| {
-                    // SAFETY: `c` is a NUL-terminated name; dlopen of a
-                    // library the process already has only takes a reference.
-                    unsafe { libc::dlopen(c, libc::RTLD_NOW | libc::RTLD_LOCAL) }
-                });
-                if handle.is_null() {
-                    return Err(Error::NeededLibrary {
-                        name: lossy(name),
-                        message: dlerror_text(),
-                    });
-                }
-                opened.push(NeededLibrary { handle });
+                opened.push(open_needed(name, options, search)?);
             }
         }
         let (cache, generation) = if deny_host_lookups {
@@ -339,24 +451,36 @@ impl<'a> Resolver<'a> {
             return None;
         }
         // The global scope, then each needed library in DT_NEEDED order.
-        std::iter::once(libc::RTLD_DEFAULT)
-            .chain(self.needed.iter().map(|lib| lib.handle))
-            .map(|handle| self.scoped(handle, name, version))
-            .find(|&addr| addr != 0)
+        let global = self.scoped(libc::RTLD_DEFAULT, name, version);
+        if global != 0 {
+            return Some(global);
+        }
+        self.needed.iter().find_map(|lib| match lib {
+            NeededLibrary::System(h) => Some(self.scoped(h.0, name, version)).filter(|&a| a != 0),
+            NeededLibrary::Memdl(image) => image.export_address(name, version),
+        })
     }
 
     /// Resolves a thread-local import to its address in the calling
     /// thread, or `None`. Uncached: the answer differs between threads. Host
     /// symbols and memdl's services define no TLS, so only the global scope
     /// and the needed libraries are asked.
-    pub fn resolve_tls(&self, name: &[u8], version: Option<&[u8]>) -> Option<usize> {
+    pub fn resolve_tls(&self, name: &[u8], version: Option<&[u8]>) -> Option<TlsDefinition> {
         if !self.global_scope {
             return None;
         }
-        std::iter::once(libc::RTLD_DEFAULT)
-            .chain(self.needed.iter().map(|lib| lib.handle))
-            .map(|handle| with_c_name(name, |c| lookup(handle, c, version)) as usize)
-            .find(|&addr| addr != 0)
+        let system = |handle| {
+            let addr = with_c_name(name, |c| lookup(handle, c, version)) as usize;
+            (addr != 0).then_some(TlsDefinition::Address(addr))
+        };
+        system(libc::RTLD_DEFAULT).or_else(|| {
+            self.needed.iter().find_map(|lib| match lib {
+                NeededLibrary::System(h) => system(h.0),
+                NeededLibrary::Memdl(image) => image
+                    .tls_variable(name, version)
+                    .map(TlsDefinition::Variable),
+            })
+        })
     }
 
     /// Hands over the opened libraries: the image keeps them open for its
@@ -389,8 +513,8 @@ fn lookup(handle: *mut c_void, name: *const c_char, version: Option<&[u8]>) -> *
 /// chain, publishes to the cache. Returns how many were found.
 #[doc(hidden)]
 pub fn bench_resolve(needed: &[&[u8]], imports: &[(&[u8], Option<&[u8]>)]) -> usize {
-    let host = HashMap::new();
-    let Ok(resolver) = Resolver::new(&host, false, needed) else {
+    let options = crate::Options::default();
+    let Ok(resolver) = Resolver::new(&options, needed, &Default::default()) else {
         return 0;
     };
     let found = imports
