@@ -25,9 +25,12 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// Imported by the deps_* test libraries (exported from the test
 /// executable by `--export-dynamic-symbol=memdl_test_host_*`).
+///
+/// # Safety
+/// `event` is a NUL-terminated string.
 #[no_mangle]
 pub unsafe extern "C" fn memdl_test_host_trace(event: *const c_char) {
-    // SAFETY: the libraries pass string literals.
+    // SAFETY: the caller's promise (the libraries pass string literals).
     let event = unsafe { CStr::from_ptr(event) }
         .to_string_lossy()
         .into_owned();
