@@ -162,6 +162,11 @@ const DYLIBS: &[Dylib] = &[
     ),
     // std::call_once: libstdc++'s __once_callable/__once_call TLS.
     cpp_with("callonce", &["call_once.cpp"], &[]),
+    // Only imports: a GNU hash table that hashes nothing.
+    c("import_only", &["import_only.c"]),
+    // Two libraries defining the same STB_GNU_UNIQUE template static.
+    cpp_with("unique1", &["unique.cpp"], &[]),
+    cpp_with("unique2", &["unique.cpp"], &[]),
     // An interposer finding the next dlopen with dlvsym(RTLD_NEXT, ..).
     c("interposer", &["interposer.c"]),
     // Libraries that need one another (a needs b and c, b needs c), for

@@ -273,8 +273,11 @@ impl ElfImage {
         if dynamic.textrel {
             return Err(Error::TextRelocations);
         }
-        let symbols = SymbolTable::parse(&mem, &dynamic, limits)?;
+        let mut symbols = SymbolTable::parse(&mem, &dynamic, limits)?;
         let relocations = Relocations::parse(&mem, &dynamic, limits)?;
+        if symbols.size_unknown() {
+            symbols.cover(&mem, relocations.max_symbol().saturating_add(1), limits)?;
+        }
         let init = dynamic.init.map(|v| mem.code(v, "DT_INIT")).transpose()?;
         let fini_fn = dynamic
             .fini
@@ -853,6 +856,7 @@ impl Drop for ElfImage {
 
 impl Drop for Loaded {
     fn drop(&mut self) {
+        crate::unique::forget(self.range.0, self.range.1);
         if let Some(t) = self.fini {
             let addr = self.bias.wrapping_add(t.vaddr as usize);
             for i in (0..(t.size / 8) as usize).rev() {

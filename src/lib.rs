@@ -40,6 +40,7 @@ mod symbol;
 mod system;
 mod tls;
 mod tls_static;
+mod unique;
 mod unwind;
 
 pub use elf::Phdr as ProgramHeader;

@@ -15,7 +15,7 @@
 //! them once is most of the cost.
 
 use goblin::elf::dynamic::{DT_REL, DT_RELA};
-use goblin::elf::sym::{STB_WEAK, STT_GNU_IFUNC, STT_TLS};
+use goblin::elf::sym::{STB_GNU_UNIQUE, STB_WEAK, STT_GNU_IFUNC, STT_TLS};
 
 use crate::arch::{self, RelocKind};
 use crate::elf::dynamic::{Dynamic, Table};
@@ -160,6 +160,16 @@ impl Relocations {
             });
         }
         Ok(r)
+    }
+
+    /// The highest symbol index any relocation names.
+    pub fn max_symbol(&self) -> u32 {
+        let mut max = 0;
+        let _ = self.for_each_entry(|_, e| {
+            max = max.max(e.symbol);
+            Ok(())
+        });
+        max
     }
 
     /// Calls `f` with every REL/RELA entry in application order, numbered
@@ -396,7 +406,10 @@ impl SymbolValues<'_> {
         // The image's own plain definitions cost less to work out again
         // than to remember (SQLite's 1,300 PLT entries each name a
         // different one of its functions).
-        if sym.is_defined() && !matches!(sym.kind(), STT_TLS | STT_GNU_IFUNC) {
+        if sym.is_defined()
+            && !matches!(sym.kind(), STT_TLS | STT_GNU_IFUNC)
+            && sym.bind() != STB_GNU_UNIQUE
+        {
             return Ok(Resolved::Address(if sym.is_absolute() {
                 sym.value as usize
             } else {
@@ -439,6 +452,11 @@ impl SymbolValues<'_> {
             if sym.kind() == STT_GNU_IFUNC {
                 self.mem.code(sym.value, "ifunc resolver")?;
                 Resolved::Ifunc(value)
+            } else if sym.bind() == STB_GNU_UNIQUE {
+                let name = symbols.name(&sym)?;
+                Resolved::Address(crate::unique::bind(name, value, || {
+                    self.resolver.resolve(name, None)
+                }))
             } else {
                 Resolved::Address(value)
             }

@@ -6,7 +6,7 @@
 //! cheap index comparisons, never a system call or an allocation.
 
 use goblin::elf::section_header::{SHN_ABS, SHN_UNDEF};
-use goblin::elf::sym::{STB_GLOBAL, STB_GNU_UNIQUE, STB_WEAK, STV_DEFAULT, STV_PROTECTED};
+use goblin::elf::sym::{STB_GLOBAL, STB_GNU_UNIQUE, STB_WEAK, STT_TLS, STV_DEFAULT, STV_PROTECTED};
 
 use super::dynamic::Dynamic;
 use super::{read, Memory};
@@ -46,11 +46,14 @@ impl Sym {
     pub fn is_absolute(&self) -> bool {
         self.shndx == SHN_ABS as u16
     }
-    /// Defined, global or weak, and default or protected visibility.
+    /// Defined, global or weak, and default or protected visibility; and
+    /// with a value, unless absolute or thread-local: like glibc, a symbol
+    /// at value 0 is no definition (Rust dylibs' `rust_metadata_*`).
     fn is_exported(&self) -> bool {
         self.is_defined()
             && matches!(self.bind(), STB_GLOBAL | STB_WEAK | STB_GNU_UNIQUE)
             && matches!(self.visibility(), STV_DEFAULT | STV_PROTECTED)
+            && (self.value != 0 || self.is_absolute() || self.kind() == STT_TLS)
     }
 }
 
@@ -176,7 +179,13 @@ pub fn sysv_hash(name: &[u8]) -> u32 {
 #[derive(Clone, Debug)]
 pub struct SymbolTable {
     symtab: usize,
+    /// Symbols relocations may name (checked to lie in the table).
     count: u32,
+    /// Symbols the hash tables can answer (`count`, but for a GNU hash
+    /// table that hashes nothing: see [`SymbolTable::cover`]).
+    hashed: u32,
+    /// Set when the hash table tells nothing of the table's size.
+    size_unknown: bool,
     pub strings: Strings,
     gnu: Option<GnuHash>,
     sysv: Option<SysvHash>,
@@ -222,9 +231,14 @@ impl SymbolTable {
         };
         // The symbol count: nchain is it by definition; without DT_HASH it
         // is one past the last symbol any GNU hash chain reaches.
+        let mut size_unknown = false;
         let count = match (sysv, gnu) {
             (Some(h), _) => h.nchain,
-            (None, Some(g)) => gnu_symbol_count(mem, &g, limits)?,
+            (None, Some(g)) => {
+                let count = gnu_symbol_count(mem, &g, limits)?;
+                size_unknown = count.is_none();
+                count.unwrap_or(g.symoffset)
+            }
             (None, None) => {
                 return Err(Error::BadDynamic {
                     reason: "neither DT_GNU_HASH nor DT_HASH",
@@ -269,6 +283,8 @@ impl SymbolTable {
         Ok(SymbolTable {
             symtab,
             count,
+            hashed: count,
+            size_unknown,
             strings,
             gnu,
             sysv,
@@ -281,6 +297,39 @@ impl SymbolTable {
     /// Number of symbols.
     pub fn len(&self) -> u32 {
         self.count
+    }
+
+    /// Whether the hash table could not tell the table's size (see
+    /// [`SymbolTable::cover`]).
+    pub fn size_unknown(&self) -> bool {
+        self.size_unknown
+    }
+
+    /// Makes symbols up to `count` readable by index when the hash table
+    /// could not tell the table's size: a GNU hash table that hashes no
+    /// symbol (a library that only imports, such as a Python build's
+    /// `libpython3.so`) says nothing of the imports after its symbol
+    /// offset. The relocations name them, so their highest index bounds
+    /// the table; it is checked like any table before it is read. Lookups
+    /// still see only what the hash table answers.
+    pub fn cover(&mut self, mem: &Memory<'_>, count: u32, limits: &Limits) -> Result<()> {
+        if count <= self.count {
+            return Ok(());
+        }
+        if u64::from(count) > limits.max_symbols {
+            return Err(Error::LimitExceeded {
+                what: "dynamic symbols",
+                value: count.into(),
+                limit: limits.max_symbols,
+            });
+        }
+        let vaddr = (self.symtab - mem.bias) as u64;
+        mem.readonly_array("DT_SYMTAB", vaddr, count.into(), SYM_SIZE)?;
+        if let Some(v) = self.versym {
+            mem.readonly_array("DT_VERSYM", (v - mem.bias) as u64, count.into(), 2)?;
+        }
+        self.count = count;
+        Ok(())
     }
 
     /// Symbol `index`, or `None` past the end.
@@ -425,7 +474,7 @@ impl SymbolTable {
         if index < g.symoffset {
             return None;
         }
-        while index < self.count {
+        while index < self.hashed {
             // SAFETY: symoffset <= index < count, and the chain array covers
             // count - symoffset entries (checked at parse).
             let chain: u32 = unsafe { read(g.chains + (index - g.symoffset) as usize * 4) };
@@ -447,7 +496,7 @@ impl SymbolTable {
     /// at it, for zero-sized symbols), preferring exported ones.
     pub fn containing(&self, vaddr: u64) -> Option<(Sym, &[u8])> {
         let mut best: Option<Sym> = None;
-        for i in 1..self.count {
+        for i in 1..self.hashed {
             let Some(s) = self.get(i) else { break };
             if !s.is_defined() || s.is_absolute() || s.kind() == goblin::elf::sym::STT_TLS {
                 continue;
@@ -464,7 +513,7 @@ impl SymbolTable {
 
     /// Every exported, default-version symbol: (index, symbol, name).
     pub fn exports(&self) -> impl Iterator<Item = (u32, Sym, &[u8])> + '_ {
-        (1..self.count).filter_map(move |i| {
+        (1..self.hashed).filter_map(move |i| {
             let sym = self.get(i)?;
             if !self.visible(i, &sym, None) {
                 return None;
@@ -539,9 +588,10 @@ fn parse_gnu_hash(mem: &Memory<'_>, vaddr: u64) -> Result<GnuHash> {
 }
 
 /// Number of symbols implied by a GNU hash table: one past the end of the
-/// chain that starts at the highest bucket. Checks the chain array covers
-/// every symbol from `symoffset` to that count.
-fn gnu_symbol_count(mem: &Memory<'_>, g: &GnuHash, limits: &Limits) -> Result<u32> {
+/// chain that starts at the highest bucket (`None` when every bucket is
+/// empty: then it implies nothing). Checks the chain array covers every
+/// symbol from `symoffset` to that count.
+fn gnu_symbol_count(mem: &Memory<'_>, g: &GnuHash, limits: &Limits) -> Result<Option<u32>> {
     const T: &str = "DT_GNU_HASH";
     let mut last = 0u32;
     for b in 0..g.nbuckets as usize {
@@ -549,7 +599,7 @@ fn gnu_symbol_count(mem: &Memory<'_>, g: &GnuHash, limits: &Limits) -> Result<u3
         last = last.max(unsafe { read::<u32>(g.buckets + b * 4) });
     }
     if last == 0 {
-        return Ok(g.symoffset);
+        return Ok(None);
     }
     if last < g.symoffset {
         return Err(hash_error(T, "bucket below the symbol offset"));
@@ -567,7 +617,7 @@ fn gnu_symbol_count(mem: &Memory<'_>, g: &GnuHash, limits: &Limits) -> Result<u3
         // SAFETY: entries 0..=entry of the chain array were checked just above.
         let chain: u32 = unsafe { read(at) };
         if chain & 1 != 0 {
-            return Ok(last + 1);
+            return Ok(Some(last + 1));
         }
         last += 1;
     }
