@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use goblin::elf::dynamic::{DF_1_NODELETE, DF_STATIC_TLS};
-use goblin::elf::sym::{STT_GNU_IFUNC, STT_TLS};
+use goblin::elf::sym::{STB_GNU_UNIQUE, STT_GNU_IFUNC, STT_TLS};
 
 use crate::arch;
 use crate::elf::dynamic::{Dynamic, Table};
@@ -723,7 +723,9 @@ impl Loaded {
         self.exports.get_or_init(|| {
             ExportIndex::build(&self.symbols, |sym| match self.place(sym) {
                 Place::Fixed(addr) => Some(addr),
-                Place::ThreadLocal | Place::Ifunc(_) | Place::OutOfBounds => None,
+                Place::ThreadLocal | Place::Ifunc(_) | Place::Unique(_) | Place::OutOfBounds => {
+                    None
+                }
             })
         });
     }
@@ -756,6 +758,8 @@ impl Loaded {
         let addr = self.value_of(sym.value, false);
         if sym.kind() == STT_GNU_IFUNC {
             Place::Ifunc(addr)
+        } else if sym.bind() == STB_GNU_UNIQUE {
+            Place::Unique(addr)
         } else {
             Place::Fixed(addr)
         }
@@ -769,6 +773,7 @@ impl Loaded {
         };
         match self.place(sym) {
             Place::Fixed(addr) => Ok(addr),
+            Place::Unique(own) => Ok(crate::unique::definition(name).unwrap_or(own)),
             Place::OutOfBounds => Err(out_of_bounds()),
             Place::ThreadLocal => {
                 let own = self.tls.own.as_ref().ok_or_else(|| not_found(name))?;
@@ -820,6 +825,9 @@ enum Place {
     /// An ifunc: what its resolver (at this address) returns, asked anew
     /// at each lookup as `dlsym` does.
     Ifunc(usize),
+    /// `STB_GNU_UNIQUE` (defined here at this address): the process-wide
+    /// definition, which may be another object's.
+    Unique(usize),
     /// Outside every segment: an error.
     OutOfBounds,
 }

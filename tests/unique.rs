@@ -43,6 +43,14 @@ fn unique_symbols_have_one_definition_per_process() {
         let two = unsafe { ElfImage::load(&test_lib("unique2")) }.unwrap();
         assert_eq!(address(&one), address(&two));
         assert_eq!((bump(&one), bump(&two)), (2, 3));
+        // A lookup by name gives the shared definition too, as dlsym does.
+        let by_name = |lib: &ElfImage| {
+            // SAFETY: only the address is taken.
+            unsafe { lib.get::<*const c_int>("_ZN6HolderIiE5valueE") }
+                .unwrap()
+                .as_ptr() as usize
+        };
+        assert_eq!(by_name(&two), address(&one));
         drop(one);
         // SAFETY: as above. A third image after the first is gone binds to
         // the second's (still loaded) or its own, never to freed memory.
