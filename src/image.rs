@@ -30,7 +30,6 @@ use crate::reloc::{apply_deferred, Relocations};
 use crate::resolve::{NeededLibrary, Resolver};
 use crate::symbol::{lossy, Library, Symbol};
 use crate::tls::{ImageTls, OwnTls, TlsModule};
-use crate::tls_static::StaticTlsBlock;
 use crate::unwind::FrameRegistration;
 
 /// A shared object loaded by memdl's own loader.
@@ -312,39 +311,28 @@ impl ElfImage {
         };
         let resolver = Resolver::new(options, &needed_names, &search)?;
         let mut tls = ImageTls::default();
-        // The template of a block in static TLS is copied now, into the
-        // system loader's stub (see tls_static.rs).
-        let mut static_template = None;
+        let mut static_tls = None;
         if let Some(t) = layout.tls {
             let data = mem.table("PT_TLS", t.vaddr, t.filesz)?;
             // An empty block needs no static space: nothing to place.
-            tls.own = Some(if dynamic.flags & DF_STATIC_TLS != 0 && t.memsz > 0 {
-                // SAFETY: `mem.table` checked the template lies in a loaded
-                // segment, readable until the mapping is dropped.
-                let template =
-                    unsafe { std::slice::from_raw_parts(data as *const u8, t.filesz as usize) };
-                static_template = Some((template, template.to_vec()));
-                let first_byte = t.vaddr % t.align.max(1);
-                OwnTls::Static(StaticTlsBlock::new(template, t.memsz, t.align, first_byte)?)
+            if dynamic.flags & DF_STATIC_TLS != 0 && t.memsz > 0 {
+                // Placed once relocated: the system loader copies the
+                // template into every thread when it takes the block.
+                tls.static_pending = true;
+                static_tls = Some((data, t));
             } else {
-                OwnTls::Dynamic(TlsModule::register(
+                tls.own = Some(OwnTls::Dynamic(TlsModule::register(
                     data, t.filesz, t.memsz, t.align, t.vaddr,
-                )?)
-            });
+                )?));
+            }
         }
         let deferred = relocations.apply(&mem, &symbols, &resolver, &mut tls)?;
-        // Relocations written into the template after it was copied would
-        // be missing from every thread's static block.
-        if let Some((template, copied)) = static_template {
-            if template != copied.as_slice() {
-                return Err(Error::StaticTls {
-                    size: layout.tls.map_or(0, |t| t.memsz),
-                    align: layout.tls.map_or(0, |t| t.align),
-                    reason: "its TLS template is relocated, which a static block copied \
-                             before relocation cannot follow"
-                        .into(),
-                });
-            }
+        if let Some((data, t)) = static_tls {
+            // SAFETY: `mem.table` checked the template lies in a loaded
+            // segment, readable until the mapping is dropped.
+            let template =
+                unsafe { std::slice::from_raw_parts(data as *const u8, t.filesz as usize) };
+            tls.place_static(template, t.memsz, t.align, t.vaddr % t.align.max(1))?;
         }
         let needed = resolver.into_needed();
         // Init/fini arrays hold relocated pointers now: all must be code.

@@ -306,10 +306,21 @@ impl Relocations {
                                 _ if e.symbol == 0 => 0,
                                 _ => return Err(unsupported(index, e.r_type)),
                             };
+                            let offset = value.wrapping_add(addend);
+                            if tls.static_pending {
+                                if kind == RelocKind::TlsOffset {
+                                    // SAFETY: 8 bytes at `target` were checked above.
+                                    unsafe {
+                                        std::ptr::write_unaligned(target as *mut u64, offset)
+                                    };
+                                } else {
+                                    tls.waiting.push((target, kind, offset));
+                                }
+                                return Ok(());
+                            }
                             let own = tls.own.as_ref().ok_or(Error::BadDynamic {
                                 reason: "TLS relocation in an object without PT_TLS",
                             })?;
-                            let offset = value.wrapping_add(addend);
                             let tp = own.tp_offset().map(|t| t.wrapping_add(offset as i64));
                             (own.module(), offset, tp)
                         }
@@ -454,9 +465,20 @@ impl SymbolValues<'_> {
                 Resolved::Ifunc(value)
             } else if sym.bind() == STB_GNU_UNIQUE {
                 let name = symbols.name(&sym)?;
-                Resolved::Address(crate::unique::bind(name, value, || {
-                    self.resolver.resolve(name, None)
-                }))
+                // Whether this image's definition satisfies a reference
+                // requiring `version` (glibc's rule: an unversioned or
+                // global definition does; a named one only by that name).
+                let ndx = symbols.version_index(symbol) & 0x7fff;
+                let accepts = |version: Option<&[u8]>| {
+                    ndx <= 1 || version.is_none() || symbols.defined_version(ndx) == version
+                };
+                Resolved::Address(crate::unique::bind(
+                    name,
+                    value,
+                    || self.resolver.resolve_global(name),
+                    self.resolver.objects_added_before(),
+                    accepts,
+                ))
             } else {
                 Resolved::Address(value)
             }

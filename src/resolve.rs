@@ -336,6 +336,9 @@ pub struct Resolver<'a> {
     host: &'a HashMap<Vec<u8>, usize>,
     global_scope: bool,
     needed: Vec<NeededLibrary>,
+    /// The system loader's count of added objects before `needed` were
+    /// opened (for unique symbols: see `unique::bind`).
+    added_before: Option<u64>,
     /// The global-scope cache as it was when this load started, if it
     /// belongs to the current generation.
     cache: Option<Arc<ScopeCache>>,
@@ -354,7 +357,9 @@ impl<'a> Resolver<'a> {
         let host = &options.host_symbols;
         let deny_host_lookups = options.deny_host_lookups;
         let mut opened = Vec::with_capacity(needed.len());
-        if !deny_host_lookups {
+        let mut added_before = None;
+        if !deny_host_lookups && !needed.is_empty() {
+            added_before = Some(crate::unique::objects_added());
             let _scope = SupplyScope::enter();
             for name in needed {
                 opened.push(open_needed(name, options, search)?);
@@ -375,6 +380,7 @@ impl<'a> Resolver<'a> {
             host,
             global_scope: !deny_host_lookups,
             needed: opened,
+            added_before,
             cache,
             generation,
             learned: RefCell::new(Vec::new()),
@@ -459,6 +465,26 @@ impl<'a> Resolver<'a> {
             NeededLibrary::System(h) => Some(self.scoped(h.0, name, version)).filter(|&a| a != 0),
             NeededLibrary::Memdl(image) => image.export_address(name, version),
         })
+    }
+
+    /// A definition of `name` in the process's global scope (host symbols
+    /// first), for a unique symbol the image defines itself: the image
+    /// comes before its own dependencies in its lookup scope, so only a
+    /// definition found before it counts.
+    pub fn resolve_global(&self, name: &[u8]) -> Option<usize> {
+        if let Some(&addr) = self.host.get(name) {
+            return Some(addr);
+        }
+        if !self.global_scope {
+            return None;
+        }
+        Some(self.scoped(libc::RTLD_DEFAULT, name, None)).filter(|&a| a != 0)
+    }
+
+    /// How many objects the system loader had added before this load
+    /// opened its needed libraries (`None` if it opened none).
+    pub fn objects_added_before(&self) -> Option<u64> {
+        self.added_before
     }
 
     /// Resolves a thread-local import to its address in the calling

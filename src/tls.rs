@@ -160,6 +160,12 @@ impl OwnTls {
 pub struct ImageTls {
     /// The image's own block.
     pub own: Option<OwnTls>,
+    /// The own block goes to static TLS once the image is relocated (its
+    /// template may hold relocated pointers): until then, relocations
+    /// that need its module id or thread-pointer offset wait here.
+    pub static_pending: bool,
+    /// (target, what to write, offset in the block) of those relocations.
+    pub waiting: Vec<(usize, crate::arch::RelocKind, u64)>,
     /// Boxed: relocated GOT entries point at them, so they must not move
     /// when the Vec grows.
     #[allow(clippy::vec_box)]
@@ -174,6 +180,38 @@ impl ImageTls {
         let p: *const TlsIndex = &*b;
         self.descriptors.push(b);
         p
+    }
+
+    /// Places the own block in static TLS with the image's relocated
+    /// `template`, then writes the relocations that waited for it.
+    pub fn place_static(
+        &mut self,
+        template: &[u8],
+        memsz: u64,
+        align: u64,
+        first_byte: u64,
+    ) -> Result<()> {
+        use crate::arch::RelocKind;
+        let block = crate::tls_static::StaticTlsBlock::new(template, memsz, align, first_byte)?;
+        let (module, tp_offset) = (block.module, block.tp_offset);
+        self.own = Some(OwnTls::Static(block));
+        self.static_pending = false;
+        for (target, kind, offset) in std::mem::take(&mut self.waiting) {
+            let value = match kind {
+                RelocKind::TlsModule => module,
+                RelocKind::TlsTpOffset => tp_offset.wrapping_add(offset as i64) as u64,
+                _ => {
+                    let desc = self.descriptor(module, offset) as u64;
+                    // SAFETY: the relocation walk checked 16 bytes at
+                    // `target` lie in a writable segment, still writable.
+                    unsafe { std::ptr::write_unaligned((target + 8) as *mut u64, desc) };
+                    crate::arch::tlsdesc_dynamic as *const () as u64
+                }
+            };
+            // SAFETY: as above (8 bytes).
+            unsafe { std::ptr::write_unaligned(target as *mut u64, value) };
+        }
+        Ok(())
     }
 
     /// Live blocks of the image's dynamic TLS across all threads.

@@ -6,6 +6,7 @@
 //! `Args` struct and a `run` function.
 
 mod bench;
+mod check;
 mod compare;
 mod elfscan;
 mod extract;
@@ -42,6 +43,12 @@ enum Command {
     Extract(extract::Args),
     /// Time memdl against dlopen, the system backend and the floor (load, lookup, faults)
     Bench(bench::BenchArgs),
+    /// Load every shared object under the paths with both loaders (each in a child
+    /// process) and list the libraries where they disagree
+    Check(check::Args),
+    /// One child of `check` (internal)
+    #[command(hide = true)]
+    CheckOne(check::OneArgs),
 }
 
 /// Why a command failed.
@@ -85,6 +92,8 @@ fn main() -> ExitCode {
         Command::Compare(args) => compare::run(&args, &mut out),
         Command::Extract(args) => extract::run(&args, &mut out),
         Command::Bench(args) => bench::run(args).map_err(Failure::new),
+        Command::Check(args) => check::run(&args, &mut out),
+        Command::CheckOne(args) => check::run_one(&args),
     };
     let result = result.and_then(|()| out.flush().map_err(Failure::from));
     match result {
