@@ -177,18 +177,30 @@ pub enum Error {
         /// The type's name (`R_X86_64_...`), or "unknown".
         name: &'static str,
     },
-    /// The image uses the initial-exec (static) TLS model, which needs room
-    /// in every thread's static TLS area that only the system loader has.
-    #[error("static TLS (initial-exec model, {what}) is not supported; build with -ftls-model=global-dynamic")]
+    /// The image uses the initial-exec (static) TLS model and its block
+    /// could not be placed in the system loader's static TLS area (usually:
+    /// the surplus glibc keeps for `dlopen`, `glibc.rtld.optional_static_tls`,
+    /// is used up). Nothing of the image ran.
+    #[error("static TLS block of {size} bytes (alignment {align}) could not be placed: {reason}")]
     StaticTls {
-        /// What asked for it (`DF_STATIC_TLS`, or the relocation type).
-        what: &'static str,
+        /// The block's size (`PT_TLS` memory size).
+        size: u64,
+        /// Its alignment.
+        align: u64,
+        /// Why: the system loader's message, or what memdl found.
+        reason: String,
     },
-    /// The image imports a thread-local variable from another object.
-    #[error("imported thread-local symbol {name} is not supported")]
+    /// The image uses a thread-local variable of another module in a way
+    /// that module's TLS cannot serve: initial-exec access (`TPOFF64`,
+    /// `TLS_TPREL`) to a variable in dynamic TLS (a module `dlopen`ed
+    /// without `DF_STATIC_TLS`, or another memdl image), or a definition
+    /// found outside any module's TLS block.
+    #[error("thread-local symbol {name} of another module cannot be reached: {reason}")]
     ImportedTls {
-        /// The imported symbol.
+        /// The symbol.
         name: String,
+        /// Why.
+        reason: &'static str,
     },
     /// A feature of the file that this loader refuses.
     #[error("unsupported: {0}")]

@@ -43,8 +43,9 @@ impl ElfImage {
     /// the chain, publishes to the cache. Returns how many were found.
     #[doc(hidden)]
     pub fn __bench_resolve(needed: &[&[u8]], imports: &[(&[u8], Option<&[u8]>)]) -> usize {
-        let host = std::collections::HashMap::new();
-        let Ok(resolver) = crate::load::resolve::Resolver::new(&host, false, needed) else {
+        let options = crate::Options::default();
+        let search = Default::default();
+        let Ok(resolver) = crate::load::resolve::Resolver::new(&options, needed, &search) else {
             return 0;
         };
         let found = imports

@@ -40,7 +40,7 @@ mod system;
 
 pub use elf::Phdr as ProgramHeader;
 pub use error::{Error, Result};
-pub use options::{Limits, Options, SystemStrategy};
+pub use options::{Dependency, Limits, Options, SystemStrategy};
 pub use runtime::image::{ElfImage, Placement, SegmentInfo};
 pub use runtime::registry::{find_symbol, images, ImageInfo, SymbolInfo};
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]

@@ -94,6 +94,38 @@ pub struct Options {
     pub(crate) deny_host_lookups: bool,
     pub(crate) limits: Limits,
     pub(crate) system_strategy: SystemStrategy,
+    pub(crate) origin: Option<PathBuf>,
+    pub(crate) dependencies: Option<DependencyProvider>,
+}
+
+/// A `DT_NEEDED` library the caller supplies itself (see
+/// [`Options::dependencies`]).
+#[derive(Debug)]
+pub enum Dependency {
+    /// The library's bytes, loaded as by [`crate::ElfImage::load`].
+    Bytes(Vec<u8>),
+    /// `len` bytes at `offset` of a file, loaded as by
+    /// [`crate::ElfImage::load_fd`] (the file must not change while loaded).
+    File {
+        /// The file (a container holding the library, or the library).
+        file: std::sync::Arc<std::fs::File>,
+        /// Where the library starts in it.
+        offset: u64,
+        /// Its length.
+        len: u64,
+    },
+}
+
+type ProviderFn = dyn Fn(&str) -> Option<Dependency> + Send + Sync;
+
+/// The caller's answer to "where is `DT_NEEDED` library X?".
+#[derive(Clone)]
+pub(crate) struct DependencyProvider(pub(crate) std::sync::Arc<ProviderFn>);
+
+impl std::fmt::Debug for DependencyProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DependencyProvider")
+    }
 }
 
 impl Options {
@@ -125,6 +157,41 @@ impl Options {
     /// provide them with [`Options::symbol`] if the image may have them.
     pub fn deny_host_lookups(mut self) -> Self {
         self.deny_host_lookups = true;
+        self
+    }
+
+    /// The directory `$ORIGIN` stands for in the image's `DT_RUNPATH` and
+    /// `DT_RPATH`. Without it, an image loaded from a descriptor that
+    /// names a file gets that file's directory, and bytes get none (search
+    /// path entries with `$ORIGIN` are then skipped).
+    pub fn origin(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.origin = Some(dir.into());
+        self
+    }
+
+    /// Supplies `DT_NEEDED` libraries from memory: for each needed name
+    /// (say `libkernel_common.so`) `provider` is asked first; a
+    /// [`Dependency`] it returns is loaded by memdl's own loader (under
+    /// these options, so its own needs are asked for too), and `None`
+    /// sends the name on to the usual search. A container of libraries that
+    /// need one another thus loads from memory alone. Within one load each
+    /// supplied library is loaded once, however many of the libraries need
+    /// it, and they are dropped after the libraries that need them.
+    ///
+    /// ```no_run
+    /// # fn f(kernel: &[u8], common: Vec<u8>) -> Result<(), memdl::Error> {
+    /// let options = memdl::Options::new().dependencies(move |name| {
+    ///     (name == "libcommon.so").then(|| memdl::Dependency::Bytes(common.clone()))
+    /// });
+    /// // SAFETY: both libraries are trusted (their initialisers run).
+    /// let img = unsafe { options.load(kernel)? };
+    /// # Ok(()) }
+    /// ```
+    pub fn dependencies(
+        mut self,
+        provider: impl Fn(&str) -> Option<Dependency> + Send + Sync + 'static,
+    ) -> Self {
+        self.dependencies = Some(DependencyProvider(std::sync::Arc::new(provider)));
         self
     }
 

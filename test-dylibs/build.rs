@@ -150,7 +150,62 @@ const DYLIBS: &[Dylib] = &[
     c("tls_big", &["tls_big.c"]),
     // Initial-exec TLS written out by hand (TPOFF relocations), refused:
     // the one static-TLS library of tests/tls.rs and tests/aarch64.rs.
-    c("tlsie", &["tls_ie.c"]),
+    c("tlsie", &["tls_ie.c", "tls_ie_gd.c"]),
+    // More initial-exec TLS than glibc's static TLS surplus can hold.
+    c("tlsiebig", &["tls_ie_big.c"]),
+    // Thread-local variables of another module (libc's errno) in each
+    // model: initial exec, general dynamic, descriptors.
+    c("tlsimport", &["tls_import_ie.c"]),
+    c("tlsimport_gd", &["tls_import_gd.c"]),
+    c_with(
+        "tlsimport_desc",
+        &["tls_import_gd.c"],
+        &["-mtls-dialect=gnu2"],
+    ),
+    // std::call_once: libstdc++'s __once_callable/__once_call TLS.
+    cpp_with("callonce", &["call_once.cpp"], &[]),
+    // Only imports: a GNU hash table that hashes nothing.
+    c("import_only", &["import_only.c"]),
+    // Two libraries defining the same STB_GNU_UNIQUE template static.
+    cpp_with("unique1", &["unique.cpp"], &[]),
+    cpp_with("unique2", &["unique.cpp"], &[]),
+    // An interposer finding the next dlopen with dlvsym(RTLD_NEXT, ..).
+    c("interposer", &["interposer.c"]),
+    // Libraries that need one another (a needs b and c, b needs c), for
+    // dependencies supplied from memory and found through $ORIGIN. Each
+    // has DT_RUNPATH $ORIGIN (for the system loader's search of their own
+    // needs); deps_origin is deps_a with its needs in $ORIGIN/deps.
+    c_with(
+        "deps_c",
+        &["deps_c.c"],
+        &["-Wl,-rpath,$ORIGIN", "-Wl,--enable-new-dtags"],
+    ),
+    c_with(
+        "deps_b",
+        &["deps_b.c"],
+        &[
+            "-L{out}",
+            "-ldeps_c",
+            "-Wl,-rpath,$ORIGIN",
+            "-Wl,--enable-new-dtags",
+        ],
+    ),
+    c_with(
+        "deps_a",
+        &["deps_a.c"],
+        &["-L{out}", "-ldeps_b", "-ldeps_c"],
+    ),
+    c_with(
+        "deps_origin",
+        &["deps_a.c"],
+        &[
+            "-L{out}",
+            "-ldeps_b",
+            "-ldeps_c",
+            "-Wl,-rpath,$ORIGIN/deps",
+            "-Wl,--enable-new-dtags",
+        ],
+    ),
     // dladdr, dlsym, dlerror, dl_iterate_phdr called from loaded code.
     c_with("dlsvc", &["dlsvc.c"], &["-Wl,-soname,libdlsvc.so"]),
     // C++ runtime: static ctors/dtors, std containers, thread_local,
@@ -291,16 +346,19 @@ fn build(lib: &Dylib, src: &Path, out: &Path) {
     // gnu2 is x86's name for TLS descriptors; aarch64 calls them desc.
     let gcc = compiler.is_like_gnu();
     let flags = lib.flags.iter().filter_map(|&f| match f {
-        "-mtls-dialect=gnu2" if aarch64 => Some("-mtls-dialect=desc"),
+        "-mtls-dialect=gnu2" if aarch64 => Some("-mtls-dialect=desc".to_owned()),
         // GCC's option; clang never makes STB_GNU_UNIQUE symbols.
         "-fno-gnu-unique" if !gcc => None,
-        f => Some(f),
+        // Links against test libraries built before this one.
+        f => Some(f.replace("{out}", &out.display().to_string())),
     });
+    // Libraries after the sources: the compiler may link --as-needed.
+    let (libs, flags): (Vec<String>, Vec<String>) = flags.partition(|f| f.starts_with("-l"));
     cmd.args(COMMON).args(flags);
     for s in lib.sources {
         cmd.arg(src.join(s));
     }
-    cmd.arg("-o").arg(&output);
+    cmd.args(libs).arg("-o").arg(&output);
     let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("running {}: {e}", compiler.path().display()));

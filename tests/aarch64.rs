@@ -167,30 +167,6 @@ fn tls_works_in_every_dialect_on_both_backends() {
     }
 }
 
-#[test]
-fn static_tls_is_refused_by_memdl_and_works_in_the_system_loader() {
-    // test-dylibs/tls_ie.c, shared with tests/tls.rs.
-    let bytes = test_lib("tlsie");
-    // SAFETY: a trusted test or machine library (its initialisers run).
-    match unsafe { ElfImage::load(&bytes) } {
-        Err(Error::StaticTls { .. }) => {}
-        other => panic!("initial-exec TLS: {other:?}"),
-    }
-    // glibc places it in the surplus of its static TLS area if it fits,
-    // and says so when it does not.
-    // SAFETY: a trusted test or machine library (its initialisers run).
-    match unsafe { SystemImage::load(&bytes) } {
-        Ok(sys) => {
-            // SAFETY: int ie_next(void); ie_value starts at 5.
-            assert_eq!(unsafe { f::<IntFn, _>(&sys, "ie_next")() }, 6);
-        }
-        Err(Error::Dlopen { message }) => {
-            assert!(message.contains("static TLS"), "{message}");
-        }
-        Err(e) => panic!("{e}"),
-    }
-}
-
 /// What `tlsdesc_preserves` (test-dylibs/tls_regs_aarch64.S) stores: x2..x18,
 /// then q0..q31 as 64-bit halves.
 #[cfg(target_arch = "aarch64")]

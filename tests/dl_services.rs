@@ -315,3 +315,30 @@ fn find_symbol_and_images_for_rust_callers() {
         .iter()
         .any(|i| i.base == second.base_address()));
 }
+
+/// An interposer that defines `dlopen` and finds the next one with
+/// `dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.34")` in its constructor (as
+/// gprofng's libgp-collector.so does) gets the system's `dlopen` and can
+/// forward to it, as under the system loader.
+#[test]
+fn an_interposer_finds_the_next_definition_with_dlvsym() {
+    let _g = serial();
+    let bytes = test_lib("interposer");
+    type Found = unsafe extern "C" fn() -> c_int;
+    type Dlopen = unsafe extern "C" fn(*const c_char, c_int) -> *mut c_void;
+    // SAFETY: a trusted test library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
+    // SAFETY: a trusted test library (its initialisers run).
+    let sys = unsafe { SystemImage::load(&bytes) }.unwrap();
+    for found in [
+        sym::<Found>(&img, "found_next_dlopen"),
+        sym::<Found>(&sys, "found_next_dlopen"),
+    ] {
+        // SAFETY: int found_next_dlopen(void).
+        assert_eq!(unsafe { found() }, 1);
+    }
+    let dlopen: Dlopen = sym(&img, "dlopen");
+    // SAFETY: the interposer's dlopen forwards to the system's; the main
+    // program's handle needs no dlclose.
+    assert!(!unsafe { dlopen(std::ptr::null(), libc::RTLD_NOW) }.is_null());
+}

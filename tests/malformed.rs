@@ -967,15 +967,15 @@ fn more_cases() -> Vec<Case> {
                 let rel = e.rela_of_type(DT_RELA, DT_RELASZ, R_RELATIVE);
                 e.set32(rel + 8, R_TPOFF);
             }
-            => Error::StaticTls { .. }
+            => Error::BadDynamic { reason: "TLS relocation in an object without PT_TLS" }
         ),
         case!(
-            "DF_STATIC_TLS",
+            "DF_STATIC_TLS block beyond the static TLS surplus",
             |e| {
-                e.make_tls(PT_GNU_STACK, 0, 0, 16);
+                e.make_tls(PT_GNU_STACK, 0, 0, 8 << 20);
                 e.retag(DT_PLTGOT, DT_FLAGS, DF_STATIC_TLS);
             }
-            => Error::StaticTls { what: "DF_STATIC_TLS" }
+            => Error::StaticTls { size: 0x80_0000, .. }
         ),
         case!(
             "DT_INIT_ARRAYSZ not a multiple of 8",

@@ -6,6 +6,7 @@
 //! `Args` struct and a `run` function.
 
 mod bench;
+mod check;
 mod compare;
 mod elfscan;
 mod extract;
@@ -45,6 +46,12 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run a program with its dlopen calls loaded by memdl (LD_PRELOAD)
     Run(run::Args),
+    /// Load every shared object under the paths with both loaders (each in a child
+    /// process) and list the libraries where they disagree
+    Check(check::Args),
+    /// One child of `check` (internal)
+    #[command(hide = true)]
+    CheckOne(check::OneArgs),
 }
 
 /// Why a command failed.
@@ -89,6 +96,8 @@ fn main() -> ExitCode {
         Command::Extract(args) => extract::run(&args, &mut out),
         Command::Bench(args) => bench::run(args).map_err(Failure::new),
         Command::Run(args) => run::run(&args),
+        Command::Check(args) => check::run(&args, &mut out),
+        Command::CheckOne(args) => check::run_one(&args),
     };
     let result = result.and_then(|()| out.flush().map_err(Failure::from));
     match result {
@@ -112,7 +121,7 @@ fn argument_error(e: clap::Error) -> ExitCode {
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
             let _ = writeln!(
                 io::stderr(),
-                "memdl: a subcommand is needed: inspect, compare, extract, bench or run (see memdl --help)"
+                "memdl: a subcommand is needed: inspect, compare, extract, bench, check or run (see memdl --help)"
             );
             ExitCode::FAILURE
         }

@@ -77,14 +77,9 @@ const PYENV_PYTHON: &str = "/root/.pyenv/versions/3.11.7/bin/python3.11";
 /// refusal that causes it (the log must show that refusal, and the result
 /// may only go from pass to skipped): (test id suffix, library, reason).
 const KNOWN: &[(&str, &str, &str)] = &[
-    // ctypes' OpenGL test opens libGL.so.1 (libglvnd), which imports
-    // libGLdispatch's thread-local _glapi_tls_Current: TLS of another
-    // module is refused until issue 12; the test then skips.
-    (
-        "Test_OpenGL_libs.test_gl",
-        "libGL.so.1",
-        "imported thread-local symbol",
-    ),
+    // None now. (ctypes' OpenGL test, whose libGL.so.1 imports
+    // libGLdispatch's thread-local _glapi_tls_Current, was one until TLS
+    // of other modules was supported: issue 12.)
 ];
 
 fn has_test_suite(python: &Path) -> bool {

@@ -7,6 +7,9 @@ use super::RelocKind;
 /// `EM_X86_64`.
 pub const EM_CURRENT: u16 = goblin::elf::header::EM_X86_64;
 
+/// The initial-exec TLS relocation (offset from the thread pointer).
+pub const R_TLS_TPOFF: u32 = R_X86_64_TPOFF64;
+
 /// The psABI meaning of each dynamic relocation type.
 pub fn classify(r_type: u32) -> RelocKind {
     match r_type {

@@ -24,6 +24,9 @@ pub struct Dynamic {
     /// `DT_NEEDED` string-table offsets, in order.
     pub needed: Vec<u64>,
     pub soname: Option<u64>,
+    /// `DT_RUNPATH` and `DT_RPATH` string-table offsets.
+    pub runpath: Option<u64>,
+    pub rpath: Option<u64>,
     pub strtab: Option<u64>,
     pub strsz: u64,
     pub symtab: Option<u64>,
@@ -92,6 +95,8 @@ impl Dynamic {
                     d.needed.push(val);
                 }
                 DT_SONAME => d.soname = Some(val),
+                DT_RUNPATH => d.runpath = Some(val),
+                DT_RPATH => d.rpath = Some(val),
                 DT_STRTAB => set(&mut d.strtab, val, "DT_STRTAB appears twice")?,
                 DT_STRSZ => d.strsz = val,
                 DT_SYMTAB => set(&mut d.symtab, val, "DT_SYMTAB appears twice")?,

@@ -6,7 +6,7 @@
 //! cheap index comparisons, never a system call or an allocation.
 
 use goblin::elf::section_header::{SHN_ABS, SHN_UNDEF};
-use goblin::elf::sym::{STB_GLOBAL, STB_GNU_UNIQUE, STB_WEAK, STV_DEFAULT, STV_PROTECTED};
+use goblin::elf::sym::{STB_GLOBAL, STB_GNU_UNIQUE, STB_WEAK, STT_TLS, STV_DEFAULT, STV_PROTECTED};
 
 use super::dynamic::Dynamic;
 use super::records::{Verdaux, Verdef, Vernaux, Verneed};
@@ -49,11 +49,14 @@ impl Sym {
     pub fn is_absolute(&self) -> bool {
         self.shndx == SHN_ABS as u16
     }
-    /// Defined, global or weak, and default or protected visibility.
+    /// Defined, global or weak, and default or protected visibility; and
+    /// with a value, unless absolute or thread-local: like glibc, a symbol
+    /// at value 0 is no definition (Rust dylibs' `rust_metadata_*`).
     fn is_exported(&self) -> bool {
         self.is_defined()
             && matches!(self.bind(), STB_GLOBAL | STB_WEAK | STB_GNU_UNIQUE)
             && matches!(self.visibility(), STV_DEFAULT | STV_PROTECTED)
+            && (self.value != 0 || self.is_absolute() || self.kind() == STT_TLS)
     }
 }
 
@@ -164,7 +167,14 @@ pub fn sysv_hash(name: &[u8]) -> u32 {
 #[derive(Clone, Debug)]
 pub struct SymbolTable {
     symtab: Array<Sym>,
+    /// Symbols relocations may name (checked to lie in the table).
     count: u32,
+    /// Symbols the hash tables can answer (`count`, but for a GNU hash
+    /// table that hashes nothing: see [`SymbolTable::cover`]).
+    hashed: u32,
+    /// Where the symbol and version tables start, when the hash table told
+    /// nothing of their size (see [`SymbolTable::cover`]).
+    size_unknown: Option<(u64, Option<u64>)>,
     pub strings: Strings,
     gnu: Option<GnuHash>,
     sysv: Option<SysvHash>,
@@ -209,9 +219,16 @@ impl SymbolTable {
         };
         // The symbol count: nchain is it by definition; without DT_HASH it
         // is one past the last symbol any GNU hash chain reaches.
-        let count = match (sysv, gnu) {
+        let mut size_unknown = None;
+        let count = match (sysv, &gnu) {
             (Some(h), _) => h.nchain,
-            (None, Some(g)) => gnu_symbol_count(mem, &g, limits)?,
+            (None, Some(g)) => {
+                let count = gnu_symbol_count(mem, g, limits)?;
+                if count.is_none() {
+                    size_unknown = Some((symtab_vaddr, dynamic.versym));
+                }
+                count.unwrap_or(g.symoffset)
+            }
             (None, None) => {
                 return Err(Error::BadDynamic {
                     reason: "neither DT_GNU_HASH nor DT_HASH",
@@ -255,6 +272,8 @@ impl SymbolTable {
         Ok(SymbolTable {
             symtab,
             count,
+            hashed: count,
+            size_unknown,
             strings,
             gnu,
             sysv,
@@ -267,6 +286,41 @@ impl SymbolTable {
     /// Number of symbols.
     pub fn len(&self) -> u32 {
         self.count
+    }
+
+    /// Whether the hash table could not tell the table's size (see
+    /// [`SymbolTable::cover`]).
+    pub fn size_unknown(&self) -> bool {
+        self.size_unknown.is_some()
+    }
+
+    /// Makes symbols up to `count` readable by index when the hash table
+    /// could not tell the table's size: a GNU hash table that hashes no
+    /// symbol (a library that only imports, such as a Python build's
+    /// `libpython3.so`) says nothing of the imports after its symbol
+    /// offset. The relocations name them, so their highest index bounds
+    /// the table; it is checked like any table before it is read. Lookups
+    /// still see only what the hash table answers.
+    pub fn cover(&mut self, mem: &Memory<'_>, count: u32, limits: &Limits) -> Result<()> {
+        let Some((symtab, versym)) = self.size_unknown else {
+            return Ok(());
+        };
+        if count <= self.count {
+            return Ok(());
+        }
+        if u64::from(count) > limits.max_symbols {
+            return Err(Error::LimitExceeded {
+                what: "dynamic symbols",
+                value: count.into(),
+                limit: limits.max_symbols,
+            });
+        }
+        self.symtab = mem.readonly_array("DT_SYMTAB", symtab, count.into())?;
+        if let Some(v) = versym {
+            self.versym = Some(mem.readonly_array("DT_VERSYM", v, count.into())?);
+        }
+        self.count = count;
+        Ok(())
     }
 
     /// Symbol `index`, or `None` past the end.
@@ -392,9 +446,9 @@ impl SymbolTable {
         if index < g.symoffset {
             return None;
         }
-        while index < self.count {
-            // symoffset <= index < count, and the chain array covers
-            // count - symoffset entries: always present.
+        while index < self.hashed {
+            // symoffset <= index < hashed, and the chain array covers
+            // hashed - symoffset entries: always present.
             let chain = g.chains.get((index - g.symoffset) as usize)?;
             *work = work.saturating_add(1);
             if chain | 1 == h | 1 {
@@ -414,7 +468,7 @@ impl SymbolTable {
     /// at it, for zero-sized symbols), preferring exported ones.
     pub fn containing(&self, vaddr: u64) -> Option<(Sym, &[u8])> {
         let mut best: Option<Sym> = None;
-        for i in 1..self.count {
+        for i in 1..self.hashed {
             let Some(s) = self.get(i) else { break };
             if !s.is_defined() || s.is_absolute() || s.kind() == goblin::elf::sym::STT_TLS {
                 continue;
@@ -431,7 +485,7 @@ impl SymbolTable {
 
     /// Every exported, default-version symbol: (index, symbol, name).
     pub fn exports(&self) -> impl Iterator<Item = (u32, Sym, &[u8])> + '_ {
-        (1..self.count).filter_map(move |i| {
+        (1..self.hashed).filter_map(move |i| {
             let sym = self.get(i)?;
             if !self.visible(i, &sym, None) {
                 return None;
@@ -504,13 +558,14 @@ fn parse_gnu_hash(mem: &Memory<'_>, vaddr: u64) -> Result<GnuHash> {
 }
 
 /// Number of symbols implied by a GNU hash table: one past the end of the
-/// chain that starts at the highest bucket. Checks the chain array covers
-/// every symbol from `symoffset` to that count.
-fn gnu_symbol_count(mem: &Memory<'_>, g: &GnuHash, limits: &Limits) -> Result<u32> {
+/// chain that starts at the highest bucket (`None` when every bucket is
+/// empty: then it implies nothing). Checks the chain array covers every
+/// symbol from `symoffset` to that count.
+fn gnu_symbol_count(mem: &Memory<'_>, g: &GnuHash, limits: &Limits) -> Result<Option<u32>> {
     const T: &str = "DT_GNU_HASH";
     let mut last = g.buckets.iter().max().unwrap_or(0);
     if last == 0 {
-        return Ok(g.symoffset);
+        return Ok(None);
     }
     if last < g.symoffset {
         return Err(hash_error(T, "bucket below the symbol offset"));
@@ -529,7 +584,7 @@ fn gnu_symbol_count(mem: &Memory<'_>, g: &GnuHash, limits: &Limits) -> Result<u3
             return Err(hash_error(T, "chain past the end"));
         };
         if chain & 1 != 0 {
-            return Ok(last + 1);
+            return Ok(Some(last + 1));
         }
         last += 1;
     }

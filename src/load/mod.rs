@@ -13,6 +13,7 @@
 mod place;
 pub(crate) mod reloc;
 pub(crate) mod resolve;
+pub(crate) mod search;
 
 use std::ffi::CString;
 use std::os::fd::AsFd;
@@ -31,12 +32,13 @@ use crate::options::Options;
 use crate::runtime::image::{ElfImage, Linked, Placement};
 use crate::runtime::init::{call_init, process_args};
 use crate::runtime::needed::NeededLibrary;
-use crate::runtime::tls::TlsModule;
+use crate::runtime::tls::{ImageTls, OwnTls, TlsModule};
 use crate::runtime::unwind::FrameRegistration;
 use crate::symbol::lossy;
 use place::{already_protected, place_copies, place_from_file, LoadInFlight, Placed, Source};
 use reloc::{Deferred, Relocations};
 use resolve::Resolver;
+use search::SearchPaths;
 
 impl ElfImage {
     /// Loads an ELF shared object from `bytes` with default [`Options`].
@@ -236,7 +238,7 @@ fn link(
     let resolver = load.bind_imports(&tables)?;
     let mut tls = load.register_tls(&tables.dynamic)?;
     let targets = load.targets();
-    let deferred = load.relocate(&targets, &tables, &resolver, tls.as_mut())?;
+    let deferred = load.relocate(&targets, &tables, &resolver, &mut tls)?;
     let needed = resolver.into_needed();
     // Without ifunc resolvers to run first, RELRO is sealed in the same
     // pass as the final protections (usually merged with the read-only
@@ -289,8 +291,11 @@ impl Load<'_> {
         if dynamic.textrel {
             return Err(Error::TextRelocations);
         }
-        let symbols = SymbolTable::parse(&mem, &dynamic, limits)?;
+        let mut symbols = SymbolTable::parse(&mem, &dynamic, limits)?;
         let relocations = Relocations::parse(&mem, &dynamic, limits)?;
+        if symbols.size_unknown() {
+            symbols.cover(&mem, relocations.max_symbol().saturating_add(1), limits)?;
+        }
         let init = dynamic.init.map(|v| mem.code(v, "DT_INIT")).transpose()?;
         let fini = dynamic
             .fini
@@ -310,52 +315,94 @@ impl Load<'_> {
     }
 
     /// The resolver chain imports are bound through; opens the `DT_NEEDED`
-    /// libraries (unless host lookups are denied).
+    /// libraries (unless host lookups are denied), found through the
+    /// image's `DT_RPATH`/`DT_RUNPATH` (see `search.rs`).
     fn bind_imports(&self, tables: &Tables) -> Result<Resolver<'_>> {
+        let strings = &tables.symbols.strings;
         let needed_names = tables
             .dynamic
             .needed
             .iter()
-            .map(|&o| tables.symbols.strings.get(o))
+            .map(|&o| strings.get(o))
             .collect::<Result<Vec<_>>>()?;
-        Resolver::new(
-            &self.options.host_symbols,
-            self.options.deny_host_lookups,
-            &needed_names,
-        )
+        let path_list = |offset: Option<u64>| offset.map(|o| strings.get(o)).transpose();
+        let (runpath, rpath) = (
+            path_list(tables.dynamic.runpath)?,
+            path_list(tables.dynamic.rpath)?,
+        );
+        // `$ORIGIN` is only worked out when a search path uses it.
+        let uses_origin = [runpath, rpath]
+            .iter()
+            .flatten()
+            .any(|p| p.windows(7).any(|w| w == b"$ORIGIN" || w == b"{ORIGIN"));
+        let origin = match (&self.options.origin, self.source) {
+            (Some(dir), _) => Some(dir.clone()),
+            (None, Source::File { fd, .. }) if uses_origin && !needed_names.is_empty() => {
+                search::origin_of_fd(fd)
+            }
+            _ => None,
+        };
+        let search = SearchPaths {
+            origin: origin.as_deref(),
+            runpath,
+            rpath,
+        };
+        Resolver::new(self.options, &needed_names, &search)
     }
 
-    /// The image's thread-local storage (`PT_TLS`), registered as a module.
-    fn register_tls(&self, dynamic: &Dynamic) -> Result<Option<TlsModule>> {
+    /// The image's thread-local storage (`PT_TLS`): a module of memdl's
+    /// dynamic TLS, or (`DF_STATIC_TLS`: initial-exec code) a block the
+    /// system loader places in static TLS once the image is relocated.
+    fn register_tls(&self, dynamic: &Dynamic) -> Result<ImageTls> {
+        let mut tls = ImageTls::default();
         let Some(t) = self.layout.tls else {
-            return Ok(None);
+            return Ok(tls);
         };
-        if dynamic.flags & DF_STATIC_TLS != 0 {
-            return Err(Error::StaticTls {
-                what: "DF_STATIC_TLS",
-            });
-        }
         let data = self.memory().table("PT_TLS", t.vaddr, t.filesz)?;
-        TlsModule::register(data.addr(), t.filesz, t.memsz, t.align, t.vaddr).map(Some)
+        // An empty block needs no static space: nothing to place.
+        if dynamic.flags & DF_STATIC_TLS != 0 && t.memsz > 0 {
+            tls.static_pending = true;
+        } else {
+            let module = TlsModule::register(data.addr(), t.filesz, t.memsz, t.align, t.vaddr)?;
+            tls.own = Some(OwnTls::Dynamic(module));
+        }
+        Ok(tls)
     }
 
     /// Applies every relocation that needs none of the library's code;
-    /// returns those that wait for an ifunc resolver. The init/fini arrays
-    /// hold relocated pointers afterwards: all must be the image's code.
+    /// returns those that wait for an ifunc resolver. A static TLS block is
+    /// placed now, from the relocated template (the system loader copies
+    /// it into every thread), and the relocations that need it written.
+    /// The init/fini arrays hold relocated pointers afterwards: all must be
+    /// the image's code.
     fn relocate<'t>(
         &self,
         targets: &'t Targets<'_>,
         tables: &Tables,
         resolver: &Resolver<'_>,
-        tls: Option<&mut TlsModule>,
+        tls: &mut ImageTls,
     ) -> Result<Vec<Deferred<'t>>> {
         let mem = self.memory();
-        let deferred = tables
+        let applied = tables
             .relocations
             .apply(&mem, targets, &tables.symbols, resolver, tls)?;
+        if let (true, Some(t)) = (tls.static_pending, self.layout.tls) {
+            let template = mem.table("PT_TLS", t.vaddr, t.filesz)?;
+            let first_byte = t.vaddr % t.align.max(1);
+            let block = crate::runtime::tls_static::StaticTlsBlock::new(
+                template.bytes(),
+                t.memsz,
+                t.align,
+                first_byte,
+            )?;
+            let (module, tp_offset) = (block.module, block.tp_offset);
+            tls.own = Some(OwnTls::Static(block));
+            tls.static_pending = false;
+            reloc::apply_static_tls(&applied.static_tls, tls, module, tp_offset);
+        }
         check_function_array(&mem, tables.init_array)?;
         check_function_array(&mem, tables.fini_array)?;
-        Ok(deferred)
+        Ok(applied.ifuncs)
     }
 
     /// `PT_GNU_RELRO`'s whole pages, if it has any.
@@ -436,7 +483,7 @@ impl Load<'_> {
         self,
         tables: Tables,
         frames: Option<FrameRegistration>,
-        tls: Option<TlsModule>,
+        tls: ImageTls,
         needed: Vec<NeededLibrary>,
     ) -> ElfImage {
         let start = self.bias.wrapping_add(self.layout.span_start as usize);

@@ -15,7 +15,7 @@
 //! them once is most of the cost.
 
 use goblin::elf::dynamic::{DT_REL, DT_RELA};
-use goblin::elf::sym::{STB_WEAK, STT_GNU_IFUNC, STT_TLS};
+use goblin::elf::sym::{STB_GNU_UNIQUE, STB_WEAK, STT_GNU_IFUNC, STT_TLS};
 
 use crate::arch::{self, RelocKind};
 use crate::elf::dynamic::{Dynamic, Table};
@@ -24,9 +24,10 @@ use crate::elf::symbols::SymbolTable;
 use crate::elf::view::{Array, Pod, Target, Targets};
 use crate::elf::Memory;
 use crate::error::{Error, Result};
-use crate::load::resolve::Resolver;
+use crate::load::resolve::{Resolver, TlsDefinition};
 use crate::options::Limits;
-use crate::runtime::tls::TlsModule;
+use crate::runtime::tls::ImageTls;
+use crate::runtime::tls_static::ForeignTls;
 use crate::symbol::lossy;
 
 /// A validated relocation table.
@@ -81,6 +82,29 @@ pub enum Resolved {
     Ifunc(usize),
     /// A thread-local symbol of the image: its offset in the TLS block.
     Tls(u64),
+    /// A thread-local symbol of another module.
+    ForeignTls(ForeignTls),
+}
+
+/// A relocation that needs the image's own TLS block after it is placed in
+/// static TLS (its module id, its thread-pointer offset, a descriptor):
+/// the block is placed once the image is relocated (its template may hold
+/// relocated pointers), so these are written after the walk.
+#[derive(Clone, Copy, Debug)]
+pub struct WaitingTls<'t> {
+    pub target: Target<'t>,
+    pub kind: RelocKind,
+    /// The variable's offset in the block.
+    pub offset: u64,
+}
+
+/// What the walk leaves for later phases.
+#[derive(Debug, Default)]
+pub struct Applied<'t> {
+    /// Relocations waiting for their ifunc resolver.
+    pub ifuncs: Vec<Deferred<'t>>,
+    /// Relocations waiting for the image's static TLS block.
+    pub static_tls: Vec<WaitingTls<'t>>,
 }
 
 /// A relocation that waits for an ifunc resolver: `*target = resolver() + addend`.
@@ -161,6 +185,16 @@ impl Relocations {
         Ok(r)
     }
 
+    /// The highest symbol index any relocation names.
+    pub fn max_symbol(&self) -> u32 {
+        let mut max = 0;
+        let _ = self.for_each_entry(|_, e| {
+            max = max.max(e.symbol);
+            Ok(())
+        });
+        max
+    }
+
     /// Calls `f` with every REL/RELA entry in application order, numbered
     /// across tables; stops at the first error.
     fn for_each_entry(&self, mut f: impl FnMut(usize, Entry) -> Result<()>) -> Result<()> {
@@ -179,16 +213,16 @@ impl Relocations {
     /// Resolves the symbols the relocations name, through the image
     /// itself first and then the resolver chain, and writes every
     /// relocation that needs no library code to run. Returns the
-    /// relocations that wait for an ifunc resolver, or every missing strong
-    /// import in one error.
+    /// relocations that wait for an ifunc resolver or for the image's
+    /// static TLS block, or every missing strong import in one error.
     pub fn apply<'t>(
         &self,
         mem: &Memory<'_>,
         targets: &'t Targets<'_>,
         symbols: &SymbolTable,
         resolver: &Resolver<'_>,
-        mut tls: Option<&mut TlsModule>,
-    ) -> Result<Vec<Deferred<'t>>> {
+        tls: &mut ImageTls,
+    ) -> Result<Applied<'t>> {
         if let Some(relr) = self.relr {
             apply_relr(targets, relr, self.tables.iter().map(|t| t.len()).sum())?;
         }
@@ -201,6 +235,7 @@ impl Relocations {
             resolver,
         };
         let mut deferred = Vec::new();
+        let mut waiting = Vec::new();
         self.for_each_entry(|index, e| {
             let kind = arch::classify(e.r_type);
             if kind == RelocKind::Relative {
@@ -248,44 +283,80 @@ impl Relocations {
                     Resolved::Address(s),
                 ) => (s as u64).wrapping_add(addend),
                 (RelocKind::Slot { with_addend: false }, Resolved::Address(s)) => s as u64,
-                (RelocKind::TlsTpOffset, _) => {
-                    return Err(Error::StaticTls {
-                        what: arch::relocation_name(e.r_type),
-                    })
-                }
-                (RelocKind::TlsModule | RelocKind::TlsOffset | RelocKind::TlsDesc, sym) => {
-                    let module = tls.as_deref_mut().ok_or(Error::BadDynamic {
-                        reason: "TLS relocation in an object without PT_TLS",
-                    })?;
-                    let offset = match sym {
-                        Resolved::Tls(value) => value.wrapping_add(addend),
-                        _ if e.symbol == 0 => addend,
-                        _ => {
-                            return Err(Error::UnsupportedRelocation {
-                                index,
-                                r_type: e.r_type,
-                                name: arch::relocation_name(e.r_type),
-                            })
+                (
+                    RelocKind::TlsModule
+                    | RelocKind::TlsOffset
+                    | RelocKind::TlsTpOffset
+                    | RelocKind::TlsDesc,
+                    sym,
+                ) => {
+                    // The variable: its module, its offset in that module's
+                    // block and, for a block in static TLS, its offset from
+                    // the thread pointer.
+                    let (module, offset, tp_offset) = match sym {
+                        Resolved::ForeignTls(f) => (
+                            f.module,
+                            f.offset.wrapping_add(addend),
+                            f.tp_offset.map(|t| t.wrapping_add(addend as i64)),
+                        ),
+                        Resolved::Tls(_) | Resolved::Address(0) => {
+                            let value = match sym {
+                                Resolved::Tls(value) => value,
+                                _ if e.symbol == 0 => 0,
+                                _ => return Err(unsupported(index, e.r_type)),
+                            };
+                            let offset = value.wrapping_add(addend);
+                            if tls.static_pending {
+                                if kind == RelocKind::TlsOffset {
+                                    target.write(0, offset);
+                                } else {
+                                    waiting.push(WaitingTls {
+                                        target,
+                                        kind,
+                                        offset,
+                                    });
+                                }
+                                return Ok(());
+                            }
+                            let own = tls.own.as_ref().ok_or(Error::BadDynamic {
+                                reason: "TLS relocation in an object without PT_TLS",
+                            })?;
+                            let tp = own.tp_offset().map(|t| t.wrapping_add(offset as i64));
+                            (own.module(), offset, tp)
                         }
+                        _ => return Err(unsupported(index, e.r_type)),
                     };
                     match kind {
-                        RelocKind::TlsModule => module.id(),
+                        RelocKind::TlsModule => module,
                         RelocKind::TlsOffset => offset,
+                        RelocKind::TlsTpOffset => match tp_offset {
+                            Some(tp) => tp as u64,
+                            None if matches!(sym, Resolved::ForeignTls(_)) => {
+                                return Err(Error::ImportedTls {
+                                    name: symbol_values.name_of(e.symbol),
+                                    reason: "initial-exec access to a variable in dynamic TLS",
+                                })
+                            }
+                            None => {
+                                return Err(Error::StaticTls {
+                                    size: 0,
+                                    align: 0,
+                                    reason: format!(
+                                        "{} without DF_STATIC_TLS",
+                                        arch::relocation_name(e.r_type)
+                                    ),
+                                })
+                            }
+                        },
                         _ => {
                             arch::prepare_tls_descriptors()?;
-                            let desc = module.descriptor(offset) as u64;
+                            let desc = tls.descriptor(module, offset) as u64;
                             target.write(1, desc);
                             arch::tlsdesc_dynamic as *const () as u64
                         }
                     }
                 }
-                (RelocKind::Unsupported, _) | (_, _) => {
-                    return Err(Error::UnsupportedRelocation {
-                        index,
-                        r_type: e.r_type,
-                        name: arch::relocation_name(e.r_type),
-                    })
-                }
+                (RelocKind::Unsupported, _) | (_, _) => return Err(unsupported(index, e.r_type)),
             };
             target.write(0, value);
             Ok(())
@@ -295,8 +366,50 @@ impl Relocations {
                 names: symbol_values.missing,
             });
         }
-        Ok(deferred)
+        Ok(Applied {
+            ifuncs: deferred,
+            static_tls: waiting,
+        })
     }
+}
+
+/// Writes the relocations that waited for the image's static TLS block,
+/// now at `tp_offset` from the thread pointer as module `module`.
+pub fn apply_static_tls(
+    waiting: &[WaitingTls<'_>],
+    tls: &mut ImageTls,
+    module: u64,
+    tp_offset: i64,
+) {
+    for w in waiting {
+        let value = match w.kind {
+            RelocKind::TlsModule => module,
+            RelocKind::TlsTpOffset => tp_offset.wrapping_add(w.offset as i64) as u64,
+            _ => {
+                w.target.write(1, tls.descriptor(module, w.offset) as u64);
+                arch::tlsdesc_dynamic as *const () as u64
+            }
+        };
+        w.target.write(0, value);
+    }
+}
+
+fn unsupported(index: usize, r_type: u32) -> Error {
+    Error::UnsupportedRelocation {
+        index,
+        r_type,
+        name: arch::relocation_name(r_type),
+    }
+}
+
+/// `name` or `name@version`, for errors.
+fn full_name(name: &[u8], version: Option<&[u8]>) -> String {
+    let mut full = lossy(name);
+    if let Some(v) = version {
+        full.push('@');
+        full.push_str(&lossy(v));
+    }
+    full
 }
 
 /// What each symbol relocations name resolves to, found on first use.
@@ -311,6 +424,14 @@ struct SymbolValues<'a> {
 }
 
 impl SymbolValues<'_> {
+    /// Symbol `symbol`'s name, for errors.
+    fn name_of(&self, symbol: u32) -> String {
+        self.symbols
+            .get(symbol)
+            .and_then(|s| self.symbols.name(&s).ok())
+            .map_or_else(|| format!("#{symbol}"), lossy)
+    }
+
     /// Symbol `symbol`, named by relocation `index`: the image's own
     /// definition, else the resolver chain's; a missing strong import is
     /// recorded (and reads as 0) so that all of them are reported together.
@@ -326,7 +447,10 @@ impl SymbolValues<'_> {
         // The image's own plain definitions cost less to work out again
         // than to remember (SQLite's 1,300 PLT entries each name a
         // different one of its functions).
-        if sym.is_defined() && !matches!(sym.kind(), STT_TLS | STT_GNU_IFUNC) {
+        if sym.is_defined()
+            && !matches!(sym.kind(), STT_TLS | STT_GNU_IFUNC)
+            && sym.bind() != STB_GNU_UNIQUE
+        {
             return Ok(Resolved::Address(if sym.is_absolute() {
                 sym.value as usize
             } else {
@@ -339,12 +463,27 @@ impl SymbolValues<'_> {
             return Ok(*slot);
         }
         *slot = if sym.kind() == STT_TLS {
-            if !sym.is_defined() {
-                return Err(Error::ImportedTls {
-                    name: lossy(symbols.name(&sym)?),
-                });
+            if sym.is_defined() {
+                Resolved::Tls(sym.value)
+            } else {
+                let name = symbols.name(&sym)?;
+                let version = symbols.required_version(symbol)?;
+                match self.resolver.resolve_tls(name, version) {
+                    Some(TlsDefinition::Variable(variable)) => Resolved::ForeignTls(variable),
+                    Some(TlsDefinition::Address(addr)) => Resolved::ForeignTls(
+                        crate::runtime::tls_static::system_tls_at(addr).ok_or_else(|| {
+                            Error::ImportedTls {
+                                name: lossy(name),
+                                reason: "its definition lies in no module's TLS block",
+                            }
+                        })?,
+                    ),
+                    None => {
+                        self.missing.push(full_name(name, version));
+                        Resolved::Address(0)
+                    }
+                }
             }
-            Resolved::Tls(sym.value)
         } else if sym.is_defined() {
             let value = if sym.is_absolute() {
                 sym.value as usize
@@ -354,6 +493,22 @@ impl SymbolValues<'_> {
             if sym.kind() == STT_GNU_IFUNC {
                 self.mem.code(sym.value, "ifunc resolver")?;
                 Resolved::Ifunc(value)
+            } else if sym.bind() == STB_GNU_UNIQUE {
+                let name = symbols.name(&sym)?;
+                // Whether this image's definition satisfies a reference
+                // requiring `version` (glibc's rule: an unversioned or
+                // global definition does; a named one only by that name).
+                let ndx = symbols.version_index(symbol) & 0x7fff;
+                let accepts = |version: Option<&[u8]>| {
+                    ndx <= 1 || version.is_none() || symbols.defined_version(ndx) == version
+                };
+                Resolved::Address(crate::runtime::unique::bind(
+                    name,
+                    value,
+                    || self.resolver.resolve_global(name),
+                    self.resolver.objects_added_before(),
+                    accepts,
+                ))
             } else {
                 Resolved::Address(value)
             }
@@ -364,12 +519,7 @@ impl SymbolValues<'_> {
                 Some(addr) => Resolved::Address(addr),
                 None if sym.bind() == STB_WEAK => Resolved::Address(0),
                 None => {
-                    let mut full = lossy(name);
-                    if let Some(v) = version {
-                        full.push('@');
-                        full.push_str(&lossy(v));
-                    }
-                    self.missing.push(full);
+                    self.missing.push(full_name(name, version));
                     Resolved::Address(0)
                 }
             }

@@ -29,9 +29,121 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, RwLock};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::load::search::SearchPaths;
 use crate::runtime::needed::{with_c_name, NeededLibrary};
 use crate::runtime::services;
+use crate::runtime::tls_static::ForeignTls;
+use crate::symbol::lossy;
+
+/// Where a thread-local import lives.
+pub enum TlsDefinition {
+    /// The calling thread's address of it, from the system loader.
+    Address(usize),
+    /// A variable of a library memdl loaded.
+    Variable(ForeignTls),
+}
+
+/// Libraries supplied during one load, by `DT_NEEDED` name, and how many
+/// loads (the outermost and its dependencies' nested inside it) are in
+/// progress.
+type Supplied = (usize, Vec<(Vec<u8>, Arc<crate::ElfImage>)>);
+
+thread_local! {
+    /// What the caller supplied during the load in progress on this
+    /// thread: each library is loaded once however many need it.
+    static SUPPLIED: RefCell<Supplied> = const { RefCell::new((0, Vec::new())) };
+}
+
+/// Marks a load that may supply dependencies; the outermost one forgets
+/// what was supplied when it ends.
+struct SupplyScope;
+
+impl SupplyScope {
+    fn enter() -> SupplyScope {
+        SUPPLIED.with(|s| s.borrow_mut().0 += 1);
+        SupplyScope
+    }
+
+    fn find(name: &[u8]) -> Option<Arc<crate::ElfImage>> {
+        SUPPLIED.with(|s| {
+            s.borrow()
+                .1
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, img)| img.clone())
+        })
+    }
+
+    fn remember(name: &[u8], image: &Arc<crate::ElfImage>) {
+        SUPPLIED.with(|s| s.borrow_mut().1.push((name.to_vec(), image.clone())));
+    }
+}
+
+impl Drop for SupplyScope {
+    fn drop(&mut self) {
+        let forgotten = SUPPLIED.with(|s| {
+            let mut s = s.borrow_mut();
+            s.0 -= 1;
+            if s.0 == 0 {
+                std::mem::take(&mut s.1)
+            } else {
+                Vec::new()
+            }
+        });
+        // Dropped outside the borrow: an image's drop may run code.
+        drop(forgotten);
+    }
+}
+
+/// Opens `DT_NEEDED` library `name`: the caller's own copy when the options
+/// supply one (loaded by memdl), else the system loader's, found through
+/// the image's search paths first.
+fn open_needed(
+    name: &[u8],
+    options: &crate::Options,
+    search: &SearchPaths<'_>,
+) -> Result<NeededLibrary> {
+    if let Some(provider) = &options.dependencies {
+        if let Some(image) = SupplyScope::find(name) {
+            return Ok(NeededLibrary::Memdl(image));
+        }
+        if let Some(dependency) = (provider.0)(&lossy(name)) {
+            // Its own `$ORIGIN` is its own file's, or none.
+            let mut child = options.clone();
+            child.origin = None;
+            // SAFETY: the caller vouched for the libraries its provider
+            // supplies when it started the load (an unsafe call).
+            let image = unsafe {
+                match &dependency {
+                    crate::Dependency::Bytes(bytes) => crate::ElfImage::load_with(bytes, &child),
+                    crate::Dependency::File { file, offset, len } => {
+                        crate::ElfImage::load_fd_with(&**file, *offset, *len, &child)
+                    }
+                }
+            }
+            .map_err(|e| Error::NeededLibrary {
+                name: lossy(name),
+                message: e.to_string(),
+            })?;
+            let image = Arc::new(image);
+            SupplyScope::remember(name, &image);
+            return Ok(NeededLibrary::Memdl(image));
+        }
+    }
+    match search.find(name) {
+        Some(path) => NeededLibrary::open(path.as_os_str().as_encoded_bytes()),
+        None => NeededLibrary::open(name),
+    }
+    .map_err(|e| match e {
+        // Named as the image names it, not by the path it was found at.
+        Error::NeededLibrary { message, .. } => Error::NeededLibrary {
+            name: lossy(name),
+            message,
+        },
+        other => other,
+    })
+}
 
 /// A small multiplicative hash for symbol-name keys: the cache is private
 /// to the process and its keys come from loaded images, so SipHash's
@@ -169,6 +281,9 @@ pub struct Resolver<'a> {
     host: &'a HashMap<Vec<u8>, usize>,
     global_scope: bool,
     needed: Vec<NeededLibrary>,
+    /// The system loader's count of added objects before `needed` were
+    /// opened (for unique symbols: see `runtime::unique::bind`).
+    added_before: Option<u64>,
     /// The global-scope cache as it was when this load started, if it
     /// belongs to the current generation.
     cache: Option<Arc<ScopeCache>>,
@@ -178,16 +293,23 @@ pub struct Resolver<'a> {
 }
 
 impl<'a> Resolver<'a> {
-    /// Opens the needed libraries (unless host lookups are denied).
+    /// Opens the needed libraries (unless host lookups are denied): those
+    /// the options supply, loaded by memdl, the others through the image's
+    /// search paths (`search`), then the system loader's own.
     pub fn new(
-        host: &'a HashMap<Vec<u8>, usize>,
-        deny_host_lookups: bool,
+        options: &'a crate::Options,
         needed: &[&[u8]],
+        search: &SearchPaths<'_>,
     ) -> Result<Self> {
+        let host = &options.host_symbols;
+        let deny_host_lookups = options.deny_host_lookups;
         let mut opened = Vec::with_capacity(needed.len());
-        if !deny_host_lookups {
+        let mut added_before = None;
+        if !deny_host_lookups && !needed.is_empty() {
+            added_before = Some(crate::runtime::unique::objects_added());
+            let _scope = SupplyScope::enter();
             for name in needed {
-                opened.push(NeededLibrary::open(name)?);
+                opened.push(open_needed(name, options, search)?);
             }
         }
         let (cache, generation) = if deny_host_lookups {
@@ -205,6 +327,7 @@ impl<'a> Resolver<'a> {
             host,
             global_scope: !deny_host_lookups,
             needed: opened,
+            added_before,
             cache,
             generation,
             learned: RefCell::new(Vec::new()),
@@ -281,10 +404,58 @@ impl<'a> Resolver<'a> {
             return None;
         }
         // The global scope, then each needed library in DT_NEEDED order.
-        std::iter::once(libc::RTLD_DEFAULT)
-            .chain(self.needed.iter().map(NeededLibrary::handle))
-            .map(|handle| self.scoped(handle, name, version))
-            .find(|&addr| addr != 0)
+        let global = self.scoped(libc::RTLD_DEFAULT, name, version);
+        if global != 0 {
+            return Some(global);
+        }
+        self.needed.iter().find_map(|lib| match lib {
+            NeededLibrary::System(h) => {
+                Some(self.scoped(h.handle(), name, version)).filter(|&a| a != 0)
+            }
+            NeededLibrary::Memdl(image) => image.export_address(name, version),
+        })
+    }
+
+    /// A definition of `name` in the process's global scope (host symbols
+    /// first), for a unique symbol the image defines itself: the image
+    /// comes before its own dependencies in its lookup scope, so only a
+    /// definition found before it counts.
+    pub fn resolve_global(&self, name: &[u8]) -> Option<usize> {
+        if let Some(&addr) = self.host.get(name) {
+            return Some(addr);
+        }
+        if !self.global_scope {
+            return None;
+        }
+        Some(self.scoped(libc::RTLD_DEFAULT, name, None)).filter(|&a| a != 0)
+    }
+
+    /// How many objects the system loader had added before this load
+    /// opened its needed libraries (`None` if it opened none).
+    pub fn objects_added_before(&self) -> Option<u64> {
+        self.added_before
+    }
+
+    /// Resolves a thread-local import to its address in the calling
+    /// thread, or `None`. Uncached: the answer differs between threads. Host
+    /// symbols and memdl's services define no TLS, so only the global scope
+    /// and the needed libraries are asked.
+    pub fn resolve_tls(&self, name: &[u8], version: Option<&[u8]>) -> Option<TlsDefinition> {
+        if !self.global_scope {
+            return None;
+        }
+        let system = |handle| {
+            let addr = with_c_name(name, |c| lookup(handle, c, version)) as usize;
+            (addr != 0).then_some(TlsDefinition::Address(addr))
+        };
+        system(libc::RTLD_DEFAULT).or_else(|| {
+            self.needed.iter().find_map(|lib| match lib {
+                NeededLibrary::System(h) => system(h.handle()),
+                NeededLibrary::Memdl(image) => image
+                    .tls_variable(name, version)
+                    .map(TlsDefinition::Variable),
+            })
+        })
     }
 
     /// Hands over the opened libraries: the image keeps them open for its

@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use goblin::elf::sym::{STT_GNU_IFUNC, STT_TLS};
+use goblin::elf::sym::{STB_GNU_UNIQUE, STT_GNU_IFUNC, STT_TLS};
 
 use crate::arch;
 use crate::elf::index::{has_nul, ExportIndex, Probe};
@@ -21,7 +21,8 @@ use crate::map::Mapping;
 use crate::runtime::init::call_fini;
 use crate::runtime::needed::NeededLibrary;
 use crate::runtime::registry;
-use crate::runtime::tls::TlsModule;
+use crate::runtime::tls::ImageTls;
+use crate::runtime::tls_static::ForeignTls;
 use crate::runtime::unwind::FrameRegistration;
 use crate::symbol::{lossy, Library, Symbol};
 
@@ -62,7 +63,7 @@ pub(crate) struct Loaded {
     // Dropped in this order after the finalisers ran: unwind information,
     // thread-local storage, the memory, then the libraries it called into.
     _frames: Option<FrameRegistration>,
-    pub tls: Option<TlsModule>,
+    pub tls: ImageTls,
     _mapping: Mapping,
     _needed: Vec<NeededLibrary>,
 }
@@ -100,7 +101,7 @@ pub(crate) struct Linked {
     pub fini: Option<u64>,
     pub nodelete: bool,
     pub frames: Option<FrameRegistration>,
-    pub tls: Option<TlsModule>,
+    pub tls: ImageTls,
     pub mapping: Mapping,
     pub needed: Vec<NeededLibrary>,
 }
@@ -179,11 +180,29 @@ impl ElfImage {
         self.soname.as_deref()
     }
 
+    /// The runtime address of export `name` (at `version`), for images
+    /// that need this one.
+    pub(crate) fn export_address(&self, name: &[u8], version: Option<&[u8]>) -> Option<usize> {
+        self.core.address_of(name, version).ok()
+    }
+
+    /// Where exported thread-local variable `name` lives, for images that
+    /// need this one.
+    pub(crate) fn tls_variable(&self, name: &[u8], version: Option<&[u8]>) -> Option<ForeignTls> {
+        let (_, sym) = self.core.symbols.lookup(name, version)?;
+        let own = self.core.tls.own.as_ref()?;
+        (sym.kind() == STT_TLS && sym.is_defined()).then(|| ForeignTls {
+            module: own.module(),
+            offset: sym.value,
+            tp_offset: own.tp_offset().map(|t| t.wrapping_add(sym.value as i64)),
+        })
+    }
+
     /// How many threads currently hold a block of this image's thread-local
     /// storage (0 without `PT_TLS`). Blocks are allocated on a thread's first
     /// access and freed when the thread exits or the image is dropped.
     pub fn live_tls_blocks(&self) -> usize {
-        self.core.tls.as_ref().map_or(0, TlsModule::live_blocks)
+        self.core.tls.live_blocks()
     }
 
     /// The loaded segments, in address order, with how each was placed.
@@ -333,7 +352,9 @@ impl Loaded {
         self.exports.get_or_init(|| {
             ExportIndex::build(&self.symbols, |sym| match self.place(sym) {
                 Place::Fixed(addr) => Some(addr),
-                Place::ThreadLocal | Place::Ifunc(_) | Place::OutOfBounds => None,
+                Place::ThreadLocal | Place::Ifunc(_) | Place::Unique(_) | Place::OutOfBounds => {
+                    None
+                }
             })
         });
     }
@@ -366,6 +387,8 @@ impl Loaded {
         let addr = self.value_of(sym.value, false);
         if sym.kind() == STT_GNU_IFUNC {
             Place::Ifunc(addr)
+        } else if sym.bind() == STB_GNU_UNIQUE {
+            Place::Unique(addr)
         } else {
             Place::Fixed(addr)
         }
@@ -379,9 +402,10 @@ impl Loaded {
         };
         match self.place(sym) {
             Place::Fixed(addr) => Ok(addr),
+            Place::Unique(own) => Ok(crate::runtime::unique::definition(name).unwrap_or(own)),
             Place::OutOfBounds => Err(out_of_bounds()),
             Place::ThreadLocal => {
-                let module = self.tls.as_ref().ok_or_else(|| not_found(name))?;
+                let own = self.tls.own.as_ref().ok_or_else(|| not_found(name))?;
                 // The offset must lie in the image's TLS block (the end is
                 // inclusive, as for other symbols): the address handed out
                 // is the block's plus the offset.
@@ -393,11 +417,7 @@ impl Loaded {
                 if sym.value > tls_size {
                     return Err(out_of_bounds());
                 }
-                let index = crate::runtime::tls::TlsIndex {
-                    module: module.id(),
-                    offset: sym.value,
-                };
-                crate::runtime::tls::block_address(&index).ok_or_else(|| not_found(name))
+                own.address(sym.value).ok_or_else(|| not_found(name))
             }
             Place::Ifunc(addr) => {
                 if !self.is_code(addr) {
@@ -434,6 +454,9 @@ enum Place {
     /// An ifunc: what its resolver (at this address) returns, asked anew
     /// at each lookup as `dlsym` does.
     Ifunc(usize),
+    /// `STB_GNU_UNIQUE` (defined here at this address): the process-wide
+    /// definition, which may be another object's.
+    Unique(usize),
     /// Outside every segment: an error.
     OutOfBounds,
 }
@@ -470,6 +493,7 @@ impl Drop for ElfImage {
 
 impl Drop for Loaded {
     fn drop(&mut self) {
+        crate::runtime::unique::forget(self.range.0, self.range.1);
         if let Some(array) = self.fini {
             for f in array.iter().rev() {
                 if self.is_code(f) {

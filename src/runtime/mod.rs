@@ -3,7 +3,9 @@
 //! loader services bound into loaded code ([`services`]), the libraries it
 //! needs ([`needed`]), its thread-local storage ([`tls`]), its unwind
 //! registration ([`unwind`]) and how its initialisers and finalisers are
-//! called ([`init`]).
+//! called ([`init`]); TLS that lives with the system loader (other modules'
+//! variables, static TLS: [`tls_static`]) and the process-wide definitions
+//! of unique symbols ([`unique`]).
 //!
 //! Nothing here depends on the load pipeline (`load/`), which builds these
 //! values.
@@ -14,4 +16,6 @@ pub(crate) mod needed;
 pub(crate) mod registry;
 pub(crate) mod services;
 pub(crate) mod tls;
+pub(crate) mod tls_static;
+pub(crate) mod unique;
 pub(crate) mod unwind;

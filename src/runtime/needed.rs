@@ -1,24 +1,44 @@
-//! The `DT_NEEDED` libraries an image calls into, opened by the system
-//! loader and kept open for the image's lifetime.
+//! The `DT_NEEDED` libraries an image calls into, kept open for the
+//! image's lifetime: opened by the system loader, or supplied by the caller
+//! and loaded by memdl.
 
 use std::ffi::{c_char, c_void, CStr};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::symbol::lossy;
 
-/// A `DT_NEEDED` library opened with `dlopen`, closed on drop.
+/// A `DT_NEEDED` library.
 #[derive(Debug)]
-pub struct NeededLibrary {
+pub enum NeededLibrary {
+    /// Opened by the system loader.
+    System(SystemHandle),
+    /// Supplied through [`crate::Options::dependencies`] and loaded by
+    /// memdl: shared by every library of one load that needs it, dropped
+    /// after the last of them.
+    Memdl(Arc<crate::ElfImage>),
+}
+
+/// A `dlopen` handle, closed on drop.
+#[derive(Debug)]
+pub struct SystemHandle {
     handle: *mut c_void,
 }
 
 // SAFETY: a dlopen handle may be used and closed from any thread.
-unsafe impl Send for NeededLibrary {}
+unsafe impl Send for SystemHandle {}
 // SAFETY: dlsym on a handle is thread-safe.
-unsafe impl Sync for NeededLibrary {}
+unsafe impl Sync for SystemHandle {}
+
+impl SystemHandle {
+    /// The `dlopen` handle.
+    pub fn handle(&self) -> *mut c_void {
+        self.handle
+    }
+}
 
 impl NeededLibrary {
-    /// `dlopen(name, RTLD_NOW | RTLD_LOCAL)`.
+    /// `dlopen(name, RTLD_NOW | RTLD_LOCAL)` (a name or a path).
     pub fn open(name: &[u8]) -> Result<NeededLibrary> {
         let handle = with_c_name(name, |c| {
             // SAFETY: `c` is a NUL-terminated name; dlopen of a library the
@@ -31,16 +51,11 @@ impl NeededLibrary {
                 message: dlerror_text(),
             });
         }
-        Ok(NeededLibrary { handle })
-    }
-
-    /// The `dlopen` handle.
-    pub fn handle(&self) -> *mut c_void {
-        self.handle
+        Ok(NeededLibrary::System(SystemHandle { handle }))
     }
 }
 
-impl Drop for NeededLibrary {
+impl Drop for SystemHandle {
     fn drop(&mut self) {
         // SAFETY: the handle came from a successful dlopen and is closed once.
         unsafe { libc::dlclose(self.handle) };

@@ -52,6 +52,7 @@ pub(crate) const SERVICES: &[Service] = &[
     service!(b"__tls_get_addr", crate::arch::tls_get_addr, reaches_host: false),
     service!(b"dladdr", dladdr, reaches_host: true),
     service!(b"dlsym", dlsym, reaches_host: true),
+    service!(b"dlvsym", dlvsym, reaches_host: true),
     service!(b"dlerror", dlerror, reaches_host: false),
     service!(b"dl_iterate_phdr", dl_iterate_phdr, reaches_host: true),
     service!(b"__cxa_thread_atexit_impl", cxa_thread_atexit, reaches_host: false),
@@ -142,6 +143,30 @@ fn global_handle() -> *mut c_void {
 /// system cannot place a memdl image in its search order. A handle of one
 /// system library searches that library only, as it does for the system.
 unsafe extern "C" fn dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_void {
+    // SAFETY: the caller's arguments, forwarded.
+    unsafe { lookup(handle, name, None) }
+}
+
+/// `dlvsym` for loaded code: as [`dlsym`], at a version. Without it an
+/// interposer's `dlvsym(RTLD_NEXT, "dlopen", "GLIBC_2.34")` (gprofng's
+/// collector finds the functions it wraps so) reaches the system's, which
+/// refuses `RTLD_NEXT` from code it did not load.
+unsafe extern "C" fn dlvsym(
+    handle: *mut c_void,
+    name: *const c_char,
+    version: *const c_char,
+) -> *mut c_void {
+    // SAFETY: the caller passes a NUL-terminated version.
+    let version = (!version.is_null()).then(|| unsafe { CStr::from_ptr(version) });
+    // SAFETY: the caller's arguments, forwarded.
+    unsafe { lookup(handle, name, version) }
+}
+
+/// The lookup behind [`dlsym`] and [`dlvsym`].
+///
+/// # Safety
+/// `handle` is a handle or pseudo-handle and `name` a NUL-terminated string.
+unsafe fn lookup(handle: *mut c_void, name: *const c_char, version: Option<&CStr>) -> *mut c_void {
     let handle = if handle == libc::RTLD_NEXT {
         libc::RTLD_DEFAULT
     } else {
@@ -150,8 +175,12 @@ unsafe extern "C" fn dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_v
     let global = handle == libc::RTLD_DEFAULT || handle == global_handle();
     // Each call replaces the previous call's error, as the system's does.
     let _ = DL_ERROR.try_with(|e| e.borrow_mut().0 = None);
-    // SAFETY: the caller passes a handle and a NUL-terminated name.
-    let found = unsafe { libc::dlsym(handle, name) };
+    let found = match version {
+        // SAFETY: the caller passes a handle and NUL-terminated strings.
+        Some(v) => unsafe { libc::dlvsym(handle, name, v.as_ptr()) },
+        // SAFETY: as above.
+        None => unsafe { libc::dlsym(handle, name) },
+    };
     if !found.is_null() {
         return found;
     }
@@ -163,7 +192,7 @@ unsafe extern "C" fn dlsym(handle: *mut c_void, name: *const c_char) -> *mut c_v
     // SAFETY: as above.
     let name = unsafe { CStr::from_ptr(name) };
     for image in registry::snapshot().iter().filter(|_| global) {
-        if let Ok(addr) = image.address_of(name.to_bytes(), None) {
+        if let Ok(addr) = image.address_of(name.to_bytes(), version.map(CStr::to_bytes)) {
             return addr as *mut c_void;
         }
     }

@@ -108,10 +108,86 @@ fn decode(module: u64) -> Option<(usize, u32)> {
 pub struct TlsModule {
     slot: usize,
     generation: u32,
-    /// Arguments of this image's TLS descriptors. Boxed: relocated GOT
-    /// entries point at them, so they must not move when the Vec grows.
+}
+
+/// Where an image's own TLS block lives.
+#[derive(Debug)]
+pub enum OwnTls {
+    /// memdl's dynamic TLS: a block per thread on first use.
+    Dynamic(TlsModule),
+    /// The system loader's static TLS area (the image has initial-exec
+    /// TLS, `DF_STATIC_TLS`): one fixed offset from the thread pointer.
+    Static(crate::runtime::tls_static::StaticTlsBlock),
+}
+
+impl OwnTls {
+    /// The module id `__tls_get_addr` takes for this block.
+    pub fn module(&self) -> u64 {
+        match self {
+            OwnTls::Dynamic(m) => m.id(),
+            OwnTls::Static(s) => s.module,
+        }
+    }
+
+    /// The block's offset from the thread pointer, if it is static.
+    pub fn tp_offset(&self) -> Option<i64> {
+        match self {
+            OwnTls::Dynamic(_) => None,
+            OwnTls::Static(s) => Some(s.tp_offset),
+        }
+    }
+
+    /// This thread's address of `offset` in the block.
+    pub fn address(&self, offset: u64) -> Option<usize> {
+        match self {
+            OwnTls::Dynamic(m) => block_address(&TlsIndex {
+                module: m.id(),
+                offset,
+            }),
+            OwnTls::Static(s) => Some(
+                crate::runtime::tls_static::thread_pointer()
+                    .wrapping_add(s.tp_offset as usize)
+                    .wrapping_add(offset as usize),
+            ),
+        }
+    }
+}
+
+/// An image's thread-local storage: its own block (if it has `PT_TLS`)
+/// and the arguments of its TLS descriptors, for its own variables and for
+/// other modules'.
+#[derive(Debug, Default)]
+pub struct ImageTls {
+    /// The image's own block.
+    pub own: Option<OwnTls>,
+    /// The own block goes to static TLS once the image is relocated (its
+    /// template may hold relocated pointers): until then, relocations
+    /// that need its module id or thread-pointer offset wait (see the
+    /// pipeline's relocation phase).
+    pub static_pending: bool,
+    /// Boxed: relocated GOT entries point at them, so they must not move
+    /// when the Vec grows.
     #[allow(clippy::vec_box)]
     descriptors: Vec<Box<TlsIndex>>,
+}
+
+impl ImageTls {
+    /// A stable `tls_index` for a TLS descriptor of variable `offset` in
+    /// module `module` (memdl's or the system loader's).
+    pub fn descriptor(&mut self, module: u64, offset: u64) -> *const TlsIndex {
+        let b = Box::new(TlsIndex { module, offset });
+        let p: *const TlsIndex = &*b;
+        self.descriptors.push(b);
+        p
+    }
+
+    /// Live blocks of the image's dynamic TLS across all threads.
+    pub fn live_blocks(&self) -> usize {
+        match &self.own {
+            Some(OwnTls::Dynamic(m)) => m.live_blocks(),
+            _ => 0,
+        }
+    }
 }
 
 impl TlsModule {
@@ -154,27 +230,12 @@ impl TlsModule {
             }
             None => return Err(Error::Unsupported("more than 2^20 TLS modules")),
         };
-        Ok(TlsModule {
-            slot,
-            generation,
-            descriptors: Vec::new(),
-        })
+        Ok(TlsModule { slot, generation })
     }
 
     /// The id `DTPMOD64` relocations store.
     pub fn id(&self) -> u64 {
         encode(self.slot, self.generation)
-    }
-
-    /// A stable `tls_index` for a TLS descriptor of this module.
-    pub fn descriptor(&mut self, offset: u64) -> *const TlsIndex {
-        let b = Box::new(TlsIndex {
-            module: self.id(),
-            offset,
-        });
-        let p: *const TlsIndex = &*b;
-        self.descriptors.push(b);
-        p
     }
 
     /// Live blocks of this module across all threads (for tests).
@@ -317,8 +378,9 @@ pub extern "C" fn tls_get_addr(ti: *const TlsIndex) -> *mut u8 {
 pub extern "C" fn tlsdesc_address(ti: *const TlsIndex) -> usize {
     // SAFETY: memdl's own descriptors point to a TlsIndex the image owns.
     let index = unsafe { &*ti };
-    // Descriptors are only ever created for memdl modules.
-    block_address(index).unwrap_or_else(|| std::process::abort())
+    // A descriptor for another module's variable (the system loader's)
+    // asks that module's `__tls_get_addr`.
+    block_address(index).unwrap_or_else(|| system_tls_get_addr(ti) as usize)
 }
 
 fn system_tls_get_addr(ti: *const TlsIndex) -> *mut u8 {

@@ -1,0 +1,248 @@
+//! `DT_NEEDED` libraries (issue #12): supplied from memory by the caller
+//! (a container of libraries that need one another), and found through
+//! `DT_RUNPATH` with `$ORIGIN` as the system loader finds them.
+//!
+//! The test libraries (test-dylibs/deps_*.c): deps_a needs deps_b and
+//! deps_c, deps_b needs deps_c; each reports its initialiser and finaliser
+//! through `memdl_test_host_trace`, which this test executable exports.
+
+mod common;
+
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use common::{serial, test_lib};
+use memdl::{Dependency, ElfImage, Error, Library, Options};
+
+static TRACE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Imported by the deps_* test libraries (exported from the test
+/// executable by `--export-dynamic-symbol=memdl_test_host_*`).
+///
+/// # Safety
+/// `event` is a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn memdl_test_host_trace(event: *const c_char) {
+    // SAFETY: the caller's promise (the libraries pass string literals).
+    let event = unsafe { CStr::from_ptr(event) }
+        .to_string_lossy()
+        .into_owned();
+    TRACE.lock().unwrap().push(event);
+}
+
+fn take_trace() -> Vec<String> {
+    std::mem::take(&mut *TRACE.lock().unwrap())
+}
+
+fn a_value(lib: &impl Library) -> c_int {
+    // SAFETY: int a_value(void).
+    let f = unsafe { lib.get::<unsafe extern "C" fn() -> c_int>("a_value") }.unwrap();
+    // SAFETY: as above.
+    unsafe { f() }
+}
+
+const INITS: [&str; 3] = ["init c", "init b", "init a"];
+const FINIS: [&str; 3] = ["fini a", "fini b", "fini c"];
+
+/// A container whose libraries need one another loads from memory alone:
+/// the provider is asked once per library, each is loaded once (deps_c,
+/// needed by both others, initialised once), dependencies are initialised
+/// first and finalised last.
+#[test]
+fn a_container_of_libraries_loads_from_memory_only() {
+    let _g = serial();
+    take_trace();
+    let (b, c) = (test_lib("deps_b"), test_lib("deps_c"));
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let log = asked.clone();
+    let options = Options::new().dependencies(move |name| {
+        log.lock().unwrap().push(name.to_owned());
+        match name {
+            "libdeps_b.so" => Some(Dependency::Bytes(b.clone())),
+            "libdeps_c.so" => Some(Dependency::Bytes(c.clone())),
+            _ => None,
+        }
+    });
+    // SAFETY: trusted test libraries (their initialisers run).
+    let img = unsafe { options.load(&test_lib("deps_a")) }.unwrap();
+    assert_eq!(a_value(&img), 126);
+    assert_eq!(take_trace(), INITS);
+    let mut asked_for = asked.lock().unwrap().clone();
+    asked_for.sort();
+    assert_eq!(asked_for, ["libdeps_b.so", "libdeps_c.so"]);
+    // Nothing was opened by the system loader.
+    for soname in ["libdeps_b.so", "libdeps_c.so"] {
+        assert!(!dlopen_noload(soname), "{soname} went to the system loader");
+    }
+    drop(img);
+    assert_eq!(take_trace(), FINIS);
+}
+
+/// A dependency supplied as a range of a file loads with `load_fd`.
+#[test]
+fn a_dependency_can_be_a_range_of_a_file() {
+    let _g = serial();
+    take_trace();
+    let mut container = tempfile::tempfile().unwrap();
+    let (b, c) = (test_lib("deps_b"), test_lib("deps_c"));
+    use std::io::Write;
+    container.write_all(&[0u8; 100]).unwrap();
+    container.write_all(&b).unwrap();
+    container.write_all(&c).unwrap();
+    let file = Arc::new(container);
+    let (b_len, c_len) = (b.len() as u64, c.len() as u64);
+    let options = Options::new().dependencies(move |name| {
+        let (offset, len) = match name {
+            "libdeps_b.so" => (100, b_len),
+            "libdeps_c.so" => (100 + b_len, c_len),
+            _ => return None,
+        };
+        Some(Dependency::File {
+            file: file.clone(),
+            offset,
+            len,
+        })
+    });
+    // SAFETY: trusted test libraries (their initialisers run).
+    let img = unsafe { options.load(&test_lib("deps_a")) }.unwrap();
+    assert_eq!(a_value(&img), 126);
+    drop(img);
+    assert_eq!(take_trace(), [&INITS[..], &FINIS[..]].concat());
+}
+
+/// A provider's library that fails to load is the needing library's
+/// failure, named.
+#[test]
+fn a_bad_supplied_dependency_is_named() {
+    let _g = serial();
+    let options = Options::new().dependencies(|name| {
+        (name == "libdeps_b.so").then(|| Dependency::Bytes(b"not an ELF".to_vec()))
+    });
+    // SAFETY: trusted test libraries (their initialisers run).
+    let err = unsafe { options.load(&test_lib("deps_a")) }.unwrap_err();
+    let Error::NeededLibrary { name, message } = &err else {
+        panic!("expected NeededLibrary, got {err:?}");
+    };
+    assert_eq!(name, "libdeps_b.so");
+    assert!(
+        message.contains("magic") || message.contains("ELF"),
+        "{message}"
+    );
+    take_trace();
+}
+
+/// Whether the system loader has `soname` loaded.
+fn dlopen_noload(soname: &str) -> bool {
+    let name = CString::new(soname).unwrap();
+    // SAFETY: RTLD_NOLOAD only looks; a handle it returns is closed.
+    let h = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+    if !h.is_null() {
+        // SAFETY: the handle RTLD_NOLOAD returned took a reference.
+        unsafe { libc::dlclose(h) };
+    }
+    !h.is_null()
+}
+
+/// The layout `DT_RUNPATH $ORIGIN/deps` expects: libdeps_origin.so in a
+/// directory, its needs in `deps/` below it.
+fn origin_layout() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("deps")).unwrap();
+    std::fs::write(
+        dir.path().join("libdeps_origin.so"),
+        test_lib("deps_origin"),
+    )
+    .unwrap();
+    for lib in ["deps_b", "deps_c"] {
+        std::fs::write(dir.path().join(format!("deps/lib{lib}.so")), test_lib(lib)).unwrap();
+    }
+    dir
+}
+
+/// `DT_RUNPATH` with `$ORIGIN`: loaded from a descriptor naming the file,
+/// the needed libraries are found next to it, as `dlopen` of the path
+/// finds them; same values, same initialiser and finaliser order.
+#[test]
+fn origin_runpath_finds_dependencies_like_the_system_loader() {
+    let _g = serial();
+    take_trace();
+    let dir = origin_layout();
+    let path = dir.path().join("libdeps_origin.so");
+    let file = std::fs::File::open(&path).unwrap();
+    let len = file.metadata().unwrap().len();
+    // SAFETY: trusted test libraries (their initialisers run).
+    let img = unsafe { ElfImage::load_fd(&file, 0, len) }.unwrap();
+    assert_eq!(a_value(&img), 126);
+    drop(img);
+    let memdl_trace = take_trace();
+    assert_eq!(memdl_trace, [&INITS[..], &FINIS[..]].concat());
+
+    let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: dlopen of a trusted test library by path.
+    let h = unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    assert!(!h.is_null());
+    // SAFETY: int a_value(void), from a live handle.
+    let value = unsafe {
+        let f = libc::dlsym(h, c"a_value".as_ptr());
+        std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn() -> c_int>(f)()
+    };
+    // SAFETY: the handle from dlopen above, closed once.
+    unsafe { libc::dlclose(h) };
+    assert_eq!(value, 126);
+    assert_eq!(take_trace(), memdl_trace);
+}
+
+/// Bytes have no `$ORIGIN`: the needed libraries are not found (as they
+/// are not for the system loader without the search path), unless
+/// `Options::origin` names the directory.
+#[test]
+fn bytes_need_an_origin_from_the_options() {
+    let _g = serial();
+    take_trace();
+    let dir = origin_layout();
+    let bytes = std::fs::read(dir.path().join("libdeps_origin.so")).unwrap();
+    // SAFETY: trusted test libraries (their initialisers run).
+    let err = unsafe { ElfImage::load(&bytes) }.unwrap_err();
+    assert!(
+        matches!(&err, Error::NeededLibrary { name, .. } if name == "libdeps_b.so"),
+        "{err:?}"
+    );
+    assert!(take_trace().is_empty(), "nothing of the library ran");
+    let options = Options::new().origin(dir.path());
+    // SAFETY: as above.
+    let img = unsafe { options.load(&bytes) }.unwrap();
+    assert_eq!(a_value(&img), 126);
+    drop(img);
+    take_trace();
+}
+
+/// The provider is asked per name, not per library that needs it.
+#[test]
+fn each_supplied_library_is_asked_for_once() {
+    let _g = serial();
+    take_trace();
+    static ASKED: AtomicUsize = AtomicUsize::new(0);
+    ASKED.store(0, Ordering::SeqCst);
+    let c = test_lib("deps_c");
+    let b = test_lib("deps_b");
+    let options = Options::new().dependencies(move |name| {
+        ASKED.fetch_add(1, Ordering::SeqCst);
+        Some(Dependency::Bytes(if name == "libdeps_c.so" {
+            c.clone()
+        } else {
+            b.clone()
+        }))
+    });
+    // SAFETY: trusted test libraries (their initialisers run).
+    let img = unsafe { options.load(&test_lib("deps_a")) }.unwrap();
+    assert_eq!(ASKED.load(Ordering::SeqCst), 2);
+    drop(img);
+    // A second load asks again: what was supplied belongs to one load.
+    // SAFETY: as above.
+    let img = unsafe { options.load(&test_lib("deps_a")) }.unwrap();
+    assert_eq!(ASKED.load(Ordering::SeqCst), 4);
+    drop(img);
+    take_trace();
+}
