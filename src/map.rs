@@ -21,7 +21,7 @@ const MAP_NORESERVE: c_int = 0;
 pub fn zero_word_after(end: usize) -> bool {
     let page = page_size();
     let page_end = end.next_multiple_of(page);
-    if end % page == 0 || page_end - end < 4 {
+    if end.is_multiple_of(page) || page_end - end < 4 {
         return false;
     }
     // SAFETY: `end` lies inside the last page of a readable segment, which

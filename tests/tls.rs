@@ -121,7 +121,7 @@ impl TlsFns {
                 (self.hidden_next)(),
                 tag,
                 (self.zero_sum)(),
-                (self.aligned_addr)() % 64 == 0,
+                (self.aligned_addr)().is_multiple_of(64),
                 (self.aligned_get)(),
                 (self.counter_addr)(),
             )

@@ -68,14 +68,19 @@ pub fn prepare_tls_descriptors() -> crate::Result<()> {
     if XSAVE_SIZE.load(Ordering::Relaxed) != 0 {
         return Ok(());
     }
-    let leaf1 = core::arch::x86_64::__cpuid(1);
+    // `unsafe` for Rust before 1.94, where the CPUID intrinsics were unsafe.
+    #[allow(unused_unsafe)]
+    // SAFETY: CPUID exists on every x86_64 processor.
+    let leaf1 = unsafe { core::arch::x86_64::__cpuid(1) };
     if leaf1.ecx & (1 << 27) == 0 {
         return Err(crate::Error::Unsupported(
             "TLS descriptors on a CPU without OS-enabled XSAVE",
         ));
     }
     // Leaf 0xD exists when OSXSAVE is set.
-    let size = core::arch::x86_64::__cpuid_count(0xd, 0).ebx as usize;
+    #[allow(unused_unsafe)]
+    // SAFETY: as above; leaf 0xD exists (OSXSAVE is set).
+    let size = unsafe { core::arch::x86_64::__cpuid_count(0xd, 0) }.ebx as usize;
     XSAVE_SIZE.store((size.max(576) + 63) & !63, Ordering::Relaxed);
     Ok(())
 }

@@ -346,7 +346,7 @@ impl Layout {
                     if !in_file || !addr_ok {
                         return Err(bad(index, kind, "lies outside the input"));
                     }
-                    if memsz % 16 != 0 || memsz == 0 {
+                    if !memsz.is_multiple_of(16) || memsz == 0 {
                         return Err(bad(index, kind, "size is not a whole number of entries"));
                     }
                     dynamic = Some((vaddr, memsz));

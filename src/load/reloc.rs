@@ -138,7 +138,7 @@ fn table<T: Pod>(
             expected,
         });
     }
-    if t.size % expected != 0 {
+    if !t.size.is_multiple_of(expected) {
         return Err(Error::BadTableSize {
             table: name,
             size: t.size,
