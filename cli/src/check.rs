@@ -307,11 +307,13 @@ fn compare(exe: &Path, lib: &Path, timeout: Duration) -> Verdict {
                 s.refused.as_deref().unwrap_or("loads")
             ))
         }
-        (Outcome::Reported(m), Outcome::Crashed(s)) => {
-            return Verdict::Differ(format!(
-                "memdl: {}; system: {s}",
-                m.refused.as_deref().unwrap_or("loads")
-            ))
+        // The system loader trusts its input: a malformed file can crash
+        // it. memdl refusing the same file is the point, not a difference.
+        (Outcome::Reported(m), Outcome::Crashed(_)) if m.refused.is_some() => {
+            return Verdict::Agree { loaded: false }
+        }
+        (Outcome::Reported(_), Outcome::Crashed(s)) => {
+            return Verdict::Differ(format!("memdl: loads; system: {s}"))
         }
     };
     match (&mine.refused, &system.refused) {

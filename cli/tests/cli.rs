@@ -518,3 +518,74 @@ fn inspect_counts_packed_relative_relocations() {
         .sum();
     assert_eq!(total, rows, "{out}");
 }
+
+/// `memdl check DIR`: the libraries under DIR loaded by memdl and by
+/// dlopen in child processes. Agreeing ones (a test library, zlib, a
+/// truncated library both refuse) pass; libc is skipped with its reason; a
+/// file that is no library is not counted; a library the system loader
+/// takes and memdl refuses (a writable and executable segment) is a
+/// disagreement, named, with exit code 1.
+#[test]
+fn check_compares_every_library_under_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |from: &Path, name: &str| std::fs::copy(from, dir.path().join(name)).unwrap();
+    copy(&common::test_lib_path("example"), "libexample.so");
+    copy(&zlib(), "libz.so.1");
+    copy(&common::machine_lib_path("libc.so.6"), "libc.so.6");
+    let zlib_bytes = std::fs::read(zlib()).unwrap();
+    std::fs::write(dir.path().join("libtruncated.so"), &zlib_bytes[..4096]).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a library").unwrap();
+
+    let r = memdl([
+        OsStr::new("check"),
+        OsStr::new("-v"),
+        dir.path().as_os_str(),
+    ]);
+    assert_success(&r);
+    assert!(
+        r.stdout
+            .contains("checked 4 libraries: 3 agree, 0 disagree, 1 skipped"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("libexample.so: both load"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("libtruncated.so: neither loads"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("skip ") && r.stdout.contains("libc.so.6"),
+        "{}",
+        r.stdout
+    );
+
+    // A writable and executable segment: glibc maps it, memdl refuses.
+    let source = dir.path().join("wx.c");
+    std::fs::write(&source, "int bump(int x) { return x + 1; }\n").unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
+    let built = Command::new(cc)
+        .args(["-shared", "-fPIC", "-O2", "-nostdlib", "-Wl,-N", "-o"])
+        .arg(dir.path().join("libwx.so"))
+        .arg(&source)
+        .output()
+        .expect("run the C compiler");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let r = memdl([OsStr::new("check"), dir.path().as_os_str()]);
+    assert_eq!(r.code, Some(1), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("libwx.so: only the system loader loads it"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("1 disagree"), "{}", r.stdout);
+}
