@@ -8,33 +8,13 @@
 
 mod common;
 
-use std::ffi::{c_char, c_int, CStr, CString};
+use std::ffi::{c_int, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{serial, test_lib};
+use common::{serial, take_trace, test_lib};
 use memdl::{Dependency, ElfImage, Error, Library, Options};
-
-static TRACE: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// Imported by the deps_* test libraries (exported from the test
-/// executable by `--export-dynamic-symbol=memdl_test_host_*`).
-///
-/// # Safety
-/// `event` is a NUL-terminated string.
-#[no_mangle]
-pub unsafe extern "C" fn memdl_test_host_trace(event: *const c_char) {
-    // SAFETY: the caller's promise (the libraries pass string literals).
-    let event = unsafe { CStr::from_ptr(event) }
-        .to_string_lossy()
-        .into_owned();
-    TRACE.lock().unwrap().push(event);
-}
-
-fn take_trace() -> Vec<String> {
-    std::mem::take(&mut *TRACE.lock().unwrap())
-}
 
 fn a_value(lib: &impl Library) -> c_int {
     // SAFETY: int a_value(void).

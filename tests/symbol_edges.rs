@@ -3,27 +3,8 @@
 
 mod common;
 
-use std::ffi::{c_char, CStr};
-use std::sync::Mutex;
-
-use common::{machine_lib, test_lib};
+use common::{machine_lib, take_trace, test_lib};
 use memdl::{ElfImage, SystemImage};
-
-static TRACE: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// Imported by test-dylibs/import_only.c (exported from the test
-/// executable by `--export-dynamic-symbol=memdl_test_host_*`).
-///
-/// # Safety
-/// `event` is a NUL-terminated string.
-#[no_mangle]
-pub unsafe extern "C" fn memdl_test_host_trace(event: *const c_char) {
-    // SAFETY: the caller's promise.
-    let event = unsafe { CStr::from_ptr(event) }
-        .to_string_lossy()
-        .into_owned();
-    TRACE.lock().unwrap().push(event);
-}
 
 /// A library that only imports has a GNU hash table with every bucket
 /// empty, which implies no symbol count; its relocations name symbols past
@@ -43,7 +24,7 @@ fn a_gnu_hash_table_that_hashes_nothing() {
     assert_eq!(img.exports().count(), 0);
     // SAFETY: as above.
     let sys = unsafe { SystemImage::load(&bytes) }.unwrap();
-    assert_eq!(*TRACE.lock().unwrap(), ["import only", "import only"]);
+    assert_eq!(take_trace(), ["import only", "import only"]);
     drop((img, sys));
 }
 

@@ -183,3 +183,25 @@ pub fn fresh_dir(tag: &str) -> PathBuf {
     std::fs::create_dir(&dir).unwrap();
     dir
 }
+
+/// Events test libraries report through `memdl_test_host_trace` (the
+/// deps_* libraries' initialisers and finalisers, import_only's).
+static TRACE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Imported by test libraries (test executables export it: the root
+/// build.rs links them with `--export-dynamic-symbol=memdl_test_host_*`).
+///
+/// # Safety
+/// `event` is a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn memdl_test_host_trace(event: *const std::ffi::c_char) {
+    // SAFETY: the caller's promise (the libraries pass string literals).
+    let event = unsafe { std::ffi::CStr::from_ptr(event) };
+    let mut trace = TRACE.lock().unwrap_or_else(|e| e.into_inner());
+    trace.push(event.to_string_lossy().into_owned());
+}
+
+/// The events traced so far, which are forgotten.
+pub fn take_trace() -> Vec<String> {
+    std::mem::take(&mut *TRACE.lock().unwrap_or_else(|e| e.into_inner()))
+}
