@@ -623,6 +623,16 @@ fn cases() -> Vec<Case> {
             => Error::BadStringOffset { .. }
         ),
         case!(
+            "DT_RUNPATH past DT_STRSZ",
+            |e| e.retag(DT_SONAME, DT_RUNPATH, 1 << 30)
+            => Error::BadStringOffset { .. }
+        ),
+        case!(
+            "DT_RPATH past DT_STRSZ",
+            |e| e.retag(DT_SONAME, DT_RPATH, u64::MAX)
+            => Error::BadStringOffset { .. }
+        ),
+        case!(
             "DT_NEEDED library that does not exist",
             |e| {
                 // Point the needed name at the SONAME string "libz.so.1".
