@@ -200,8 +200,10 @@ fn descriptor_call_preserves_registers<L: Library>(lib: &L) -> usize {
 #[test]
 fn tls_descriptor_call_preserves_every_register_but_x0_x1_x30() {
     let bytes = test_lib("tls_regs");
-    let img = ElfImage::load(&bytes).unwrap();
-    let sys = SystemImage::load(&bytes).unwrap();
+    // SAFETY: a trusted test library (its initialisers run).
+    let img = unsafe { ElfImage::load(&bytes) }.unwrap();
+    // SAFETY: as above.
+    let sys = unsafe { SystemImage::load(&bytes) }.unwrap();
     for lib in [&img as &dyn DynProbe, &sys] {
         // First call allocates this thread's block (the slow path: locks,
         // malloc), the second finds it; then a fresh thread.
