@@ -156,7 +156,7 @@ const DYLIBS: &[Dylib] = &[
     // Thread-local variables of another module (libc's errno) in each
     // model: initial exec, general dynamic, descriptors.
     c("tlsimport", &["tls_import_ie.c"]),
-    c("tlsimport_gd", &["tls_import_gd.c"]),
+    c_with("tlsimport_gd", &["tls_import_gd.c"], &["-mtls-dialect=gnu"]),
     c_with(
         "tlsimport_desc",
         &["tls_import_gd.c"],
@@ -165,7 +165,7 @@ const DYLIBS: &[Dylib] = &[
     // std::call_once: libstdc++'s __once_callable/__once_call TLS.
     cpp_with("callonce", &["call_once.cpp"], &[]),
     // Only imports: a GNU hash table that hashes nothing.
-    c("import_only", &["import_only.c"]),
+    c_with("import_only", &["import_only.c"], &["-Wl,--hash-style=gnu"]),
     // Two libraries defining the same STB_GNU_UNIQUE template static.
     cpp_with("unique1", &["unique.cpp"], &[]),
     cpp_with("unique2", &["unique.cpp"], &[]),
@@ -347,6 +347,8 @@ fn build(lib: &Dylib, src: &Path, out: &Path) {
     let gcc = compiler.is_like_gnu();
     let flags = lib.flags.iter().filter_map(|&f| match f {
         "-mtls-dialect=gnu2" if aarch64 => Some("-mtls-dialect=desc".to_owned()),
+        // ... and calls __tls_get_addr's dialect trad, x86 gnu.
+        "-mtls-dialect=gnu" if aarch64 => Some("-mtls-dialect=trad".to_owned()),
         // GCC's option; clang never makes STB_GNU_UNIQUE symbols.
         "-fno-gnu-unique" if !gcc => None,
         // Links against test libraries built before this one.

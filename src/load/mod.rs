@@ -236,7 +236,7 @@ fn link(
     };
     let tables = load.read_tables()?;
     let resolver = load.bind_imports(&tables)?;
-    let mut tls = load.register_tls(&tables.dynamic)?;
+    let mut tls = load.register_tls(&tables)?;
     let targets = load.targets();
     let deferred = load.relocate(&targets, &tables, &resolver, &mut tls)?;
     let needed = resolver.into_needed();
@@ -351,16 +351,21 @@ impl Load<'_> {
     }
 
     /// The image's thread-local storage (`PT_TLS`): a module of memdl's
-    /// dynamic TLS, or (`DF_STATIC_TLS`: initial-exec code) a block the
-    /// system loader places in static TLS once the image is relocated.
-    fn register_tls(&self, dynamic: &Dynamic) -> Result<ImageTls> {
+    /// dynamic TLS, or (initial-exec code) a block the system loader places
+    /// in static TLS once the image is relocated. Initial-exec code is
+    /// `DF_STATIC_TLS`, or, where the linker does not set that flag (GNU
+    /// ld for aarch64), a thread-pointer-offset relocation against the
+    /// image's own block.
+    fn register_tls(&self, tables: &Tables) -> Result<ImageTls> {
         let mut tls = ImageTls::default();
         let Some(t) = self.layout.tls else {
             return Ok(tls);
         };
         let data = self.memory().table("PT_TLS", t.vaddr, t.filesz)?;
+        let initial_exec = tables.dynamic.flags & DF_STATIC_TLS != 0
+            || tables.relocations.offsets_own_tls(&tables.symbols);
         // An empty block needs no static space: nothing to place.
-        if dynamic.flags & DF_STATIC_TLS != 0 && t.memsz > 0 {
+        if initial_exec && t.memsz > 0 {
             tls.static_pending = true;
         } else {
             let module = TlsModule::register(data.addr(), t.filesz, t.memsz, t.align, t.vaddr)?;

@@ -185,6 +185,22 @@ impl Relocations {
         Ok(r)
     }
 
+    /// Whether a relocation asks for the image's own TLS block's offset from
+    /// the thread pointer (`TPOFF64`, `TLS_TPREL` against a symbol of the
+    /// image's own TLS, or against no symbol): initial-exec code.
+    pub fn offsets_own_tls(&self, symbols: &SymbolTable) -> bool {
+        let mut found = false;
+        let _ = self.for_each_entry(|_, e| {
+            found |= arch::classify(e.r_type) == RelocKind::TlsTpOffset
+                && (e.symbol == 0
+                    || symbols
+                        .get(e.symbol)
+                        .is_some_and(|s| s.is_defined() && s.kind() == STT_TLS));
+            Ok(())
+        });
+        found
+    }
+
     /// The highest symbol index any relocation names.
     pub fn max_symbol(&self) -> u32 {
         let mut max = 0;
