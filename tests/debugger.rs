@@ -93,6 +93,16 @@ fn child(mode: &str) {
             report_image(&img);
             assert_eq!(host_calls_crc32(&img), 0x3610_a686);
         }
+        "zlib_no_section_headers" => {
+            // e_shoff, e_shnum and e_shstrndx zeroed: `.eh_frame` is found
+            // through PT_GNU_EH_FRAME and measured in memory.
+            let mut bytes = machine_lib("libz.so.1");
+            bytes[40..48].fill(0);
+            bytes[60..64].fill(0);
+            let img = unsafe { ElfImage::load(&bytes) }.unwrap();
+            report_image(&img);
+            assert_eq!(host_calls_crc32(&img), 0x3610_a686);
+        }
         "zlib_off" => {
             let options = Options::new().debugger_registration(false);
             let img = unsafe { options.load(&machine_lib("libz.so.1")) }.unwrap();
@@ -253,6 +263,19 @@ fn gdb_breaks_in_zlib_crc32_loaded_from_fd() {
     let out = gdb(
         "gdb_breaks_in_zlib_crc32_loaded_from_fd",
         "zlib_fd",
+        &with_break("break crc32"),
+    );
+    check_crc32_session(&out);
+}
+
+#[test]
+fn gdb_breaks_in_zlib_without_section_headers() {
+    if is_child() {
+        return;
+    }
+    let out = gdb(
+        "gdb_breaks_in_zlib_without_section_headers",
+        "zlib_no_section_headers",
         &with_break("break crc32"),
     );
     check_crc32_session(&out);
