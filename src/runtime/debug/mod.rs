@@ -22,8 +22,11 @@
 //! straight into it: from the caller's bytes, or `pread` from the file
 //! (never through a mapping of it, whose pages would be faulted in), or,
 //! when no section header gives its size, from the image's memory. Nothing
-//! is zero-filled first. A stripped file costs the section headers and
-//! their names (two small reads), the dynamic symbols and that copy.
+//! is zero-filled first. The object's `.strtab` starts with the whole
+//! dynamic string table, so dynamic symbols keep their name offsets and no
+//! name is scanned. A stripped file costs its section headers and their
+//! names (two small reads), a pass over the dynamic symbols, and the
+//! copies of `.eh_frame` and `.dynstr`.
 
 #[cfg(feature = "debug-info")]
 mod dwarf;
@@ -174,6 +177,7 @@ pub(crate) fn register(view: &ImageView<'_>, options: &DebugOptions) -> Option<D
             let name = match s.name {
                 Name::Dynamic(offset) => dynsym.strings.get(offset.into()).ok()?,
                 Name::Bytes(name) => name,
+                Name::Strtab(_) => return None,
             };
             Some((s.value, s.size, name))
         }));
@@ -218,7 +222,7 @@ pub(crate) fn register(view: &ImageView<'_>, options: &DebugOptions) -> Option<D
         &pieces,
         &extra,
         dynstr,
-        &symbols,
+        &mut symbols,
     );
     Some(DebugRegistration {
         _gdb: Some(JitRegistration::register(object)),

@@ -53,6 +53,9 @@ pub(crate) enum Name<'a> {
     Dynamic(u32),
     /// These bytes (a name from the file's `.symtab`).
     Bytes(&'a [u8]),
+    /// At this offset of the object's `.strtab` ([`build`] moves `Bytes`
+    /// names there).
+    Strtab(u32),
 }
 
 impl ObjSym<'_> {
@@ -118,7 +121,7 @@ pub(crate) fn size(
         + symbols
             .iter()
             .map(|s| match s.name {
-                Name::Dynamic(_) => 0,
+                Name::Dynamic(_) | Name::Strtab(_) => 0,
                 Name::Bytes(b) => b.len() + 1,
             })
             .sum::<usize>();
@@ -141,7 +144,7 @@ pub(crate) fn size(
 /// here), followed by the bytes of the `EhFrame` piece if there is one;
 /// `pieces` sorted by address and disjoint; symbols whose value lies in a
 /// piece (others are left out), named in `dynstr` (the dynamic string
-/// table) or by their own bytes. Appends everything else to `out` (sized
+/// table) or by their own bytes (which this moves to `.strtab`). Appends everything else to `out` (sized
 /// by [`size`]: no reallocation) and returns it.
 pub(crate) fn build(
     mut out: Vec<u8>,
@@ -149,7 +152,7 @@ pub(crate) fn build(
     pieces: &[Piece],
     extra: &[Extra<'_>],
     dynstr: &[u8],
-    symbols: &[ObjSym<'_>],
+    symbols: &mut [ObjSym<'_>],
 ) -> Vec<u8> {
     let eh_frame_len = (out.len() - EHDR) as u64;
     let mut shstrtab: Vec<u8> = Vec::with_capacity(64 + 12 * (pieces.len() + extra.len()));
@@ -251,57 +254,54 @@ pub(crate) fn build(
         });
     }
 
-    // .symtab: the null symbol, locals, then the rest (sh_info: first
-    // non-local). Each symbol goes to the section of the piece holding it.
-    // The entries are written in place; their names go to `.strtab`,
-    // right after the table, once its size is known.
-    let symtab_index = shdrs.len() as u32;
-    align_to(&mut out, 8);
-    let symtab_at = out.len();
-    let placed: Vec<(usize, u16)> = symbols
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| Some((i, piece_of(pieces, s.value)? as u16 + 1)))
-        .collect();
-    let count = placed.len() + 1;
-    out.resize(symtab_at + count * SYM, 0);
+    // .strtab first: the dynamic string table, whole (after a leading NUL,
+    // and with a NUL in case it lacks its last), then the names of the
+    // other symbols; so .symtab's entries are appended in one pass each.
     let strtab_at = out.len();
-    // The dynamic string table, whole, and a NUL in case it lacks its last.
     out.push(0);
     out.extend_from_slice(dynstr);
     out.push(0);
-    let mut entry = symtab_at + SYM;
-    let mut first_global = 1u32;
-    for locals in [true, false] {
-        for &(i, shndx) in &placed {
-            let s = &symbols[i];
-            if s.is_local() != locals {
-                continue;
-            }
-            let name_at = match s.name {
-                // After the leading NUL.
-                Name::Dynamic(offset) => offset + 1,
-                Name::Bytes(name) => {
-                    let at = (out.len() - strtab_at) as u32;
-                    out.extend_from_slice(name);
-                    out.push(0);
-                    at
-                }
-            };
-            let e = &mut out[entry..entry + SYM];
-            e[0..4].copy_from_slice(&name_at.to_le_bytes());
-            e[4] = s.info;
-            e[5] = s.other;
-            e[6..8].copy_from_slice(&shndx.to_le_bytes());
-            e[8..16].copy_from_slice(&s.value.to_le_bytes());
-            e[16..24].copy_from_slice(&s.size.to_le_bytes());
-            entry += SYM;
-        }
-        if locals {
-            first_global = ((entry - symtab_at) / SYM) as u32;
+    for s in symbols.iter_mut() {
+        if let Name::Bytes(name) = s.name {
+            s.name = Name::Strtab((out.len() - strtab_at) as u32);
+            out.extend_from_slice(name);
+            out.push(0);
         }
     }
     let strtab_size = out.len() - strtab_at;
+
+    // .symtab: the null symbol, locals, then the rest (sh_info: first
+    // non-local). Each symbol goes to the section of the piece holding it.
+    let symtab_index = shdrs.len() as u32;
+    align_to(&mut out, 8);
+    let symtab_at = out.len();
+    out.extend_from_slice(&[0u8; SYM]);
+    let mut first_global = 1u32;
+    for locals in [true, false] {
+        for s in symbols.iter().filter(|s| s.is_local() == locals) {
+            let Some(piece) = piece_of(pieces, s.value) else {
+                continue;
+            };
+            let name_at = match s.name {
+                // After the leading NUL.
+                Name::Dynamic(offset) => offset + 1,
+                Name::Strtab(offset) => offset,
+                Name::Bytes(_) => 0,
+            };
+            let mut e = [0u8; SYM];
+            e[0..4].copy_from_slice(&name_at.to_le_bytes());
+            e[4] = s.info;
+            e[5] = s.other;
+            e[6..8].copy_from_slice(&(piece as u16 + 1).to_le_bytes());
+            e[8..16].copy_from_slice(&s.value.to_le_bytes());
+            e[16..24].copy_from_slice(&s.size.to_le_bytes());
+            out.extend_from_slice(&e);
+        }
+        if locals {
+            first_global = ((out.len() - symtab_at) / SYM) as u32;
+        }
+    }
+    let count = (out.len() - symtab_at) / SYM;
     let symtab_name = name(".symtab", &mut shstrtab);
     let strtab_name = name(".strtab", &mut shstrtab);
     let shstrtab_name = name(".shstrtab", &mut shstrtab);
@@ -416,7 +416,7 @@ mod tests {
                 kind: PieceKind::EhFrame,
             },
         ];
-        let syms = [
+        let mut syms = [
             ObjSym {
                 name: Name::Bytes(b"local_fn"),
                 value: 0x7000_0010,
@@ -442,8 +442,9 @@ mod tests {
         let mut out = vec![0u8; EHDR];
         out.extend_from_slice(&[0u8; 16]);
         let dynstr = b"\0global_fn\0";
-        let obj = build(out, 62, &pieces, &[], dynstr, &syms);
-        assert!(obj.len() <= size(pieces.len(), 16, dynstr.len(), &[], &syms));
+        let capacity = size(pieces.len(), 16, dynstr.len(), &[], &syms);
+        let obj = build(out, 62, &pieces, &[], dynstr, &mut syms);
+        assert!(obj.len() <= capacity);
         let elf = goblin::elf::Elf::parse(&obj).expect("parses");
         let names: Vec<_> = elf
             .section_headers
