@@ -232,6 +232,22 @@ pub fn read_vec_at(fd: BorrowedFd<'_>, len: usize, offset: u64) -> Result<Vec<u8
     Ok(v)
 }
 
+/// Appends `len` bytes read from `offset` of `fd` to `v` (no zero-fill
+/// first: `pread` writes straight into the spare capacity), or fails and
+/// leaves `v` as it was.
+pub fn append_at(fd: BorrowedFd<'_>, v: &mut Vec<u8>, len: usize, offset: u64) -> Result<()> {
+    v.try_reserve(len).map_err(|_| Error::LimitExceeded {
+        what: "file read",
+        value: len as u64,
+        limit: isize::MAX as u64,
+    })?;
+    fill_at(fd, &mut v.spare_capacity_mut()[..len], offset)?;
+    // SAFETY: `fill_at` wrote the `len` bytes after the old length, inside
+    // the capacity just reserved.
+    unsafe { v.set_len(v.len() + len) };
+    Ok(())
+}
+
 /// Writes all of `buf` from `offset` of `fd`, or fails.
 fn fill_at(fd: BorrowedFd<'_>, buf: &mut [std::mem::MaybeUninit<u8>], offset: u64) -> Result<()> {
     let size = buf.len() as u64;

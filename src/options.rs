@@ -96,6 +96,7 @@ pub struct Options {
     pub(crate) system_strategy: SystemStrategy,
     pub(crate) origin: Option<PathBuf>,
     pub(crate) dependencies: Option<DependencyProvider>,
+    pub(crate) debug: crate::runtime::debug::DebugOptions,
 }
 
 /// A `DT_NEEDED` library the caller supplies itself (see
@@ -192,6 +193,22 @@ impl Options {
         provider: impl Fn(&str) -> Option<Dependency> + Send + Sync + 'static,
     ) -> Self {
         self.dependencies = Some(DependencyProvider(std::sync::Arc::new(provider)));
+        self
+    }
+
+    /// Whether [`crate::ElfImage`] registers each image with debuggers
+    /// through the GDB JIT interface (default: on). It costs a few
+    /// microseconds per load (see the README's "Debugging and profiling").
+    pub fn debugger_registration(mut self, on: bool) -> Self {
+        self.debug.gdb = on;
+        self
+    }
+
+    /// Whether [`crate::ElfImage`] appends the image's functions to
+    /// `/tmp/perf-<pid>.map` for Linux perf. Without this call, the
+    /// environment decides: `MEMDL_PERF_MAP=1` turns it on.
+    pub fn perf_map(mut self, on: bool) -> Self {
+        self.debug.perf_map = Some(on);
         self
     }
 

@@ -232,6 +232,8 @@ const DYLIBS: &[Dylib] = &[
         &["ifunc_hwcap.c"],
         &["-nostdlib", "-fno-stack-protector"],
     ),
+    // Debugger visibility (tests/debugger.rs): with DWARF and .symtab.
+    c_with("debugvis", &["debugvis.c"], &["-g", "-O1"]),
     // The example linked for each page size the loader must handle, code
     // on its own pages (-z separate-code): 4 KiB (x86, most aarch64),
     // 16 KiB (Android), 64 KiB.

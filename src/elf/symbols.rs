@@ -73,6 +73,11 @@ impl Strings {
         self.table.len() as u64
     }
 
+    /// The whole table (`DT_STRSZ` bytes).
+    pub fn bytes(&self) -> &[u8] {
+        self.table.bytes()
+    }
+
     /// The `len` bytes at `offset`, if they lie in the table.
     pub(super) fn slice(&self, offset: usize, len: usize) -> Option<&[u8]> {
         self.table.bytes().get(offset..offset.checked_add(len)?)

@@ -3,7 +3,7 @@
 //!
 //! parse → reserve → place (copy / map from the file) → read the dynamic
 //! tables → bind imports → relocate → protect → ifuncs and RELRO → register
-//! frames → publish → init.
+//! frames → register with debuggers → publish → init.
 //!
 //! Everything acquired along the way is owned by a value whose drop
 //! releases it, so an error at any step leaves nothing mapped and nothing
@@ -29,6 +29,7 @@ use crate::map::{
     checked_file_range, page_size, protection_plan, read_exact_at, with_read_only, Mapping,
 };
 use crate::options::Options;
+use crate::runtime::debug::{DebugRegistration, ImageView};
 use crate::runtime::image::{ElfImage, Linked, Placement};
 use crate::runtime::init::{call_init, process_args};
 use crate::runtime::needed::NeededLibrary;
@@ -126,7 +127,7 @@ impl ElfImage {
         let layout = Layout::parse_headers(len, page_size() as u64, &options.limits, |at, buf| {
             read_exact_at(fd, buf, offset + at)
         })?;
-        let source = Source::File { fd, offset };
+        let source = Source::File { fd, offset, len };
         let in_flight = LoadInFlight::enter();
         let (mapping, placed) = place_from_file(&layout, fd, offset, source, in_flight.alone)?;
         link(mapping, layout, placed, source, options)
@@ -254,11 +255,12 @@ fn link(
     if let Some(pages) = relro_after_ifuncs {
         load.seal_relro(pages)?;
     }
-    // (Registering with debuggers belongs here: the image is final, none
-    // of its initialisers has run.)
     let frames = load.register_frames();
+    // Debuggers and profilers see the image once it is final and before
+    // any of its initialisers runs (a breakpoint in a constructor is hit).
+    let debug = load.register_debug(&tables.symbols);
     let (init, init_array) = (tables.init, tables.init_array);
-    let image = load.publish(tables, frames, tls, needed);
+    let image = load.publish(tables, frames, debug, tls, needed);
     run_initialisers(&image, init, init_array);
     Ok(image)
 }
@@ -482,12 +484,28 @@ impl Load<'_> {
         FrameRegistration::new(&self.memory(), hdr, &unmapped)
     }
 
+    /// Registers the image with debuggers (GDB JIT interface) and perf's
+    /// map as the options ask; `None` when nothing was registered. Never
+    /// fails the load.
+    fn register_debug(&self, symbols: &SymbolTable) -> Option<DebugRegistration> {
+        let source = self.source;
+        let view = ImageView {
+            mem: self.memory(),
+            eh_frame_hdr: self.layout.eh_frame_hdr,
+            dynsym: symbols,
+            file_len: source.len(),
+            read_file: &|at, len, out| source.append(at, len, out),
+        };
+        crate::runtime::debug::register(&view, &self.options.debug)
+    }
+
     /// Hands the image to the runtime, which makes it visible to `dladdr`,
     /// `dl_iterate_phdr` and `find_symbol` before its initialisers run.
     fn publish(
         self,
         tables: Tables,
         frames: Option<FrameRegistration>,
+        debug: Option<DebugRegistration>,
         tls: ImageTls,
         needed: Vec<NeededLibrary>,
     ) -> ElfImage {
@@ -512,6 +530,7 @@ impl Load<'_> {
             fini_array: tables.fini_array,
             fini: tables.fini,
             nodelete: tables.dynamic.flags_1 & DF_1_NODELETE != 0,
+            debug,
             frames,
             tls,
             mapping: self.mapping,

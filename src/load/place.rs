@@ -25,11 +25,47 @@ pub(super) fn page_end(addr: u64, page: u64) -> u64 {
 pub(super) enum Source<'a> {
     /// The ELF's bytes, in memory.
     Bytes(&'a [u8]),
-    /// `fd` from `offset` on (`pread`).
-    File { fd: BorrowedFd<'a>, offset: u64 },
+    /// `len` bytes of `fd` from `offset` on (`pread`).
+    File {
+        fd: BorrowedFd<'a>,
+        offset: u64,
+        len: u64,
+    },
 }
 
 impl Source<'_> {
+    /// The ELF's length in bytes.
+    pub(super) fn len(&self) -> u64 {
+        match *self {
+            Source::Bytes(bytes) => bytes.len() as u64,
+            Source::File { len, .. } => len,
+        }
+    }
+
+    /// Appends the `len` bytes at `at` of the ELF to `out`, without
+    /// zero-filling them first; `false` (and `out` unchanged) when the
+    /// range is not inside the ELF or cannot be read.
+    pub(super) fn append(&self, at: u64, len: u64, out: &mut Vec<u8>) -> bool {
+        let inside = at.checked_add(len).is_some_and(|end| end <= self.len());
+        let Ok(n) = usize::try_from(len) else {
+            return false;
+        };
+        match *self {
+            _ if !inside => false,
+            Source::Bytes(bytes) => {
+                // `at + len <= bytes.len()`: checked just above.
+                let src = &bytes[at as usize..at as usize + n];
+                out.try_reserve(n).is_ok() && {
+                    out.extend_from_slice(src);
+                    true
+                }
+            }
+            Source::File { fd, offset, .. } => {
+                crate::map::append_at(fd, out, n, offset + at).is_ok()
+            }
+        }
+    }
+
     /// Fills `buf` from `at` of the ELF (a range inside it: `Layout`
     /// checked every segment's file range).
     pub(super) fn read(&self, at: u64, buf: &mut [u8]) -> Result<()> {
@@ -48,7 +84,7 @@ impl Source<'_> {
                 Ok(())
             }
             // `at` lies inside the range checked against the file size.
-            Source::File { fd, offset } => read_exact_at(fd, buf, offset + at),
+            Source::File { fd, offset, .. } => read_exact_at(fd, buf, offset + at),
         }
     }
 
@@ -60,7 +96,7 @@ impl Source<'_> {
                 self.read(at, &mut buf)?;
                 Ok(buf)
             }
-            Source::File { fd, offset } => crate::map::read_vec_at(fd, len, offset + at),
+            Source::File { fd, offset, .. } => crate::map::read_vec_at(fd, len, offset + at),
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::elf::view::Array;
 use crate::elf::{Phdr, Segment};
 use crate::error::{Error, Result};
 use crate::map::Mapping;
+use crate::runtime::debug::DebugRegistration;
 use crate::runtime::init::call_fini;
 use crate::runtime::needed::NeededLibrary;
 use crate::runtime::registry;
@@ -60,8 +61,10 @@ pub(crate) struct Loaded {
     fini: Option<Array<usize>>,
     fini_fn: Option<u64>,
     pub nodelete: bool,
-    // Dropped in this order after the finalisers ran: unwind information,
-    // thread-local storage, the memory, then the libraries it called into.
+    // Dropped in this order after the finalisers ran: the debuggers' view
+    // of the image, unwind information, thread-local storage, the memory,
+    // then the libraries it called into.
+    _debug: Option<DebugRegistration>,
     _frames: Option<FrameRegistration>,
     pub tls: ImageTls,
     _mapping: Mapping,
@@ -100,6 +103,7 @@ pub(crate) struct Linked {
     pub fini_array: Option<Array<usize>>,
     pub fini: Option<u64>,
     pub nodelete: bool,
+    pub debug: Option<DebugRegistration>,
     pub frames: Option<FrameRegistration>,
     pub tls: ImageTls,
     pub mapping: Mapping,
@@ -123,6 +127,7 @@ impl ElfImage {
             fini: linked.fini_array,
             fini_fn: linked.fini,
             nodelete: linked.nodelete,
+            _debug: linked.debug,
             _frames: linked.frames,
             tls: linked.tls,
             _mapping: linked.mapping,

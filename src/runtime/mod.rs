@@ -5,11 +5,13 @@
 //! registration ([`unwind`]) and how its initialisers and finalisers are
 //! called ([`init`]); TLS that lives with the system loader (other modules'
 //! variables, static TLS: [`tls_static`]) and the process-wide definitions
-//! of unique symbols ([`unique`]).
+//! of unique symbols ([`unique`]); and what makes an image visible to
+//! debuggers and profilers ([`debug`]).
 //!
 //! Nothing here depends on the load pipeline (`load/`), which builds these
 //! values.
 
+pub(crate) mod debug;
 pub(crate) mod image;
 pub(crate) mod init;
 pub(crate) mod needed;

@@ -1,0 +1,201 @@
+//! What the file holds outside its loaded segments: the section headers,
+//! `.symtab` with its strings, and the `.debug_*` sections.
+//!
+//! None of it is needed to load, so nothing here is an error: a file
+//! without section headers, or with headers that do not make sense, simply
+//! gives nothing. Every offset and size is checked against the file's
+//! length before it is read, and every table is capped in size.
+
+/// Appends the `len` bytes at offset `at` of the ELF to a vector (without
+/// zero-filling them first); `false`, and the vector unchanged, when they
+/// cannot be read.
+pub(crate) type ReadAt<'a> = &'a dyn Fn(u64, u64, &mut Vec<u8>) -> bool;
+
+const SHT_SYMTAB: u32 = 2;
+const SHT_STRTAB: u32 = 3;
+const SHT_NOBITS: u32 = 8;
+const SHF_COMPRESSED: u64 = 0x800;
+/// More section headers than any real library has (GCC's own `-ffunction-
+/// sections` objects are linked into far fewer output sections).
+const MAX_SECTIONS: u64 = 4096;
+/// Largest `.symtab`, `.strtab` or debug section read (a large C++
+/// library's symbol table is a few MiB).
+pub(crate) const MAX_TABLE: u64 = 64 << 20;
+
+/// One section header's fields that matter here.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Section {
+    pub name: u32,
+    pub kind: u32,
+    pub flags: u64,
+    pub addr: u64,
+    pub offset: u64,
+    pub size: u64,
+    pub link: u32,
+    pub entsize: u64,
+}
+
+/// The section headers and their names, when present and sane.
+pub(crate) struct Sections {
+    pub headers: Vec<Section>,
+    names: Vec<u8>,
+}
+
+fn u16_at(b: &[u8], o: usize) -> u16 {
+    crate::elf::read_le::<2>(b, o).map_or(0, u16::from_le_bytes)
+}
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    crate::elf::read_le::<4>(b, o).map_or(0, u32::from_le_bytes)
+}
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    crate::elf::read_le::<8>(b, o).map_or(0, u64::from_le_bytes)
+}
+
+/// `size` bytes at `offset` of the file, if they lie inside it and the
+/// size is below [`MAX_TABLE`].
+pub(crate) fn read_range(
+    file_len: u64,
+    read: ReadAt<'_>,
+    offset: u64,
+    size: u64,
+) -> Option<Vec<u8>> {
+    let end = offset.checked_add(size)?;
+    if end > file_len || size > MAX_TABLE {
+        return None;
+    }
+    let mut buf = Vec::new();
+    buf.try_reserve_exact(size as usize).ok()?;
+    read(offset, size, &mut buf).then_some(buf)
+}
+
+impl Sections {
+    pub(crate) fn read(file_len: u64, read: ReadAt<'_>) -> Option<Sections> {
+        let ehdr = read_range(file_len, read, 0, 64)?;
+        let shoff = u64_at(&ehdr, 40);
+        let shentsize = u16_at(&ehdr, 58);
+        let shnum = u64::from(u16_at(&ehdr, 60));
+        let shstrndx = usize::from(u16_at(&ehdr, 62));
+        // shnum 0 is either no headers or the extended-numbering escape;
+        // either way there is nothing worth the trouble.
+        if shoff == 0 || shentsize != 64 || shnum == 0 || shnum > MAX_SECTIONS {
+            return None;
+        }
+        let table = read_range(file_len, read, shoff, shnum * 64)?;
+        let headers: Vec<Section> = table
+            .chunks_exact(64)
+            .map(|h| Section {
+                name: u32_at(h, 0),
+                kind: u32_at(h, 4),
+                flags: u64_at(h, 8),
+                addr: u64_at(h, 16),
+                offset: u64_at(h, 24),
+                size: u64_at(h, 32),
+                link: u32_at(h, 40),
+                entsize: u64_at(h, 56),
+            })
+            .collect();
+        let names = headers
+            .get(shstrndx)
+            .filter(|s| s.kind == SHT_STRTAB)
+            .and_then(|s| read_range(file_len, read, s.offset, s.size))
+            .unwrap_or_default();
+        Some(Sections { headers, names })
+    }
+
+    /// The name of `s`, if its offset lies in the names and ends there.
+    pub(crate) fn name(&self, s: &Section) -> Option<&[u8]> {
+        let tail = self.names.get(s.name as usize..)?;
+        let end = tail.iter().position(|&b| b == 0)?;
+        Some(&tail[..end])
+    }
+
+    /// `.symtab` and its string table, if the file has them.
+    pub(crate) fn symtab(&self, file_len: u64, read: ReadAt<'_>) -> Option<(Vec<u8>, Vec<u8>)> {
+        let sym = self
+            .headers
+            .iter()
+            .find(|s| s.kind == SHT_SYMTAB && s.entsize == 24 && s.size % 24 == 0)?;
+        let strings = self
+            .headers
+            .get(sym.link as usize)
+            .filter(|s| s.kind == SHT_STRTAB)?;
+        let syms = read_range(file_len, read, sym.offset, sym.size)?;
+        let strs = read_range(file_len, read, strings.offset, strings.size)?;
+        Some((syms, strs))
+    }
+
+    /// Whether the file has a (non-empty, uncompressed) `.debug_info`.
+    pub(crate) fn has_debug_info(&self) -> bool {
+        self.headers.iter().any(|s| {
+            s.kind != SHT_NOBITS
+                && s.size > 0
+                && s.flags & SHF_COMPRESSED == 0
+                && self.name(s) == Some(b".debug_info")
+        })
+    }
+
+    /// The bytes of section `name` (uncompressed, in the file), if present.
+    #[cfg_attr(not(feature = "debug-info"), allow(dead_code))]
+    pub(crate) fn section(&self, file_len: u64, read: ReadAt<'_>, name: &[u8]) -> Option<Vec<u8>> {
+        let s = self.headers.iter().find(|s| {
+            s.kind != SHT_NOBITS && s.flags & SHF_COMPRESSED == 0 && self.name(s) == Some(name)
+        })?;
+        read_range(file_len, read, s.offset, s.size)
+    }
+}
+
+/// One `Elf64_Sym` of a `.symtab` read from the file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FileSym {
+    pub name: u32,
+    pub info: u8,
+    pub other: u8,
+    pub shndx: u16,
+    pub value: u64,
+    pub size: u64,
+}
+
+/// The symbols of a `.symtab` table (whole entries only).
+pub(crate) fn symbols(table: &[u8]) -> impl Iterator<Item = FileSym> + '_ {
+    table.chunks_exact(24).skip(1).map(|e| FileSym {
+        name: u32_at(e, 0),
+        info: e[4],
+        other: e[5],
+        shndx: u16_at(e, 6),
+        value: u64_at(e, 8),
+        size: u64_at(e, 16),
+    })
+}
+
+/// The NUL-terminated string at `offset` of `strings`.
+pub(crate) fn string(strings: &[u8], offset: u32) -> Option<&[u8]> {
+    let tail = strings.get(offset as usize..)?;
+    let end = tail.iter().position(|&b| b == 0)?;
+    Some(&tail[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_gives_nothing() {
+        let bytes = vec![0xffu8; 4096];
+        let read = |at: u64, len: u64, out: &mut Vec<u8>| {
+            let at = at as usize;
+            match bytes.get(at..at + len as usize) {
+                Some(src) => {
+                    out.extend_from_slice(src);
+                    true
+                }
+                None => false,
+            }
+        };
+        assert!(Sections::read(bytes.len() as u64, &read).is_none());
+        assert!(read_range(10, &read, u64::MAX, 2).is_none());
+        assert!(read_range(10, &read, 8, 4).is_none());
+        assert_eq!(string(b"ab\0c", 0), Some(&b"ab"[..]));
+        assert_eq!(string(b"ab\0c", 3), None);
+        assert_eq!(string(b"ab\0c", 9), None);
+    }
+}

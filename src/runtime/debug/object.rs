@@ -1,0 +1,479 @@
+//! Writes the in-memory ELF object that describes a loaded image to a
+//! debugger, at the image's runtime addresses.
+//!
+//! gdb's JIT reader (`jit.c`) hands the object to BFD and adds it with each
+//! allocated section at its own `sh_addr`: nothing is relocated. So every
+//! address in the object is a runtime address: the sections that cover the
+//! segments, the symbols, and the `.eh_frame` copy, whose PC-relative
+//! pointers stay right because its `sh_addr` is the address of the original
+//! (the copy's bytes are identical).
+//!
+//! Segments are described by `SHT_NOBITS` sections: the debugger reads code
+//! and data from the process's memory (`trust-readonly-sections` is off by
+//! default), so nothing of the image is copied. Sections never overlap (gdb
+//! drops one of two overlapping sections from its address map): a segment
+//! that holds `.eh_frame` is split around it.
+
+/// One allocated section of the object: a runtime address range.
+#[derive(Clone, Debug)]
+pub(crate) struct Piece {
+    pub start: u64,
+    pub end: u64,
+    pub kind: PieceKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PieceKind {
+    /// `SHT_NOBITS`, executable.
+    Text,
+    /// `SHT_NOBITS`, read-only data.
+    ReadOnly,
+    /// `SHT_NOBITS`, writable data.
+    Data,
+    /// `.eh_frame`: `SHT_PROGBITS` with the section's bytes.
+    EhFrame,
+}
+
+/// A symbol for `.symtab`: name, runtime value, size, `st_info`,
+/// `st_other`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ObjSym<'a> {
+    pub name: Name<'a>,
+    pub value: u64,
+    pub size: u64,
+    pub info: u8,
+    pub other: u8,
+}
+
+/// A symbol's name.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Name<'a> {
+    /// At this offset of the dynamic string table, which the object's
+    /// `.strtab` starts with (copied whole: no name is looked for).
+    Dynamic(u32),
+    /// These bytes (a name from the file's `.symtab`).
+    Bytes(&'a [u8]),
+    /// At this offset of the object's `.strtab` ([`build`] moves `Bytes`
+    /// names there).
+    Strtab(u32),
+}
+
+impl ObjSym<'_> {
+    pub(crate) fn is_local(&self) -> bool {
+        self.info >> 4 == STB_LOCAL
+    }
+}
+
+const STB_LOCAL: u8 = 0;
+const SHT_PROGBITS: u32 = 1;
+const SHT_SYMTAB: u32 = 2;
+const SHT_STRTAB: u32 = 3;
+const SHT_NOBITS: u32 = 8;
+const SHF_WRITE: u64 = 1;
+const SHF_ALLOC: u64 = 2;
+const SHF_EXECINSTR: u64 = 4;
+const ET_EXEC: u16 = 2;
+/// Size of the ELF header, where `.eh_frame` starts (8-aligned).
+pub(crate) const EHDR: usize = 64;
+const SHDR: usize = 64;
+const SYM: usize = 24;
+
+/// A non-allocated section carried in the object (DWARF).
+pub(crate) struct Extra<'a> {
+    pub name: &'a str,
+    pub data: &'a [u8],
+}
+
+/// Index of the piece (section index minus one) holding `addr`; `size`
+/// zero symbols may sit at a piece's start.
+pub(crate) fn piece_of(pieces: &[Piece], addr: u64) -> Option<usize> {
+    // Sorted and disjoint: the last piece starting at or before `addr`.
+    let i = pieces.partition_point(|p| p.start <= addr).checked_sub(1)?;
+    (addr < pieces[i].end).then_some(i)
+}
+
+struct Shdr {
+    name: u32,
+    kind: u32,
+    flags: u64,
+    addr: u64,
+    offset: u64,
+    size: u64,
+    link: u32,
+    info: u32,
+    align: u64,
+    entsize: u64,
+}
+
+/// The capacity [`build`] needs for at most `pieces` pieces, `eh_frame`
+/// bytes of `.eh_frame`, a dynamic string table of `dynstr` bytes, `extra`
+/// and `symbols` (an upper bound: symbols
+/// outside every piece are left out).
+pub(crate) fn size(
+    pieces: usize,
+    eh_frame: usize,
+    dynstr: usize,
+    extra: &[Extra<'_>],
+    symbols: &[ObjSym<'_>],
+) -> usize {
+    let names: usize = dynstr
+        + 2
+        + symbols
+            .iter()
+            .map(|s| match s.name {
+                Name::Dynamic(_) | Name::Strtab(_) => 0,
+                Name::Bytes(b) => b.len() + 1,
+            })
+            .sum::<usize>();
+    let extra_size: usize = extra.iter().map(|e| e.data.len() + e.name.len() + 1).sum();
+    let sections = pieces + extra.len() + 4;
+    EHDR + eh_frame
+        + 8
+        + extra_size
+        + 8
+        + (symbols.len() + 1) * SYM
+        + names
+        // Section names: ".rodata.NN" and the fixed ones.
+        + sections * 12
+        + 64
+        + 8
+        + sections * SHDR
+}
+
+/// The object. `out` holds the ELF header's [`EHDR`] bytes (written
+/// here), followed by the bytes of the `EhFrame` piece if there is one;
+/// `pieces` sorted by address and disjoint; symbols whose value lies in a
+/// piece (others are left out), named in `dynstr` (the dynamic string
+/// table) or by their own bytes (which this moves to `.strtab`). Appends everything else to `out` (sized
+/// by [`size`]: no reallocation) and returns it.
+pub(crate) fn build(
+    mut out: Vec<u8>,
+    machine: u16,
+    pieces: &[Piece],
+    extra: &[Extra<'_>],
+    dynstr: &[u8],
+    symbols: &mut [ObjSym<'_>],
+) -> Vec<u8> {
+    let eh_frame_len = (out.len() - EHDR) as u64;
+    let mut shstrtab: Vec<u8> = Vec::with_capacity(64 + 12 * (pieces.len() + extra.len()));
+    shstrtab.push(0);
+    let name = |s: &str, shstrtab: &mut Vec<u8>| {
+        let at = shstrtab.len() as u32;
+        shstrtab.extend_from_slice(s.as_bytes());
+        shstrtab.push(0);
+        at
+    };
+    let mut shdrs: Vec<Shdr> = Vec::with_capacity(pieces.len() + extra.len() + 4);
+    shdrs.push(Shdr {
+        name: 0,
+        kind: 0,
+        flags: 0,
+        addr: 0,
+        offset: 0,
+        size: 0,
+        link: 0,
+        info: 0,
+        align: 0,
+        entsize: 0,
+    });
+    let (mut texts, mut ros, mut datas) = (0, 0, 0);
+    // ".text", ".text.1", ...
+    let numbered = |base: &str, n: &mut u32, shstrtab: &mut Vec<u8>| {
+        *n += 1;
+        let at = shstrtab.len() as u32;
+        shstrtab.extend_from_slice(base.as_bytes());
+        if *n > 1 {
+            shstrtab.push(b'.');
+            shstrtab.extend_from_slice((*n - 1).to_string().as_bytes());
+        }
+        shstrtab.push(0);
+        at
+    };
+    for p in pieces {
+        let (sname, kind, flags, offset, size, align) = match p.kind {
+            PieceKind::Text => (
+                numbered(".text", &mut texts, &mut shstrtab),
+                SHT_NOBITS,
+                SHF_ALLOC | SHF_EXECINSTR,
+                EHDR as u64,
+                p.end - p.start,
+                16,
+            ),
+            PieceKind::ReadOnly => (
+                numbered(".rodata", &mut ros, &mut shstrtab),
+                SHT_NOBITS,
+                SHF_ALLOC,
+                EHDR as u64,
+                p.end - p.start,
+                8,
+            ),
+            PieceKind::Data => (
+                numbered(".data", &mut datas, &mut shstrtab),
+                SHT_NOBITS,
+                SHF_ALLOC | SHF_WRITE,
+                EHDR as u64,
+                p.end - p.start,
+                8,
+            ),
+            PieceKind::EhFrame => (
+                name(".eh_frame", &mut shstrtab),
+                SHT_PROGBITS,
+                SHF_ALLOC,
+                EHDR as u64,
+                eh_frame_len,
+                8,
+            ),
+        };
+        shdrs.push(Shdr {
+            name: sname,
+            kind,
+            flags,
+            addr: p.start,
+            offset,
+            size,
+            link: 0,
+            info: 0,
+            align,
+            entsize: 0,
+        });
+    }
+    for e in extra {
+        let at = out.len() as u64;
+        out.extend_from_slice(e.data);
+        shdrs.push(Shdr {
+            name: name(e.name, &mut shstrtab),
+            kind: SHT_PROGBITS,
+            flags: 0,
+            addr: 0,
+            offset: at,
+            size: e.data.len() as u64,
+            link: 0,
+            info: 0,
+            align: 1,
+            entsize: 0,
+        });
+    }
+
+    // .strtab first: the dynamic string table, whole (after a leading NUL,
+    // and with a NUL in case it lacks its last), then the names of the
+    // other symbols; so .symtab's entries are appended in one pass each.
+    let strtab_at = out.len();
+    out.push(0);
+    out.extend_from_slice(dynstr);
+    out.push(0);
+    for s in symbols.iter_mut() {
+        if let Name::Bytes(name) = s.name {
+            s.name = Name::Strtab((out.len() - strtab_at) as u32);
+            out.extend_from_slice(name);
+            out.push(0);
+        }
+    }
+    let strtab_size = out.len() - strtab_at;
+
+    // .symtab: the null symbol, locals, then the rest (sh_info: first
+    // non-local). Each symbol goes to the section of the piece holding it.
+    let symtab_index = shdrs.len() as u32;
+    align_to(&mut out, 8);
+    let symtab_at = out.len();
+    out.extend_from_slice(&[0u8; SYM]);
+    let mut first_global = 1u32;
+    for locals in [true, false] {
+        for s in symbols.iter().filter(|s| s.is_local() == locals) {
+            let Some(piece) = piece_of(pieces, s.value) else {
+                continue;
+            };
+            let name_at = match s.name {
+                // After the leading NUL.
+                Name::Dynamic(offset) => offset + 1,
+                Name::Strtab(offset) => offset,
+                Name::Bytes(_) => 0,
+            };
+            let mut e = [0u8; SYM];
+            e[0..4].copy_from_slice(&name_at.to_le_bytes());
+            e[4] = s.info;
+            e[5] = s.other;
+            e[6..8].copy_from_slice(&(piece as u16 + 1).to_le_bytes());
+            e[8..16].copy_from_slice(&s.value.to_le_bytes());
+            e[16..24].copy_from_slice(&s.size.to_le_bytes());
+            out.extend_from_slice(&e);
+        }
+        if locals {
+            first_global = ((out.len() - symtab_at) / SYM) as u32;
+        }
+    }
+    let count = (out.len() - symtab_at) / SYM;
+    let symtab_name = name(".symtab", &mut shstrtab);
+    let strtab_name = name(".strtab", &mut shstrtab);
+    let shstrtab_name = name(".shstrtab", &mut shstrtab);
+    shdrs.push(Shdr {
+        name: symtab_name,
+        kind: SHT_SYMTAB,
+        flags: 0,
+        addr: 0,
+        offset: symtab_at as u64,
+        size: (count * SYM) as u64,
+        link: symtab_index + 1,
+        info: first_global,
+        align: 8,
+        entsize: SYM as u64,
+    });
+    shdrs.push(Shdr {
+        name: strtab_name,
+        kind: SHT_STRTAB,
+        flags: 0,
+        addr: 0,
+        offset: strtab_at as u64,
+        size: strtab_size as u64,
+        link: 0,
+        info: 0,
+        align: 1,
+        entsize: 0,
+    });
+    let shstrtab_at = out.len() as u64;
+    out.extend_from_slice(&shstrtab);
+    let shstrndx = shdrs.len() as u16;
+    shdrs.push(Shdr {
+        name: shstrtab_name,
+        kind: SHT_STRTAB,
+        flags: 0,
+        addr: 0,
+        offset: shstrtab_at,
+        size: shstrtab.len() as u64,
+        link: 0,
+        info: 0,
+        align: 1,
+        entsize: 0,
+    });
+
+    align_to(&mut out, 8);
+    let shoff = out.len() as u64;
+    for s in &shdrs {
+        out.extend_from_slice(&s.name.to_le_bytes());
+        out.extend_from_slice(&s.kind.to_le_bytes());
+        out.extend_from_slice(&s.flags.to_le_bytes());
+        out.extend_from_slice(&s.addr.to_le_bytes());
+        out.extend_from_slice(&s.offset.to_le_bytes());
+        out.extend_from_slice(&s.size.to_le_bytes());
+        out.extend_from_slice(&s.link.to_le_bytes());
+        out.extend_from_slice(&s.info.to_le_bytes());
+        out.extend_from_slice(&s.align.to_le_bytes());
+        out.extend_from_slice(&s.entsize.to_le_bytes());
+    }
+
+    // The ELF header.
+    let h = &mut out[..EHDR];
+    h[..4].copy_from_slice(b"\x7fELF");
+    h[4] = 2; // ELFCLASS64
+    h[5] = 1; // ELFDATA2LSB
+    h[6] = 1; // EV_CURRENT
+    h[16..18].copy_from_slice(&ET_EXEC.to_le_bytes());
+    h[18..20].copy_from_slice(&machine.to_le_bytes());
+    h[20..24].copy_from_slice(&1u32.to_le_bytes());
+    h[40..48].copy_from_slice(&shoff.to_le_bytes());
+    h[52..54].copy_from_slice(&(EHDR as u16).to_le_bytes());
+    h[58..60].copy_from_slice(&(SHDR as u16).to_le_bytes());
+    h[60..62].copy_from_slice(&(shdrs.len() as u16).to_le_bytes());
+    h[62..64].copy_from_slice(&shstrndx.to_le_bytes());
+    out
+}
+
+fn align_to(out: &mut Vec<u8>, align: usize) {
+    let len = out.len().next_multiple_of(align);
+    out.resize(len, 0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_are_found_by_address() {
+        let p = |start, end| Piece {
+            start,
+            end,
+            kind: PieceKind::Text,
+        };
+        let pieces = [p(0x1000, 0x2000), p(0x3000, 0x3010)];
+        assert_eq!(piece_of(&pieces, 0xfff), None);
+        assert_eq!(piece_of(&pieces, 0x1000), Some(0));
+        assert_eq!(piece_of(&pieces, 0x1fff), Some(0));
+        assert_eq!(piece_of(&pieces, 0x2000), None);
+        assert_eq!(piece_of(&pieces, 0x300f), Some(1));
+        assert_eq!(piece_of(&pieces, 0x3010), None);
+    }
+
+    #[test]
+    fn object_parses_back() {
+        let pieces = [
+            Piece {
+                start: 0x7000_0000,
+                end: 0x7000_1000,
+                kind: PieceKind::Text,
+            },
+            Piece {
+                start: 0x7000_1000,
+                end: 0x7000_1010,
+                kind: PieceKind::EhFrame,
+            },
+        ];
+        let mut syms = [
+            ObjSym {
+                name: Name::Bytes(b"local_fn"),
+                value: 0x7000_0010,
+                size: 16,
+                info: 2, // LOCAL FUNC
+                other: 0,
+            },
+            ObjSym {
+                name: Name::Dynamic(1),
+                value: 0x7000_0100,
+                size: 32,
+                info: 0x12, // GLOBAL FUNC
+                other: 0,
+            },
+            ObjSym {
+                name: Name::Bytes(b"outside"),
+                value: 0x1234,
+                size: 1,
+                info: 0x12,
+                other: 0,
+            },
+        ];
+        let mut out = vec![0u8; EHDR];
+        out.extend_from_slice(&[0u8; 16]);
+        let dynstr = b"\0global_fn\0";
+        let capacity = size(pieces.len(), 16, dynstr.len(), &[], &syms);
+        let obj = build(out, 62, &pieces, &[], dynstr, &mut syms);
+        assert!(obj.len() <= capacity);
+        let elf = goblin::elf::Elf::parse(&obj).expect("parses");
+        let names: Vec<_> = elf
+            .section_headers
+            .iter()
+            .map(|s| elf.shdr_strtab.get_at(s.sh_name).unwrap_or("?"))
+            .collect();
+        assert_eq!(
+            names,
+            ["", ".text", ".eh_frame", ".symtab", ".strtab", ".shstrtab"]
+        );
+        assert_eq!(elf.section_headers[1].sh_addr, 0x7000_0000);
+        let syms: Vec<_> = elf
+            .syms
+            .iter()
+            .map(|s| {
+                (
+                    elf.strtab.get_at(s.st_name).unwrap_or("?"),
+                    s.st_value,
+                    s.st_shndx,
+                )
+            })
+            .collect();
+        assert_eq!(
+            syms,
+            [
+                ("", 0, 0),
+                ("local_fn", 0x7000_0010, 1),
+                ("global_fn", 0x7000_0100, 1)
+            ]
+        );
+    }
+}
