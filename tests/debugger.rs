@@ -500,7 +500,9 @@ fn perf_report_names_adler32_loaded_from_bytes() {
         })
         .collect();
     assert!(
-        symbols.iter().any(|&(share, s)| s == "adler32" && share > 0.0),
+        symbols
+            .iter()
+            .any(|&(share, s)| s == "adler32" && share > 0.0),
         "perf report does not name adler32:\n{report}"
     );
     let zlib: f64 = symbols
