@@ -19,6 +19,18 @@ const DW_EH_PE_DATAREL: u8 = 0x30;
 
 type FrameFn = unsafe extern "C" fn(*const c_void);
 
+/// libgcc's `__register_frame` and `__deregister_frame`, looked up once
+/// (two global-scope `dlsym`s a load otherwise); not remembered while the
+/// process has none.
+fn frame_functions() -> Option<(FrameFn, FrameFn)> {
+    static FUNCTIONS: std::sync::OnceLock<(FrameFn, FrameFn)> = std::sync::OnceLock::new();
+    if let Some(&f) = FUNCTIONS.get() {
+        return Some(f);
+    }
+    let f = (lookup(c"__register_frame")?, lookup(c"__deregister_frame")?);
+    Some(*FUNCTIONS.get_or_init(|| f))
+}
+
 fn lookup(name: &std::ffi::CStr) -> Option<FrameFn> {
     // SAFETY: a lookup of a NUL-terminated name in the global scope.
     let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
@@ -79,8 +91,7 @@ impl FrameRegistration {
         // libgcc trusts what it is given: a malformed section would crash
         // the next unwind anywhere in the process.
         crate::elf::ehframe::check(mem, eh_frame_vaddr).ok()?;
-        let register = lookup(c"__register_frame")?;
-        let deregister = lookup(c"__deregister_frame")?;
+        let (register, deregister) = frame_functions()?;
         // SAFETY: `eh_frame` is the start of the image's .eh_frame section
         // (zero-terminated by crtend), mapped until this value is dropped.
         unsafe { register(eh_frame as *const c_void) };
