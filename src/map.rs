@@ -217,21 +217,6 @@ pub fn read_exact_at(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> Result<
     fill_at(fd, uninit, offset)
 }
 
-/// `len` bytes from `offset` of `fd`, read into a fresh vector without
-/// zeroing it first (a large `.eh_frame` is read on every load).
-pub fn read_vec_at(fd: BorrowedFd<'_>, len: usize, offset: u64) -> Result<Vec<u8>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| Error::LimitExceeded {
-        what: "file read",
-        value: len as u64,
-        limit: isize::MAX as u64,
-    })?;
-    fill_at(fd, &mut v.spare_capacity_mut()[..len], offset)?;
-    // SAFETY: `fill_at` wrote all `len` bytes.
-    unsafe { v.set_len(len) };
-    Ok(v)
-}
-
 /// Appends `len` bytes read from `offset` of `fd` to `v` (no zero-fill
 /// first: `pread` writes straight into the spare capacity), or fails and
 /// leaves `v` as it was.

@@ -1403,6 +1403,24 @@ fn every_malformed_case_is_a_specific_error_and_leaks_nothing() {
                 c.name
             ));
         }
+        // A section in a read-only segment mapped from the file is checked
+        // through that mapping (`load_fd`): the same verdict.
+        if c.name.starts_with("eh_frame:") {
+            let mut file = tempfile::tempfile().unwrap();
+            std::io::Write::write_all(&mut file, &elf.bytes).unwrap();
+            let len = elf.bytes.len() as u64;
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                // SAFETY: a trusted test library, its file unchanged while loaded.
+                unsafe { memdl::ElfImage::load_fd(&file, 0, len) }
+                    .map_err(|e| format!("did not load: {e:?} ({e})"))
+                    .and_then(|img| (c.check)(&img))
+            }));
+            match result {
+                Err(_) => failures.push(format!("{} (load_fd): panicked", c.name)),
+                Ok(Err(why)) => failures.push(format!("{} (load_fd): {why}", c.name)),
+                Ok(Ok(())) => {}
+            }
+        }
     }
     assert!(
         failures.is_empty(),

@@ -224,7 +224,10 @@ fn shared_library_exports_only_the_c_api_under_its_soname() {
     let header = std::fs::read_to_string(capi_dir().join("include/memdl.h")).unwrap();
     // Besides the C API, the GDB JIT interface's hook (memdl's default
     // debugger registration; gdb and lldb find it by this name).
-    for name in exported.iter().filter(|&&n| n != "__jit_debug_register_code") {
+    for name in exported
+        .iter()
+        .filter(|&&n| n != "__jit_debug_register_code")
+    {
         assert!(name.starts_with("memdl_"), "{name} exported: {exported:?}");
         assert!(
             header.contains(&format!("{name}(")),

@@ -206,14 +206,11 @@ fn parse_cie(c: &mut Cursor<'_>) -> Result<u8, Refusal> {
     Ok(fde_enc)
 }
 
-/// Checks the `.eh_frame` at `vaddr` of the loaded image `mem`, reading
-/// it through `unmapped` (see [`crate::runtime::unwind::FrameRegistration::new`])
-/// when that can.
-pub fn check(
-    mem: &Memory<'_>,
-    vaddr: u64,
-    unmapped: &dyn Fn(u64, u64) -> Option<Vec<u8>>,
-) -> Result<(), Refusal> {
+/// Checks the `.eh_frame` at `vaddr` of the loaded image `mem`, through
+/// the image's memory: the bytes libgcc will read. The walk ends at the
+/// terminator, so it reads the section only, whatever follows it in the
+/// segment.
+pub fn check(mem: &Memory<'_>, vaddr: u64) -> Result<(), Refusal> {
     let seg = mem
         .loads()
         .iter()
@@ -224,12 +221,8 @@ pub fn check(
         .table(".eh_frame", vaddr, len)
         .map_err(|_| ".eh_frame outside the loaded segments")?;
     let addr = view.addr();
-    let copy = unmapped(vaddr, len);
     let len = usize::try_from(len).map_err(|_| "segment too large")?;
-    let bytes = match &copy {
-        Some(copy) if copy.len() == len => copy.as_slice(),
-        _ => view.bytes(),
-    };
+    let bytes = view.bytes();
     // Runtime ranges of the executable segments (usually one), so each of
     // the thousands of FDEs of a large library costs two compares.
     let text: Vec<(u64, u64)> = mem

@@ -156,7 +156,7 @@ impl Layout {
     }
 
     /// Validates `read_at`'s ELF of `len` bytes, reading only its headers:
-    /// the first page, and the program header table if it lies beyond.
+    /// the first KiB, and the program header table if it lies beyond.
     /// `read_at(offset, buf)` fills `buf` from that offset of the ELF.
     pub fn parse_headers(
         len: u64,
@@ -164,10 +164,15 @@ impl Layout {
         limits: &Limits,
         read_at: impl Fn(u64, &mut [u8]) -> Result<()>,
     ) -> Result<Layout> {
-        // Linkers put the program headers right after the ELF header.
-        let mut head = vec![0u8; len.min(page.max(EHDR_SIZE as u64)) as usize];
-        read_at(0, &mut head)?;
-        let table = Self::program_header_table(&head, len, limits)?;
+        // Linkers put the program headers right after the ELF header: the
+        // first KiB holds both for up to 17 program headers (usually 8 to
+        // 12). Read into the stack: a heap buffer is a fresh page to fault
+        // in on a first load.
+        let mut buf = [0u8; 1024];
+        let head = &mut buf[..len.min(1024) as usize];
+        read_at(0, head)?;
+        let head = &*head;
+        let table = Self::program_header_table(head, len, limits)?;
         if table.end <= head.len() as u64 {
             let table = &head[table.start as usize..table.end as usize];
             return Self::from_program_headers(table, len, page, limits);

@@ -19,8 +19,7 @@ pub(super) fn page_end(addr: u64, page: u64) -> u64 {
 }
 
 /// Where the ELF's bytes can be read without touching the image: what a
-/// segment that is not mapped from the file is copied from, and what the
-/// `.eh_frame` check reads.
+/// segment that is not mapped from the file is copied from.
 #[derive(Clone, Copy)]
 pub(super) enum Source<'a> {
     /// The ELF's bytes, in memory.
@@ -85,18 +84,6 @@ impl Source<'_> {
             }
             // `at` lies inside the range checked against the file size.
             Source::File { fd, offset, .. } => read_exact_at(fd, buf, offset + at),
-        }
-    }
-
-    /// `len` bytes from `at` of the ELF, as [`Source::read`].
-    pub(super) fn read_vec(&self, at: u64, len: usize) -> Result<Vec<u8>> {
-        match *self {
-            Source::Bytes(_) => {
-                let mut buf = vec![0u8; len];
-                self.read(at, &mut buf)?;
-                Ok(buf)
-            }
-            Source::File { fd, offset, .. } => crate::map::read_vec_at(fd, len, offset + at),
         }
     }
 }

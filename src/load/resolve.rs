@@ -372,8 +372,12 @@ impl<'a> Resolver<'a> {
             Some(c) if c.generation == self.generation => c.map.clone(),
             _ => ScopeMap::default(),
         };
+        // Room for every answer at once, and buckets of one (a bucket's
+        // second answer is a rare hash collision): growing the table and
+        // each bucket to four was most of the fresh heap a first load used.
+        map.reserve(learned.len());
         for (hash, answer) in learned {
-            let bucket = map.entry(hash).or_default();
+            let bucket = map.entry(hash).or_insert_with(|| Vec::with_capacity(1));
             if !bucket
                 .iter()
                 .any(|a| a.is(answer.handle, &answer.name, answer.version.as_deref()))

@@ -19,6 +19,18 @@ const DW_EH_PE_DATAREL: u8 = 0x30;
 
 type FrameFn = unsafe extern "C" fn(*const c_void);
 
+/// libgcc's `__register_frame` and `__deregister_frame`, looked up once
+/// (two global-scope `dlsym`s a load otherwise); not remembered while the
+/// process has none.
+fn frame_functions() -> Option<(FrameFn, FrameFn)> {
+    static FUNCTIONS: std::sync::OnceLock<(FrameFn, FrameFn)> = std::sync::OnceLock::new();
+    if let Some(&f) = FUNCTIONS.get() {
+        return Some(f);
+    }
+    let f = (lookup(c"__register_frame")?, lookup(c"__deregister_frame")?);
+    Some(*FUNCTIONS.get_or_init(|| f))
+}
+
 fn lookup(name: &std::ffi::CStr) -> Option<FrameFn> {
     // SAFETY: a lookup of a NUL-terminated name in the global scope.
     let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
@@ -39,23 +51,17 @@ impl FrameRegistration {
     /// libgcc unwinder to register with (unwinding through the image then
     /// stops at its frames, nothing else changes).
     ///
-    /// `unmapped(vaddr, len)` may return the bytes of a range of the image
-    /// read from its file instead (for a read-only segment mapped from it,
-    /// they are the same): checking a large `.eh_frame` through the mapping
-    /// would fault in every page of it (SQLite: 140 KiB), which costs more
-    /// than reading the file.
-    pub fn new(
-        mem: &Memory<'_>,
-        hdr_vaddr: u64,
-        unmapped: &dyn Fn(u64, u64) -> Option<Vec<u8>>,
-    ) -> Option<FrameRegistration> {
-        // `len` bytes at `vaddr`, read from the file if possible.
+    /// Everything is read through the image's memory, where libgcc reads
+    /// it (see `Load::register_frames` for why not from the file).
+    pub fn new(mem: &Memory<'_>, hdr_vaddr: u64) -> Option<FrameRegistration> {
+        // `len` bytes at `vaddr`.
         let bytes = |vaddr: u64, len: u64| -> Option<Vec<u8>> {
-            if let Some(b) = unmapped(vaddr, len) {
-                return Some(b);
-            }
-            let view = mem.table(".eh_frame_hdr", vaddr, len).ok()?;
-            Some(view.bytes().to_vec())
+            Some(
+                mem.table(".eh_frame_hdr", vaddr, len)
+                    .ok()?
+                    .bytes()
+                    .to_vec(),
+            )
         };
         // The 4-byte header and the pointer after it, in one read if the
         // segment holds 8 bytes more.
@@ -84,9 +90,8 @@ impl FrameRegistration {
         let eh_frame = mem.table(".eh_frame", eh_frame_vaddr, 4).ok()?.addr();
         // libgcc trusts what it is given: a malformed section would crash
         // the next unwind anywhere in the process.
-        crate::elf::ehframe::check(mem, eh_frame_vaddr, unmapped).ok()?;
-        let register = lookup(c"__register_frame")?;
-        let deregister = lookup(c"__deregister_frame")?;
+        crate::elf::ehframe::check(mem, eh_frame_vaddr).ok()?;
+        let (register, deregister) = frame_functions()?;
         // SAFETY: `eh_frame` is the start of the image's .eh_frame section
         // (zero-terminated by crtend), mapped until this value is dropped.
         unsafe { register(eh_frame as *const c_void) };

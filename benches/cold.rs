@@ -1,0 +1,345 @@
+//! The first load in a fresh process (issue #13): what a runtime pays when
+//! it loads its plugin or kernel once, at start-up.
+//!
+//! Every sample is a fresh process: this binary runs itself again as a
+//! child (`--cold-child METHOD PATH`), which prepares what the call needs
+//! (the bytes read into memory for `load(bytes)`, the file opened for
+//! `load_fd`, the exports map elf_loader's resolver needs), then times the
+//! one call with the monotonic clock and counts the minor page faults it
+//! took (`getrusage`), and exits without unloading. The parent takes the
+//! median over `COLD_SAMPLES` children (default 11) per library and loader,
+//! the loaders interleaved sample by sample so that drift in the machine's
+//! load hits them alike. The libraries' files are in the page cache (one
+//! unmeasured child per library first): "cold" is the process, not the
+//! disk.
+//!
+//! In every child `libm.so.6` is loaded before timing, as it is in most C
+//! and C++ host processes (a Rust binary does not link it): sqlite3 needs
+//! it, and loading it is not the cost of loading sqlite3.
+//!
+//! `cargo bench --bench cold`; `COLD_SAMPLES=15`, and `COLD_LIBS=a.so:b.so`
+//! for other libraries (paths), `COLD_METHODS=load_fd,dlopen` for fewer
+//! loaders.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs::File;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use memdl::{ElfImage, SystemImage};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{machine_lib_path, test_lib_path};
+
+/// The loaders compared, in table order.
+const METHODS: [&str; 5] = ["load", "load_fd", "system", "dlopen", "elf_loader"];
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--cold-child") {
+        child(&args[2], Path::new(&args[3]));
+        return;
+    }
+    // `cargo bench` passes `--bench` (and a filter, if any): a filter
+    // selects libraries whose name contains it.
+    let filter = args[1..].iter().find(|a| !a.starts_with('-')).cloned();
+    parent(filter.as_deref());
+}
+
+/// Minor page faults of this process so far.
+fn minor_faults() -> i64 {
+    // SAFETY: getrusage writes into the zeroed struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a writable struct.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    ru.ru_minflt
+}
+
+/// One sample: prints `nanoseconds minor-faults` of the one call.
+fn child(method: &str, path: &Path) {
+    // SAFETY: the system's libm; loading it runs its trusted initialisers.
+    let libm = unsafe { libc::dlopen(c"libm.so.6".as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    assert!(!libm.is_null(), "libm.so.6 not found");
+    let bytes = match method {
+        "load" | "system" | "elf_loader" => std::fs::read(path).unwrap(),
+        _ => Vec::new(),
+    };
+    let own = match method {
+        "elf_loader" => exports(&bytes),
+        _ => HashMap::new(),
+    };
+    let cpath = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // Diagnosis: `COLD_WARMUP=PATH` loads another library the same way
+    // first (untimed), so the sample shows the load without the process's
+    // one-time costs (first use of the loader's code and state).
+    if let Some(other) = std::env::var_os("COLD_WARMUP") {
+        warm_up(method, Path::new(&other));
+    }
+    let (faults0, t0) = (minor_faults(), Instant::now());
+    let ok = match method {
+        // SAFETY (all arms): trusted libraries of the machine or of the
+        // crate's tests (their initialisers run).
+        "load" => unsafe { ElfImage::load(&bytes) }
+            .map(std::mem::forget)
+            .is_ok(),
+        "load_fd" => {
+            // The open is timed: dlopen's time includes its own.
+            let file = File::open(path).unwrap();
+            let len = file.metadata().unwrap().len();
+            // SAFETY: as above; the file does not change while loaded.
+            let img = unsafe { ElfImage::load_fd(&file, 0, len) };
+            img.map(std::mem::forget).is_ok()
+        }
+        // SAFETY: as above.
+        "system" => unsafe { SystemImage::load(&bytes) }
+            .map(std::mem::forget)
+            .is_ok(),
+        // SAFETY: as above.
+        "dlopen" => {
+            !unsafe { libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) }.is_null()
+        }
+        "elf_loader" => elf_loader_load(&bytes, &own),
+        _ => panic!("unknown method {method}"),
+    };
+    let ns = t0.elapsed().as_nanos();
+    let faults = minor_faults() - faults0;
+    if !ok {
+        std::process::exit(2);
+    }
+    println!("{ns} {faults}");
+    // Nothing is unloaded: a process that loads its plugin keeps it.
+    // SAFETY: exits without running destructors or the loaded libraries'
+    // finalisers, which are not measured.
+    unsafe { libc::_exit(0) };
+}
+
+/// Loads `path` by `method`, untimed, and keeps it.
+fn warm_up(method: &str, path: &Path) {
+    let bytes = std::fs::read(path).unwrap();
+    let file = File::open(path).unwrap();
+    let cpath = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a trusted library chosen by whoever runs the bench.
+    unsafe {
+        match method {
+            "load" => std::mem::forget(ElfImage::load(&bytes)),
+            "load_fd" => std::mem::forget(ElfImage::load_fd(&file, 0, bytes.len() as u64)),
+            "system" => std::mem::forget(SystemImage::load(&bytes)),
+            "dlopen" => {
+                libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The library's own exports, as benches/compare.rs gives elf_loader 0.9
+/// (which cannot resolve a library's references to itself otherwise).
+fn exports(bytes: &[u8]) -> HashMap<String, usize> {
+    let elf = goblin::elf::Elf::parse(bytes).unwrap();
+    elf.dynsyms
+        .iter()
+        .filter(|s| s.st_shndx != 0 && s.st_bind() != goblin::elf::sym::STB_LOCAL)
+        .filter_map(|s| {
+            Some((
+                elf.dynstrtab.get_at(s.st_name)?.to_owned(),
+                s.st_value as usize,
+            ))
+        })
+        .collect()
+}
+
+fn elf_loader_load(bytes: &[u8], own: &HashMap<String, usize>) -> bool {
+    let mut loader = elf_loader::Loader::<elf_loader::mmap::MmapImpl>::new();
+    let Ok(raw) = loader.load_dylib(
+        elf_loader::object::ElfBinary::new("lib", bytes),
+        Some(false),
+    ) else {
+        return false;
+    };
+    let base = raw.base();
+    let find = |name: &str| {
+        own.get(name).map(|&v| (base + v) as *const ()).or_else(|| {
+            let c = CString::new(name).ok()?;
+            // SAFETY: a lookup of a NUL-terminated name in the global scope.
+            let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c.as_ptr()) };
+            (!p.is_null()).then_some(p as *const ())
+        })
+    };
+    match raw.easy_relocate([].iter(), &find) {
+        Ok(l) => {
+            std::mem::forget(l);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// The libraries: the built-in example, the machine's from ~100 KB up, and
+/// the biggest libLLVM of the installed Rust toolchains.
+fn libraries() -> Vec<(String, PathBuf)> {
+    if let Ok(list) = std::env::var("COLD_LIBS") {
+        return list
+            .split(':')
+            .map(|p| {
+                let p = PathBuf::from(p);
+                (p.file_name().unwrap().to_string_lossy().into_owned(), p)
+            })
+            .collect();
+    }
+    let mut libs = vec![("example".to_owned(), test_lib_path("example"))];
+    for name in [
+        "libz.so.1",
+        "libgmp.so.10",
+        "libpcre2-8.so.0",
+        "libzstd.so.1",
+        "libsqlite3.so.0",
+        "libxml2.so.2",
+        "libstdc++.so.6",
+        "libcrypto.so.3",
+        "libx265.so.199",
+        "libLLVM-15.so.1",
+    ] {
+        let path = machine_lib_path(name);
+        if path.exists() {
+            libs.push((name.to_owned(), path));
+        }
+    }
+    if let Some(llvm) = rust_libllvm() {
+        libs.push(("libLLVM (Rust toolchain)".to_owned(), llvm));
+    }
+    libs
+}
+
+/// The biggest `libLLVM*.so*` of the installed Rust toolchains.
+fn rust_libllvm() -> Option<PathBuf> {
+    let home = std::env::var_os("RUSTUP_HOME")
+        .map(PathBuf::from)
+        .or_else(|| Some(PathBuf::from(std::env::var_os("HOME")?).join(".rustup")))?;
+    std::fs::read_dir(home.join("toolchains"))
+        .ok()?
+        .flatten()
+        .filter_map(|tc| std::fs::read_dir(tc.path().join("lib")).ok())
+        .flat_map(|d| d.flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("libLLVM"))
+        .filter_map(|e| Some((e.metadata().ok()?.len(), e.path())))
+        .max()
+        .map(|(_, p)| p)
+}
+
+/// One fresh process: `(nanoseconds, minor faults)`, `None` if it failed.
+fn sample(method: &str, path: &Path) -> Option<(u64, i64)> {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--cold-child", method])
+        .arg(path)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace();
+    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+}
+
+fn median<T: Ord + Copy>(mut v: Vec<T>) -> Option<T> {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied()
+}
+
+fn fmt_time(ns: Option<u64>) -> String {
+    match ns {
+        None => "-".to_owned(),
+        Some(ns) if ns >= 10_000_000 => format!("{:.1} ms", ns as f64 / 1e6),
+        Some(ns) if ns >= 1_000_000 => format!("{:.2} ms", ns as f64 / 1e6),
+        Some(ns) => format!("{} µs", ns / 1000),
+    }
+}
+
+fn fmt_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1} MB", b as f64 / (1 << 20) as f64),
+        b => format!("{} KB", b.div_ceil(1024)),
+    }
+}
+
+fn parent(filter: Option<&str>) {
+    let samples: usize = std::env::var("COLD_SAMPLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(11);
+    let methods: Vec<String> = match std::env::var("COLD_METHODS") {
+        Ok(m) => m.split(',').map(str::to_owned).collect(),
+        Err(_) => METHODS.iter().map(|m| (*m).to_owned()).collect(),
+    };
+    let libs: Vec<_> = libraries()
+        .into_iter()
+        .filter(|(name, _)| filter.is_none_or(|f| name.contains(f)))
+        .collect();
+    println!(
+        "cold: first load in a fresh process, median of {samples} processes \
+         (time of the one call; minor faults of it in brackets)"
+    );
+    let mut header = "| library | size |".to_owned();
+    for m in &methods {
+        header.push_str(&format!(" {m} |"));
+    }
+    header.push_str(" dlopen / load_fd |");
+    println!("{header}");
+    println!("|---|---:|{}---:|", "---:|".repeat(methods.len()));
+    let mut logs = Vec::new();
+    for (name, path) in &libs {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        // The file into the page cache, the binary's pages too.
+        for m in &methods {
+            sample(m, path);
+        }
+        let mut got: Vec<Vec<(u64, i64)>> = vec![Vec::new(); methods.len()];
+        for _ in 0..samples {
+            for (i, m) in methods.iter().enumerate() {
+                if let Some(s) = sample(m, path) {
+                    got[i].push(s);
+                }
+            }
+        }
+        let medians: Vec<Option<(u64, i64)>> = got
+            .into_iter()
+            .map(|v| {
+                let t = median(v.iter().map(|s| s.0).collect())?;
+                let f = median(v.iter().map(|s| s.1).collect())?;
+                Some((t, f))
+            })
+            .collect();
+        let at = |m: &str| methods.iter().position(|x| x == m).and_then(|i| medians[i]);
+        let ratio = match (at("dlopen"), at("load_fd")) {
+            (Some(d), Some(f)) => Some(d.0 as f64 / f.0 as f64),
+            _ => None,
+        };
+        let mut row = format!("| {name} | {} |", fmt_size(size));
+        for m in &medians {
+            match m {
+                Some((t, f)) => row.push_str(&format!(" {} ({f}) |", fmt_time(Some(*t)))),
+                None => row.push_str(" - |"),
+            }
+        }
+        match ratio {
+            Some(r) => {
+                logs.push(r.ln());
+                row.push_str(&format!(" {r:.2}x |"));
+            }
+            None => row.push_str(" - |"),
+        }
+        println!("{row}");
+    }
+    if !logs.is_empty() {
+        let gm = (logs.iter().sum::<f64>() / logs.len() as f64).exp();
+        let min = logs.iter().cloned().fold(f64::INFINITY, f64::min).exp();
+        println!(
+            "\ngeometric mean of dlopen / load_fd over {} libraries: {gm:.2}x (lowest {min:.2}x)",
+            logs.len()
+        );
+    }
+}
