@@ -33,6 +33,8 @@ use memdl::{ElfImage, SystemImage};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/own_exports.rs"]
+mod own_exports;
 use common::{machine_lib_path, test_lib_path};
 
 /// The loaders compared, in table order.
@@ -69,7 +71,7 @@ fn child(method: &str, path: &Path) {
         _ => Vec::new(),
     };
     let own = match method {
-        "elf_loader" => exports(&bytes),
+        "elf_loader" => own_exports::exports(&bytes),
         _ => HashMap::new(),
     };
     let cpath = CString::new(path.as_os_str().as_bytes()).unwrap();
@@ -134,22 +136,6 @@ fn warm_up(method: &str, path: &Path) {
             _ => {}
         }
     }
-}
-
-/// The library's own exports, as benches/compare.rs gives elf_loader 0.9
-/// (which cannot resolve a library's references to itself otherwise).
-fn exports(bytes: &[u8]) -> HashMap<String, usize> {
-    let elf = goblin::elf::Elf::parse(bytes).unwrap();
-    elf.dynsyms
-        .iter()
-        .filter(|s| s.st_shndx != 0 && s.st_bind() != goblin::elf::sym::STB_LOCAL)
-        .filter_map(|s| {
-            Some((
-                elf.dynstrtab.get_at(s.st_name)?.to_owned(),
-                s.st_value as usize,
-            ))
-        })
-        .collect()
 }
 
 fn elf_loader_load(bytes: &[u8], own: &HashMap<String, usize>) -> bool {

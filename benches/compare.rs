@@ -30,6 +30,8 @@ use memdl::{ElfImage, SystemImage};
 mod common;
 #[path = "support/floor.rs"]
 mod floor;
+#[path = "support/own_exports.rs"]
+mod own_exports;
 use common::{machine_lib_path, test_lib_path};
 
 /// A library under test and the symbol looked up in it.
@@ -89,26 +91,9 @@ fn dlopen(lib: &Lib, flags: i32) -> libloading::os::unix::Library {
     unsafe { libloading::os::unix::Library::open(Some(&lib.path), flags) }.unwrap()
 }
 
-/// `elf_loader` 0.9 resolves a library's references to its own exports
-/// only through the scope of already relocated libraries, which cannot
-/// include the library itself, or through the caller's closure: the closure
-/// gets the library's own exports (a map built outside the timed loop, which
-/// favours elf_loader) and then the process's global scope, as memdl's
-/// default chain (without symbol versions, which elf_loader does not pass).
-fn exports(bytes: &[u8]) -> HashMap<String, usize> {
-    let elf = goblin::elf::Elf::parse(bytes).unwrap();
-    elf.dynsyms
-        .iter()
-        .filter(|s| s.st_shndx != 0 && s.st_bind() != goblin::elf::sym::STB_LOCAL)
-        .filter_map(|s| {
-            Some((
-                elf.dynstrtab.get_at(s.st_name)?.to_owned(),
-                s.st_value as usize,
-            ))
-        })
-        .collect()
-}
-
+/// What elf_loader's symbol closure asks after the library's own exports
+/// (`own_exports`): the process's global scope, as memdl's default chain
+/// (without symbol versions, which elf_loader does not pass).
 fn global(name: &str) -> Option<*const ()> {
     let mut buf = [0u8; 256];
     let n = name.len().min(255);
@@ -222,7 +207,7 @@ fn load(c: &mut Criterion) {
                 })
             });
         }
-        let own = exports(&lib.bytes);
+        let own = own_exports::exports(&lib.bytes);
         if elf_loader_can_load(&lib, &own) {
             g.bench_function("elf_loader", |b| {
                 b.iter(|| {
@@ -296,7 +281,7 @@ fn lookup(c: &mut Criterion) {
             // SAFETY: as above.
             b.iter(|| unsafe { libc::dlsym(handle, black_box(c"no_such_symbol").as_ptr()) })
         });
-        let own = exports(&lib.bytes);
+        let own = own_exports::exports(&lib.bytes);
         if elf_loader_can_load(&lib, &own) {
             let name = lib.symbol.to_str().unwrap();
             elf_loader_with(&lib, &own, |peer| {
