@@ -520,17 +520,7 @@ fn one(args: &OneArgs, out: &mut dyn Write) -> Result<(), String> {
                 let message = unsafe { std::ffi::CStr::from_ptr(libc::dlerror()) };
                 return Err(format!("dlopen: {}", message.to_string_lossy()));
             }
-            let mut map: *const usize = std::ptr::null();
-            // SAFETY: a live handle; RTLD_DI_LINKMAP (2) writes a link_map
-            // pointer, whose first field is the load bias.
-            let base = unsafe {
-                libc::dlinfo(handle, 2, (&mut map as *mut *const usize).cast());
-                if map.is_null() {
-                    0
-                } else {
-                    *map
-                }
-            };
+            let base = load_bias(handle)?;
             // The image's extent: from its program headers.
             let end = inspect::parse(&bytes)
                 .map(|elf| {
@@ -555,6 +545,27 @@ fn one(args: &OneArgs, out: &mut dyn Write) -> Result<(), String> {
     }
     let _ = writeln!(out, "{TAG}done");
     Ok(())
+}
+
+/// The load bias of the object behind a `dlopen` handle.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn load_bias(handle: *mut libc::c_void) -> Result<usize, String> {
+    let mut map: *const usize = std::ptr::null();
+    // SAFETY: a live handle; RTLD_DI_LINKMAP (2) writes a link_map pointer,
+    // whose first field is the load bias.
+    unsafe {
+        libc::dlinfo(handle, 2, (&mut map as *mut *const usize).cast());
+        if map.is_null() {
+            return Err("dlinfo gave no link map".to_owned());
+        }
+        Ok(*map)
+    }
+}
+
+/// Other C libraries: no `RTLD_DI_LINKMAP`.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn load_bias(_handle: *mut libc::c_void) -> Result<usize, String> {
+    Err("the reference needs glibc's dlinfo".to_owned())
 }
 
 /// `/proc/self/maps` lines overlapping `[lo, hi)`, with their permissions.

@@ -99,8 +99,14 @@ impl SearchPaths<'_> {
 /// `LD_LIBRARY_PATH`, unless the process runs set-user-ID or with
 /// capabilities (`AT_SECURE`), where glibc ignores it too.
 fn library_path() -> Option<Vec<u8>> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     // SAFETY: getauxval has no preconditions.
     if unsafe { libc::getauxval(libc::AT_SECURE) } != 0 {
+        return None;
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    // SAFETY: issetugid has no preconditions.
+    if unsafe { libc::issetugid() } != 0 {
         return None;
     }
     std::env::var_os("LD_LIBRARY_PATH").map(|v| v.as_bytes().to_vec())
@@ -133,12 +139,17 @@ fn platform() -> Option<&'static str> {
     static PLATFORM: OnceLock<Option<String>> = OnceLock::new();
     PLATFORM
         .get_or_init(|| {
-            // SAFETY: getauxval has no preconditions; AT_PLATFORM is a
-            // pointer to a NUL-terminated string the kernel placed on the
-            // stack, valid for the process's life.
-            let p = unsafe { libc::getauxval(libc::AT_PLATFORM) } as *const libc::c_char;
-            // SAFETY: as above.
-            (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            {
+                // SAFETY: getauxval has no preconditions; AT_PLATFORM is a
+                // pointer to a NUL-terminated string the kernel placed on
+                // the stack, valid for the process's life.
+                let p = unsafe { libc::getauxval(libc::AT_PLATFORM) } as *const libc::c_char;
+                // SAFETY: as above.
+                (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+            }
+            #[cfg(not(any(target_os = "linux", target_os = "android")))]
+            None
         })
         .as_deref()
 }

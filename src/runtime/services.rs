@@ -177,9 +177,11 @@ unsafe fn lookup(handle: *mut c_void, name: *const c_char, version: Option<&CStr
     let _ = DL_ERROR.try_with(|e| e.borrow_mut().0 = None);
     let found = match version {
         // SAFETY: the caller passes a handle and NUL-terminated strings.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
         Some(v) => unsafe { libc::dlvsym(handle, name, v.as_ptr()) },
+        // Without dlvsym (not glibc), the default version.
         // SAFETY: as above.
-        None => unsafe { libc::dlsym(handle, name) },
+        _ => unsafe { libc::dlsym(handle, name) },
     };
     if !found.is_null() {
         return found;

@@ -35,10 +35,6 @@ use std::ffi::{c_int, c_void};
 use crate::error::{Error, Result};
 use crate::system::SystemImage;
 
-/// glibc's `dlinfo` requests (`<dlfcn.h>`).
-const RTLD_DI_LINKMAP: c_int = 2;
-const RTLD_DI_TLS_MODID: c_int = 9;
-
 /// The thread pointer: `%fs:0` on x86_64 (the TCB points to itself),
 /// `TPIDR_EL0` on aarch64.
 #[inline]
@@ -180,37 +176,55 @@ impl StaticTlsBlock {
             Error::Dlopen { message, .. } => refuse(message),
             other => refuse(other.to_string()),
         })?;
-        let handle = image.raw_handle();
-        let mut module: usize = 0;
-        let mut map: *const usize = std::ptr::null();
-        // SAFETY: a live handle; each request writes one value of the type
-        // given (size_t, struct link_map *).
-        let ok = unsafe {
-            libc::dlinfo(
-                handle,
-                RTLD_DI_TLS_MODID,
-                (&mut module as *mut usize).cast(),
-            ) == 0
-                && libc::dlinfo(
-                    handle,
-                    RTLD_DI_LINKMAP,
-                    (&mut map as *mut *const usize).cast(),
-                ) == 0
-        };
-        if !ok || module == 0 || map.is_null() {
-            return Err(refuse("the system loader gave no static TLS block".into()));
-        }
-        // The relocated slot holds the block's offset from the thread
-        // pointer (the link map's first field is the load bias).
-        // SAFETY: `l_addr` is the first field of every `struct link_map`;
-        // the slot lies in the stub's read-write segment, 8-aligned.
-        let tp_offset = unsafe { *((*map).wrapping_add(slot) as *const i64) };
+        let (module, tp_offset) = stub_block(&image, slot)
+            .ok_or_else(|| refuse("the system loader gave no static TLS block".into()))?;
         Ok(StaticTlsBlock {
-            module: module as u64,
+            module,
             tp_offset,
             _stub: image,
         })
     }
+}
+
+/// The stub's module id and its block's thread-pointer offset, from glibc
+/// (`dlinfo`, and the slot the stub's relocation filled).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn stub_block(image: &SystemImage, slot: usize) -> Option<(u64, i64)> {
+    // glibc's `dlinfo` requests (`<dlfcn.h>`).
+    const RTLD_DI_LINKMAP: c_int = 2;
+    const RTLD_DI_TLS_MODID: c_int = 9;
+    let handle = image.raw_handle();
+    let mut module: usize = 0;
+    let mut map: *const usize = std::ptr::null();
+    // SAFETY: a live handle; each request writes one value of the type
+    // given (size_t, struct link_map *).
+    let ok = unsafe {
+        libc::dlinfo(
+            handle,
+            RTLD_DI_TLS_MODID,
+            (&mut module as *mut usize).cast(),
+        ) == 0
+            && libc::dlinfo(
+                handle,
+                RTLD_DI_LINKMAP,
+                (&mut map as *mut *const usize).cast(),
+            ) == 0
+    };
+    if !ok || module == 0 || map.is_null() {
+        return None;
+    }
+    // The relocated slot holds the block's offset from the thread
+    // pointer (the link map's first field is the load bias).
+    // SAFETY: `l_addr` is the first field of every `struct link_map`;
+    // the slot lies in the stub's read-write segment, 8-aligned.
+    let tp_offset = unsafe { *((*map).wrapping_add(slot) as *const i64) };
+    Some((module as u64, tp_offset))
+}
+
+/// Other C libraries' loaders: the custom loader targets glibc's TLS ABI.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn stub_block(_image: &SystemImage, _slot: usize) -> Option<(u64, i64)> {
+    None
 }
 
 /// A minimal `ET_DYN` for the host machine: one read-write `PT_LOAD`
