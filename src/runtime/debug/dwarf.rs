@@ -96,16 +96,7 @@ mod tests {
     #[test]
     fn debugvis_converts() {
         let bytes = std::fs::read(memdl_test_dylibs::path("debugvis")).unwrap();
-        let read = |at: u64, len: u64, out: &mut Vec<u8>| {
-            let at = at as usize;
-            match bytes.get(at..at + len as usize) {
-                Some(src) => {
-                    out.extend_from_slice(src);
-                    true
-                }
-                None => false,
-            }
-        };
+        let read = crate::runtime::debug::file::tests::reader(&bytes);
         let s = super::Sections::read(bytes.len() as u64, &read).unwrap();
         assert!(s.has_debug_info());
         let mut data = Vec::new();

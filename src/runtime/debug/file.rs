@@ -175,13 +175,14 @@ pub(crate) fn string(strings: &[u8], offset: u32) -> Option<&[u8]> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::runtime::debug) mod tests {
     use super::*;
 
-    #[test]
-    fn garbage_gives_nothing() {
-        let bytes = vec![0xffu8; 4096];
-        let read = |at: u64, len: u64, out: &mut Vec<u8>| {
+    /// A reader of the file's bytes as the loader's sources give them.
+    pub(in crate::runtime::debug) fn reader(
+        bytes: &[u8],
+    ) -> impl Fn(u64, u64, &mut Vec<u8>) -> bool + '_ {
+        move |at, len, out| {
             let at = at as usize;
             match bytes.get(at..at + len as usize) {
                 Some(src) => {
@@ -190,7 +191,13 @@ mod tests {
                 }
                 None => false,
             }
-        };
+        }
+    }
+
+    #[test]
+    fn garbage_gives_nothing() {
+        let bytes = vec![0xffu8; 4096];
+        let read = reader(&bytes);
         assert!(Sections::read(bytes.len() as u64, &read).is_none());
         assert!(read_range(10, &read, u64::MAX, 2).is_none());
         assert!(read_range(10, &read, 8, 4).is_none());
