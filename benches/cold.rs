@@ -19,7 +19,8 @@
 //!
 //! `cargo bench --bench cold`; `COLD_SAMPLES=15`, and `COLD_LIBS=a.so:b.so`
 //! for other libraries (paths), `COLD_METHODS=load_fd,dlopen` for fewer
-//! loaders.
+//! loaders. `load_fd_nodebug` (not in the default set) is `load_fd` with
+//! the debugger registration off: what registration costs a first load.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -96,6 +97,15 @@ fn child(method: &str, path: &Path) {
             let img = unsafe { ElfImage::load_fd(&file, 0, len) };
             img.map(std::mem::forget).is_ok()
         }
+        // Diagnosis: `load_fd` without the debugger registration.
+        "load_fd_nodebug" => {
+            let file = File::open(path).unwrap();
+            let len = file.metadata().unwrap().len();
+            let options = memdl::Options::default().debugger_registration(false);
+            // SAFETY: as above; the file does not change while loaded.
+            let img = unsafe { ElfImage::load_fd_with(&file, 0, len, &options) };
+            img.map(std::mem::forget).is_ok()
+        }
         // SAFETY: as above.
         "system" => unsafe { SystemImage::load(&bytes) }
             .map(std::mem::forget)
@@ -128,7 +138,9 @@ fn warm_up(method: &str, path: &Path) {
     unsafe {
         match method {
             "load" => std::mem::forget(ElfImage::load(&bytes)),
-            "load_fd" => std::mem::forget(ElfImage::load_fd(&file, 0, bytes.len() as u64)),
+            "load_fd" | "load_fd_nodebug" => {
+                std::mem::forget(ElfImage::load_fd(&file, 0, bytes.len() as u64))
+            }
             "system" => std::mem::forget(SystemImage::load(&bytes)),
             "dlopen" => {
                 libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);

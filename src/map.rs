@@ -63,12 +63,24 @@ impl Mapping {
     /// Maps `len` bytes with protection `prot` (read-write to copy into,
     /// or none when everything will be mapped over it) at an address
     /// congruent to `congruent_to` modulo `align` (a power of two, at least
-    /// a page).
-    pub fn reserve(len: usize, align: usize, congruent_to: usize, prot: c_int) -> Result<Mapping> {
+    /// a page), with at least `below` bytes (page-rounded) reserved right
+    /// under it: room for the debuggers' description of the image, which
+    /// refers to the image's own bytes by offset (see
+    /// [`Mapping::open_below`]).
+    pub fn reserve(
+        len: usize,
+        align: usize,
+        congruent_to: usize,
+        prot: c_int,
+        below: usize,
+    ) -> Result<Mapping> {
         let page = page_size();
         let align = align.max(page);
         let extra = align - page;
-        let total = len.checked_add(extra).ok_or(Error::LimitExceeded {
+        let total = len
+            .checked_add(extra)
+            .and_then(|t| t.checked_add(below.checked_next_multiple_of(page)?));
+        let total = total.ok_or(Error::LimitExceeded {
             what: "image span",
             value: len as u64,
             limit: usize::MAX as u64,
@@ -90,7 +102,8 @@ impl Mapping {
         }
         let raw = raw as usize;
         let want = congruent_to & (align - 1);
-        let base = raw + ((want.wrapping_sub(raw)) & (align - 1));
+        let lowest = raw + below.next_multiple_of(page);
+        let base = lowest + ((want.wrapping_sub(lowest)) & (align - 1));
         // What alignment did not need (the head and the tail) stays mapped
         // until drop: never touched, it costs no memory (MAP_NORESERVE), and
         // keeping it spares two munmap calls per load of an image aligned
@@ -105,6 +118,27 @@ impl Mapping {
 
     pub fn base(&self) -> usize {
         self.base
+    }
+
+    /// Makes the `len` bytes (page-rounded) right under the image
+    /// read-write and returns their start, if the reservation has that
+    /// much room there (`None` otherwise, or if `mprotect` fails). The
+    /// pages stay this mapping's: they are unmapped with it.
+    pub fn open_below(&self, len: usize) -> Option<usize> {
+        let len = len.checked_next_multiple_of(page_size())?;
+        if len == 0 || self.base - self.raw < len {
+            return None;
+        }
+        let start = self.base - len;
+        // SAFETY: `[start, base)` lies in the reservation this value owns,
+        // below the image: no segment and nothing else lives there.
+        let ok =
+            unsafe { libc::mprotect(start as *mut _, len, libc::PROT_READ | libc::PROT_WRITE) };
+        if ok != 0 {
+            return None;
+        }
+        populate_write(start, len);
+        Some(start)
     }
 
     /// Maps `len` bytes of `fd` at file offset `file_offset` over
@@ -146,22 +180,8 @@ impl Mapping {
     /// before 5.14 (EINVAL) or when memory is short, the pages are simply
     /// faulted in as they are written.
     pub fn populate(&self, start: usize, len: usize) {
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        {
-            /// `MADV_POPULATE_WRITE` (Linux 5.14+).
-            const MADV_POPULATE_WRITE: c_int = 23;
-            // Below a few pages, faulting them in costs no more than the
-            // system call.
-            if len < 4 * page_size() {
-                return;
-            }
-            debug_assert!(start >= self.base && start + len <= self.base + self.len);
-            // SAFETY: the range lies inside this read-write mapping
-            // (asserted by callers); populating changes no contents.
-            unsafe { libc::madvise(start as *mut _, len, MADV_POPULATE_WRITE) };
-        }
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        let _ = (start, len);
+        debug_assert!(start >= self.base && start + len <= self.base + self.len);
+        populate_write(start, len);
     }
 
     /// Changes the protection of `[start, start + len)`, which must lie
@@ -178,6 +198,26 @@ impl Mapping {
         }
         Ok(())
     }
+}
+
+/// Pre-faults the read-write pages `[start, start + len)` of a mapping
+/// this process owns (see [`Mapping::populate`]).
+fn populate_write(start: usize, len: usize) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        /// `MADV_POPULATE_WRITE` (Linux 5.14+).
+        const MADV_POPULATE_WRITE: c_int = 23;
+        // Below a few pages, faulting them in costs no more than the
+        // system call.
+        if len < 4 * page_size() {
+            return;
+        }
+        // SAFETY: the range lies inside a read-write mapping of the
+        // caller's (asserted by callers); populating changes no contents.
+        unsafe { libc::madvise(start as *mut _, len, MADV_POPULATE_WRITE) };
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (start, len);
 }
 
 impl Drop for Mapping {

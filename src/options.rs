@@ -204,6 +204,23 @@ impl Options {
         self
     }
 
+    /// How much of what lies outside the loaded segments the debuggers'
+    /// view carries: the file's `.symtab` (local functions) with its
+    /// strings, and its DWARF, each only if at most `bytes` long (default
+    /// 4 MiB). Both are read from the file at load; beyond the limit the
+    /// debugger sees the exported symbols and unwinds through `.eh_frame`,
+    /// as for a stripped library.
+    ///
+    /// ```
+    /// // A large unstripped plugin, debugged with its local symbols.
+    /// let options = memdl::Options::new().debugger_file_info_limit(256 << 20);
+    /// # let _ = options;
+    /// ```
+    pub fn debugger_file_info_limit(mut self, bytes: u64) -> Self {
+        self.debug.file_info_limit = bytes;
+        self
+    }
+
     /// Whether [`crate::ElfImage`] appends the image's functions to
     /// `/tmp/perf-<pid>.map` for Linux perf. Without this call, the
     /// environment decides: `MEMDL_PERF_MAP=1` turns it on.

@@ -38,6 +38,10 @@ pub struct Dynamic {
     pub relr: Option<Table>,
     pub relrent: Option<u64>,
     pub jmprel: Option<Table>,
+    /// `DT_RELCOUNT`, `DT_RELACOUNT`: how many `R_*_RELATIVE` entries
+    /// the linker put first in `DT_REL`, `DT_RELA` (a hint, unchecked).
+    pub relcount: u64,
+    pub relacount: u64,
     /// `DT_PLTREL`: `DT_RELA` or `DT_REL`.
     pub pltrel: Option<u64>,
     pub hash: Option<u64>,
@@ -113,6 +117,8 @@ impl Dynamic {
                 DT_JMPREL => set(&mut jmprel, val, "DT_JMPREL appears twice")?,
                 DT_PLTRELSZ => pltrelsz = Some(val),
                 DT_PLTREL => d.pltrel = Some(val),
+                DT_RELCOUNT => d.relcount = val,
+                DT_RELACOUNT => d.relacount = val,
                 DT_HASH => d.hash = Some(val),
                 DT_GNU_HASH => d.gnu_hash = Some(val),
                 DT_VERSYM => d.versym = Some(val),

@@ -74,7 +74,8 @@ impl ElfImage {
         let layout = Layout::parse(bytes, page_size() as u64, &options.limits)?;
         // Counted until the load returns (see `populate_and_copy`).
         let in_flight = LoadInFlight::enter();
-        let (mapping, placed) = place_copies(&layout, bytes, in_flight.alone)?;
+        let below = debug_room(&layout, options);
+        let (mapping, placed) = place_copies(&layout, bytes, in_flight.alone, below)?;
         link(mapping, layout, placed, Source::Bytes(bytes), options)
     }
 
@@ -129,7 +130,9 @@ impl ElfImage {
         })?;
         let source = Source::File { fd, offset, len };
         let in_flight = LoadInFlight::enter();
-        let (mapping, placed) = place_from_file(&layout, fd, offset, source, in_flight.alone)?;
+        let below = debug_room(&layout, options);
+        let (mapping, placed) =
+            place_from_file(&layout, fd, offset, source, in_flight.alone, below)?;
         link(mapping, layout, placed, source, options)
     }
 
@@ -186,10 +189,18 @@ impl ElfImage {
             backing.offset,
             source,
             in_flight.alone,
+            debug_room(&layout, options),
         )?;
         drop(backing);
         link(mapping, layout, placed, source, options)
     }
+}
+
+/// Address space reserved under the image for the debuggers' description
+/// of it (see `runtime::debug`): reserved, not used, unless registration
+/// is on.
+fn debug_room(layout: &Layout, options: &Options) -> usize {
+    crate::runtime::debug::room_below(layout.span(), &options.debug)
 }
 
 /// A load whose segments are in place: the state every later phase reads.
@@ -478,6 +489,7 @@ impl Load<'_> {
             dynsym: symbols,
             file_len: source.len(),
             read_file: &|at, len, out| source.append(at, len, out),
+            mapping: &self.mapping,
         };
         crate::runtime::debug::register(&view, &self.options.debug)
     }

@@ -102,14 +102,16 @@ pub(super) struct Placed {
     pub mapped: Vec<ProtectedRange>,
 }
 
-/// Reserves the span of `layout` read-write and copies each segment's file
+/// Reserves the span of `layout` read-write (and `below` bytes under it,
+/// see [`Mapping::reserve`]) and copies each segment's file
 /// bytes into it from `bytes` (see [`populate_and_copy`]).
 pub(super) fn place_copies(
     layout: &Layout,
     bytes: &[u8],
     alone: bool,
+    below: usize,
 ) -> Result<(Mapping, Placed)> {
-    let mapping = reserve(layout, RW)?;
+    let mapping = reserve(layout, RW, below)?;
     let bias = mapping.base().wrapping_sub(layout.span_start as usize);
     let page = page_size() as u64;
     populate_and_copy(&mapping, bytes, bias, &layout.loads, page, alone);
@@ -135,6 +137,7 @@ pub(super) fn place_from_file(
     offset: u64,
     source: Source<'_>,
     alone: bool,
+    below: usize,
 ) -> Result<(Mapping, Placed)> {
     let plan = FilePlan {
         loads: &layout.loads,
@@ -152,7 +155,7 @@ pub(super) fn place_from_file(
     } else {
         RW
     };
-    let mapping = reserve(layout, reserved)?;
+    let mapping = reserve(layout, reserved, below)?;
     let bias = mapping.base().wrapping_sub(layout.span_start as usize);
     let mut placed = Placed {
         placements: Vec::with_capacity(plan.loads.len()),
@@ -359,12 +362,13 @@ pub(super) fn already_protected(placed: &Placed, r: &ProtectedRange) -> bool {
 }
 
 /// One range for the whole image, aligned as its segments require.
-fn reserve(layout: &Layout, prot: libc::c_int) -> Result<Mapping> {
+fn reserve(layout: &Layout, prot: libc::c_int, below: usize) -> Result<Mapping> {
     Mapping::reserve(
         layout.span() as usize,
         layout.align as usize,
         layout.span_start as usize,
         prot,
+        below,
     )
 }
 

@@ -119,6 +119,10 @@ pub struct Deferred<'t> {
 pub struct Relocations {
     tables: Vec<RelocTable>,
     relr: Option<Array<u64>>,
+    /// How many entries the first table starts with that its
+    /// `DT_RELCOUNT`/`DT_RELACOUNT` says are `R_*_RELATIVE` (a hint:
+    /// only the TLS-model scan skips them, see `offsets_own_tls`).
+    leading_relative: usize,
 }
 
 fn table<T: Pod>(
@@ -152,10 +156,14 @@ impl Relocations {
         let mut r = Relocations::default();
         if let Some(t) = d.rel {
             let rel = table(mem, "DT_REL", "DT_RELENT", t, d.relent)?;
+            r.leading_relative = usize::try_from(d.relcount).unwrap_or(usize::MAX);
             r.tables.push(RelocTable::Rel(rel));
         }
         if let Some(t) = d.rela {
             let rela = table(mem, "DT_RELA", "DT_RELAENT", t, d.relaent)?;
+            if r.tables.is_empty() {
+                r.leading_relative = usize::try_from(d.relacount).unwrap_or(usize::MAX);
+            }
             r.tables.push(RelocTable::Rela(rela));
         }
         if let Some(t) = d.jmprel {
@@ -186,17 +194,24 @@ impl Relocations {
     /// Whether a relocation asks for the image's own TLS block's offset from
     /// the thread pointer (`TPOFF64`, `TLS_TPREL` against a symbol of the
     /// image's own TLS, or against no symbol): initial-exec code.
+    ///
+    /// The leading entries `DT_RELACOUNT` calls relative are not looked at
+    /// (libLLVM: 130,000 of 140,000 entries). The count is the file's word,
+    /// so a wrong one can hide such an entry: the image then gets a
+    /// dynamic TLS module, and that entry fails the load
+    /// ([`Error::StaticTls`]) when it is applied: never a wrong value.
     pub fn offsets_own_tls(&self, symbols: &SymbolTable) -> bool {
-        let mut found = false;
-        let _ = self.for_each_entry(|_, e| {
-            found |= arch::classify(e.r_type) == RelocKind::TlsTpOffset
+        let own = |e: &Entry| {
+            arch::classify(e.r_type) == RelocKind::TlsTpOffset
                 && (e.symbol == 0
                     || symbols
                         .get(e.symbol)
-                        .is_some_and(|s| s.is_defined() && s.kind() == STT_TLS));
-            Ok(())
-        });
-        found
+                        .is_some_and(|s| s.is_defined() && s.kind() == STT_TLS))
+        };
+        self.tables.iter().enumerate().any(|(n, t)| {
+            let skip = if n == 0 { self.leading_relative } else { 0 };
+            (skip..t.len()).map_while(|i| t.entry(i)).any(|e| own(&e))
+        })
     }
 
     /// The highest symbol index any relocation names.

@@ -109,8 +109,14 @@ impl Sections {
         Some(&tail[..end])
     }
 
-    /// `.symtab` and its string table, if the file has them.
-    pub(crate) fn symtab(&self, file_len: u64, read: ReadAt<'_>) -> Option<(Vec<u8>, Vec<u8>)> {
+    /// `.symtab` and its string table, if the file has them and they
+    /// total at most `limit` bytes.
+    pub(crate) fn symtab(
+        &self,
+        file_len: u64,
+        read: ReadAt<'_>,
+        limit: u64,
+    ) -> Option<(Vec<u8>, Vec<u8>)> {
         let sym = self
             .headers
             .iter()
@@ -119,6 +125,9 @@ impl Sections {
             .headers
             .get(sym.link as usize)
             .filter(|s| s.kind == SHT_STRTAB)?;
+        if sym.size.saturating_add(strings.size) > limit {
+            return None;
+        }
         let syms = read_range(file_len, read, sym.offset, sym.size)?;
         let strs = read_range(file_len, read, strings.offset, strings.size)?;
         Some((syms, strs))
@@ -132,6 +141,17 @@ impl Sections {
                 && s.flags & SHF_COMPRESSED == 0
                 && self.name(s) == Some(b".debug_info")
         })
+    }
+
+    /// The total size of the `.debug_*` sections in the file.
+    pub(crate) fn debug_info_size(&self) -> u64 {
+        let debug = |s: &&Section| {
+            s.kind != SHT_NOBITS && self.name(s).is_some_and(|n| n.starts_with(b".debug_"))
+        };
+        self.headers
+            .iter()
+            .filter(debug)
+            .fold(0u64, |sum, s| sum.saturating_add(s.size))
     }
 
     /// The bytes of section `name` (uncompressed, in the file), if present.

@@ -76,11 +76,21 @@ pub extern "C" fn __jit_debug_register_code() {
 /// Serialises every change to the list (and the call that announces it).
 static LIST: Mutex<()> = Mutex::new(());
 
+/// The bytes of an object file handed to the debugger.
+pub enum Object {
+    /// In memory of its own, freed after unregistration.
+    Owned(Vec<u8>),
+    /// `len` bytes at `addr`: the room under an image, whose own bytes
+    /// (`.eh_frame`, `.dynstr`) the object's sections refer to by offset.
+    /// The image's mapping owns them and outlives the registration.
+    InImage { addr: usize, len: usize },
+}
+
 /// An object registered with the debugger; unregistered on drop.
 pub struct JitRegistration {
     entry: *mut JitCodeEntry,
-    /// The object file the entry points at; freed after unregistration.
-    _object: Vec<u8>,
+    /// The object file the entry points at.
+    _object: Object,
 }
 
 // SAFETY: the entry is only touched under `LIST`, and the object bytes are
@@ -91,12 +101,16 @@ unsafe impl Sync for JitRegistration {}
 
 impl JitRegistration {
     /// Links `object` into the list and tells an attached debugger.
-    pub fn register(object: Vec<u8>) -> JitRegistration {
+    pub fn register(object: Object) -> JitRegistration {
+        let (addr, len) = match &object {
+            Object::Owned(bytes) => (bytes.as_ptr(), bytes.len()),
+            Object::InImage { addr, len } => (*addr as *const u8, *len),
+        };
         let entry = Box::into_raw(Box::new(JitCodeEntry {
             next: null_mut(),
             prev: null_mut(),
-            symfile_addr: object.as_ptr(),
-            symfile_size: object.len() as u64,
+            symfile_addr: addr,
+            symfile_size: len as u64,
         }));
         let _guard = LIST.lock().unwrap_or_else(|p| p.into_inner());
         let d = &raw mut __jit_debug_descriptor;

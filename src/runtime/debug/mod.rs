@@ -39,9 +39,10 @@ use goblin::elf::sym::{STT_FILE, STT_FUNC, STT_GNU_IFUNC, STT_OBJECT, STT_SECTIO
 
 use crate::elf::symbols::SymbolTable;
 use crate::elf::Memory;
+use crate::map::Mapping;
 use file::{ReadAt, Sections};
-use gdb_jit::JitRegistration;
-use object::{Name, ObjSym, Piece, PieceKind};
+use gdb_jit::{JitRegistration, Object};
+use object::{Name, ObjSym, Out, Piece, PieceKind, SliceOut, Strings, SymbolSource};
 
 /// What [`crate::Options`] says about debugger and profiler visibility.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,14 +51,37 @@ pub(crate) struct DebugOptions {
     pub gdb: bool,
     /// Write perf map lines: `None` follows `MEMDL_PERF_MAP`.
     pub perf_map: Option<bool>,
+    /// Most bytes of the file's `.symtab` with its strings, and of its
+    /// DWARF, carried into the debuggers' object (each).
+    pub file_info_limit: u64,
 }
+
+/// Default of [`DebugOptions::file_info_limit`].
+pub(crate) const FILE_INFO_LIMIT: u64 = 4 << 20;
 
 impl Default for DebugOptions {
     fn default() -> Self {
         DebugOptions {
             gdb: true,
             perf_map: None,
+            file_info_limit: FILE_INFO_LIMIT,
         }
+    }
+}
+
+/// Most address space reserved under an image for its object.
+const MAX_ROOM: u64 = 64 << 20;
+
+/// Address space to reserve under an image of `span` bytes, in the same
+/// mapping, for the debuggers' object (see [`register`]): its header,
+/// section headers and `.symtab`, whose 24-byte entries are the image's
+/// dynamic symbols again, so an eighth of the span is plenty for any real
+/// library (an object that does not fit is built elsewhere, copying).
+/// Reserved, not used: it costs address space only.
+pub(crate) fn room_below(span: u64, options: &DebugOptions) -> usize {
+    match options.gdb {
+        true => (16 << 10) + (span / 8).min(MAX_ROOM) as usize,
+        false => 0,
     }
 }
 
@@ -73,6 +97,8 @@ pub(crate) struct ImageView<'a> {
     /// headers and `.symtab` lie outside the loaded segments).
     pub file_len: u64,
     pub read_file: ReadAt<'a>,
+    /// The image's mapping, with room reserved under the image.
+    pub mapping: &'a Mapping,
 }
 
 /// Kept by the loaded image; unregisters on drop.
@@ -106,10 +132,11 @@ pub(crate) fn register(view: &ImageView<'_>, options: &DebugOptions) -> Option<D
     }
     let bias = view.mem.bias() as u64;
     let sections = Sections::read(view.file_len, view.read_file);
+    let limit = options.file_info_limit;
     let symtab = sections
         .as_ref()
-        .and_then(|s| s.symtab(view.file_len, view.read_file));
-    let mut eh = if options.gdb {
+        .and_then(|s| s.symtab(view.file_len, view.read_file, limit));
+    let eh = if options.gdb {
         view.eh_frame_hdr
             .and_then(|hdr| eh_frame(view, hdr, sections.as_ref()))
     } else {
@@ -117,57 +144,25 @@ pub(crate) fn register(view: &ImageView<'_>, options: &DebugOptions) -> Option<D
     };
 
     let dynsym = view.dynsym;
-    // The names stay where they are: the object's .strtab starts with the
-    // whole dynamic string table, so a symbol keeps its offset and no name
-    // is scanned for its end (only perf's map needs the bytes).
+    // The names stay where they are: the object's .strtab is or starts
+    // with the whole dynamic string table, so a symbol keeps its offset
+    // and no name is scanned for its end (only perf's map needs the bytes).
     let dynstr = dynsym.strings.bytes();
-    let mut symbols: Vec<ObjSym<'_>> = Vec::with_capacity(dynsym.len() as usize);
-    let wanted = |kind: u8| !matches!(kind, STT_TLS | STT_SECTION | STT_FILE);
-    for i in 1..dynsym.len() {
-        let Some(sym) = dynsym.get(i) else { break };
-        if !sym.is_defined() || sym.is_absolute() || !wanted(sym.kind()) {
-            continue;
-        }
-        // Inside the table and not empty (the table's last byte is a NUL
-        // or, in a malformed one, ended by the NUL the object adds).
-        if dynstr.get(sym.name as usize).is_none_or(|&b| b == 0) {
-            continue;
-        }
-        symbols.push(ObjSym {
-            name: Name::Dynamic(sym.name),
-            value: bias.wrapping_add(sym.value),
-            size: sym.size,
-            info: sym.info,
-            other: sym.other,
-        });
-    }
     // The file's .symtab adds what the dynamic table lacks: local (static
     // and hidden) functions and objects. Its global symbols are the
     // dynamic ones again.
-    if let Some((table, strings)) = &symtab {
-        for s in file::symbols(table) {
-            let kind = s.info & 0xf;
-            let local = s.info >> 4 == 0;
-            let defined = s.shndx != 0 && s.shndx < 0xff00;
-            if !local || !defined || !matches!(kind, STT_FUNC | STT_OBJECT | STT_GNU_IFUNC) {
-                continue;
-            }
-            let Some(name) = file::string(strings, s.name).filter(|n| !n.is_empty()) else {
-                continue;
-            };
-            symbols.push(ObjSym {
-                name: Name::Bytes(name),
-                value: bias.wrapping_add(s.value),
-                size: s.size,
-                info: s.info,
-                other: s.other,
-            });
-        }
-    }
+    let locals: &[ObjSym<'_>] = &symtab
+        .as_ref()
+        .map(|(table, strings)| file_locals(table, strings, bias))
+        .unwrap_or_default();
+    let symbols = || {
+        Box::new(dynamic_symbols(dynsym, bias).chain(locals.iter().copied()))
+            as Box<dyn Iterator<Item = ObjSym<'_>>>
+    };
 
     if perf {
         let pieces = pieces(view, None);
-        perf_map::write(symbols.iter().filter_map(|s| {
+        perf_map::write(symbols().filter_map(|s| {
             let kind = s.info & 0xf;
             let code = object::piece_of(&pieces, s.value)
                 .is_some_and(|i| pieces[i].kind == PieceKind::Text);
@@ -177,7 +172,6 @@ pub(crate) fn register(view: &ImageView<'_>, options: &DebugOptions) -> Option<D
             let name = match s.name {
                 Name::Dynamic(offset) => dynsym.strings.get(offset.into()).ok()?,
                 Name::Bytes(name) => name,
-                Name::Strtab(_) => return None,
             };
             Some((s.value, s.size, name))
         }));
@@ -186,23 +180,167 @@ pub(crate) fn register(view: &ImageView<'_>, options: &DebugOptions) -> Option<D
         return Some(DebugRegistration { _gdb: None });
     }
     let debug = match &sections {
-        Some(s) if s.has_debug_info() => dwarf::rebased(s, view),
+        Some(s) if s.has_debug_info() && s.debug_info_size() <= limit => dwarf::rebased(s, view),
         _ => Vec::new(),
     };
     let extra: Vec<object::Extra<'_>> = debug
         .iter()
         .map(|(name, data)| object::Extra { name, data })
         .collect();
-    // The object in one allocation: its header, `.eh_frame` read straight
-    // into it, then what `object::build` appends.
+    // At most this many symbols, and this many bytes of own names.
+    let counts = (
+        dynsym.len() as usize + locals.len(),
+        locals
+            .iter()
+            .map(|s| match s.name {
+                Name::Bytes(b) => b.len() + 1,
+                Name::Dynamic(_) => 0,
+            })
+            .sum(),
+    );
+    // Nothing from outside the segments: the object refers to the image's
+    // own `.eh_frame` and `.dynstr` where they are, from the room reserved
+    // under it; else it is built in an allocation of its own.
+    let in_place = match symtab.is_none() && extra.is_empty() {
+        true => in_image(view, eh, dynstr, counts, &symbols),
+        false => None,
+    };
+    let object = match in_place {
+        Some(object) => object,
+        None => copied(view, eh, dynstr, &extra, counts, &symbols)?,
+    };
+    Some(DebugRegistration {
+        _gdb: Some(JitRegistration::register(object)),
+    })
+}
+
+/// The dynamic symbols worth a debugger's while: defined, named, not
+/// thread-local, section or file symbols; at their runtime addresses.
+fn dynamic_symbols(dynsym: &SymbolTable, bias: u64) -> impl Iterator<Item = ObjSym<'_>> {
+    let dynstr = dynsym.strings.bytes();
+    let wanted = |kind: u8| !matches!(kind, STT_TLS | STT_SECTION | STT_FILE);
+    (1..dynsym.len())
+        .map_while(|i| dynsym.get(i))
+        .filter(move |sym| {
+            // Named: inside the table, whose last byte is a NUL (or, in a
+            // malformed one, ends at the NUL a copy adds). The name itself
+            // is not read: for a big library that is a cache miss per
+            // symbol (libLLVM: 39,000 symbols over 2.6 MB of names, 4 ms);
+            // an empty name only makes a nameless symbol.
+            sym.is_defined()
+                && !sym.is_absolute()
+                && wanted(sym.kind())
+                && sym.name > 0
+                && (sym.name as usize) < dynstr.len()
+        })
+        .map(move |sym| ObjSym {
+            name: Name::Dynamic(sym.name),
+            value: bias.wrapping_add(sym.value),
+            size: sym.size,
+            info: sym.info,
+            other: sym.other,
+        })
+}
+
+/// The local functions and objects of the file's `.symtab`.
+fn file_locals<'a>(table: &'a [u8], strings: &'a [u8], bias: u64) -> Vec<ObjSym<'a>> {
+    file::symbols(table)
+        .filter_map(|s| {
+            let kind = s.info & 0xf;
+            let local = s.info >> 4 == 0;
+            let defined = s.shndx != 0 && s.shndx < 0xff00;
+            if !local || !defined || !matches!(kind, STT_FUNC | STT_OBJECT | STT_GNU_IFUNC) {
+                return None;
+            }
+            let name = file::string(strings, s.name).filter(|n| !n.is_empty())?;
+            Some(ObjSym {
+                name: Name::Bytes(name),
+                value: bias.wrapping_add(s.value),
+                size: s.size,
+                info: s.info,
+                other: s.other,
+            })
+        })
+        .collect()
+}
+
+/// The object written in the room under the image: header, `.symtab`,
+/// section headers; its `.eh_frame` and `.strtab` sections are the
+/// image's `.eh_frame` and dynamic string table, in place, so nothing of
+/// the file is read or copied. `None` if there is no room (or no proper
+/// string table: it must start and end with a NUL).
+fn in_image(
+    view: &ImageView<'_>,
+    eh: Option<EhFrame>,
+    dynstr: &[u8],
+    counts: (usize, usize),
+    symbols: SymbolSource<'_, '_>,
+) -> Option<Object> {
+    if dynstr.first() != Some(&0) || dynstr.last() != Some(&0) {
+        return None;
+    }
+    let pieces = pieces(view, eh.map(|e| (e.runtime, e.len)));
+    let capacity = object::size(pieces.len(), 0, 0, &[], counts);
+    let addr = view.mapping.open_below(capacity)?;
+    // SAFETY: `open_below` made `capacity` bytes at `addr` (page-rounded)
+    // read-write; they belong to the image's mapping, under the image,
+    // and nothing else refers to them.
+    let room = unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, capacity) };
+    let mut out = SliceOut::new(room);
+    out.pad_to(object::EHDR);
+    // Offsets from the object's start: the image lies above it.
+    let offset = |runtime: u64| runtime.wrapping_sub(addr as u64);
+    let eh_frame = eh.map_or((0, 0), |e| (offset(e.runtime), e.len));
+    let strings = Strings::InPlace {
+        offset: offset(dynstr.as_ptr() as u64),
+        len: dynstr.len() as u64,
+    };
+    let layout = object::Layout { eh_frame, strings };
+    let machine = crate::arch::EM_CURRENT;
+    object::build(&mut out, machine, &pieces, &[], layout, symbols);
+    if out.overflowed() {
+        return None;
+    }
+    // The debugger reads the object as one range: up to the end of the
+    // last thing in it.
+    let len = [
+        out.len() as u64,
+        eh_frame.0 + eh_frame.1,
+        strings_end(strings),
+    ]
+    .into_iter()
+    .max()?;
+    Some(Object::InImage {
+        addr,
+        len: len as usize,
+    })
+}
+
+fn strings_end(strings: Strings<'_>) -> u64 {
+    match strings {
+        Strings::InPlace { offset, len } => offset + len,
+        Strings::Copied(_) => 0,
+    }
+}
+
+/// The object in one allocation: its header, `.eh_frame` read straight
+/// into it, then what `object::build` appends.
+fn copied(
+    view: &ImageView<'_>,
+    mut eh: Option<EhFrame>,
+    dynstr: &[u8],
+    extra: &[object::Extra<'_>],
+    counts: (usize, usize),
+    symbols: SymbolSource<'_, '_>,
+) -> Option<Object> {
     let eh_len = eh.map_or(0, |e| e.len as usize);
     let mut out = Vec::new();
     out.try_reserve_exact(object::size(
         view.mem.loads().len() + 2,
         eh_len,
         dynstr.len(),
-        &extra,
-        &symbols,
+        extra,
+        counts,
     ))
     .ok()?;
     out.resize(object::EHDR, 0);
@@ -216,17 +354,13 @@ pub(crate) fn register(view: &ImageView<'_>, options: &DebugOptions) -> Option<D
         }
     }
     let pieces = pieces(view, eh.map(|e| (e.runtime, e.len)));
-    let object = object::build(
-        out,
-        crate::arch::EM_CURRENT,
-        &pieces,
-        &extra,
-        dynstr,
-        &mut symbols,
-    );
-    Some(DebugRegistration {
-        _gdb: Some(JitRegistration::register(object)),
-    })
+    let layout = object::Layout {
+        eh_frame: (object::EHDR as u64, eh.map_or(0, |e| e.len)),
+        strings: Strings::Copied(dynstr),
+    };
+    let machine = crate::arch::EM_CURRENT;
+    object::build(&mut out, machine, &pieces, extra, layout, symbols);
+    Some(Object::Owned(out))
 }
 
 /// The sections over the image: one per segment (split around

@@ -49,14 +49,15 @@ pub(crate) struct ObjSym<'a> {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Name<'a> {
     /// At this offset of the dynamic string table, which the object's
-    /// `.strtab` starts with (copied whole: no name is looked for).
+    /// `.strtab` is or starts with: no name is looked for.
     Dynamic(u32),
     /// These bytes (a name from the file's `.symtab`).
     Bytes(&'a [u8]),
-    /// At this offset of the object's `.strtab` ([`build`] moves `Bytes`
-    /// names there).
-    Strtab(u32),
 }
+
+/// The symbols for `.symtab`, as many times as [`build`] walks them (the
+/// same sequence each time).
+pub(crate) type SymbolSource<'s, 'a> = &'s dyn Fn() -> Box<dyn Iterator<Item = ObjSym<'a>> + 's>;
 
 impl ObjSym<'_> {
     pub(crate) fn is_local(&self) -> bool {
@@ -106,33 +107,25 @@ struct Shdr {
 }
 
 /// The capacity [`build`] needs for at most `pieces` pieces, `eh_frame`
-/// bytes of `.eh_frame`, a dynamic string table of `dynstr` bytes, `extra`
-/// and `symbols` (an upper bound: symbols
-/// outside every piece are left out).
+/// bytes of `.eh_frame`, a copied dynamic string table of `dynstr` bytes,
+/// `extra`, and at most `symbols` symbols whose own names (`Name::Bytes`)
+/// total `names` bytes (an upper bound: symbols outside every piece are
+/// left out).
 pub(crate) fn size(
     pieces: usize,
     eh_frame: usize,
     dynstr: usize,
     extra: &[Extra<'_>],
-    symbols: &[ObjSym<'_>],
+    (symbols, names): (usize, usize),
 ) -> usize {
-    let names: usize = dynstr
-        + 2
-        + symbols
-            .iter()
-            .map(|s| match s.name {
-                Name::Dynamic(_) | Name::Strtab(_) => 0,
-                Name::Bytes(b) => b.len() + 1,
-            })
-            .sum::<usize>();
     let extra_size: usize = extra.iter().map(|e| e.data.len() + e.name.len() + 1).sum();
     let sections = pieces + extra.len() + 4;
     EHDR + eh_frame
         + 8
         + extra_size
         + 8
-        + (symbols.len() + 1) * SYM
-        + names
+        + (symbols + 1) * SYM
+        + dynstr + 2 + names + symbols
         // Section names: ".rodata.NN" and the fixed ones.
         + sections * 12
         + 64
@@ -140,21 +133,123 @@ pub(crate) fn size(
         + sections * SHDR
 }
 
+/// Where the object's `.eh_frame` and `.strtab` bytes are, as offsets
+/// from the object's start.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Layout<'a> {
+    /// `.eh_frame`'s offset and length, if a piece is `EhFrame`.
+    pub eh_frame: (u64, u64),
+    pub strings: Strings<'a>,
+}
+
+/// The object's `.strtab`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Strings<'a> {
+    /// Built in the object: a NUL, these bytes (the dynamic string table,
+    /// whole), a NUL, then the names of `Name::Bytes` symbols.
+    Copied(&'a [u8]),
+    /// The image's own dynamic string table, this far from the object's
+    /// start and this long (it starts and ends with a NUL); `Name::Bytes`
+    /// symbols go unnamed.
+    InPlace { offset: u64, len: u64 },
+}
+
+/// Where [`build`] writes: a vector, or the room reserved under the image.
+pub(crate) trait Out {
+    fn len(&self) -> usize;
+    fn extend_from_slice(&mut self, bytes: &[u8]);
+    fn push(&mut self, byte: u8) {
+        self.extend_from_slice(&[byte]);
+    }
+    /// Zero bytes up to `len`.
+    fn pad_to(&mut self, len: usize);
+    /// The first [`EHDR`] bytes.
+    fn header(&mut self) -> Option<&mut [u8]>;
+}
+
+impl Out for Vec<u8> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Vec::extend_from_slice(self, bytes);
+    }
+    fn pad_to(&mut self, len: usize) {
+        self.resize(len.max(Vec::len(self)), 0);
+    }
+    fn header(&mut self) -> Option<&mut [u8]> {
+        self.get_mut(..EHDR)
+    }
+}
+
+/// A fixed buffer written from its start; what does not fit is dropped
+/// and remembered ([`SliceOut::overflowed`]).
+pub(crate) struct SliceOut<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+    overflowed: bool,
+}
+
+impl<'a> SliceOut<'a> {
+    pub(crate) fn new(buf: &'a mut [u8]) -> Self {
+        SliceOut {
+            buf,
+            len: 0,
+            overflowed: false,
+        }
+    }
+    pub(crate) fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+}
+
+impl Out for SliceOut<'_> {
+    fn len(&self) -> usize {
+        self.len
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        match self.buf.get_mut(self.len..self.len + bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                self.len += bytes.len();
+            }
+            None => self.overflowed = true,
+        }
+    }
+    fn pad_to(&mut self, len: usize) {
+        match self.buf.get_mut(self.len..len) {
+            Some(dst) => {
+                dst.fill(0);
+                self.len = self.len.max(len);
+            }
+            None if len <= self.len => {}
+            None => self.overflowed = true,
+        }
+    }
+    fn header(&mut self) -> Option<&mut [u8]> {
+        self.buf.get_mut(..EHDR)
+    }
+}
+
 /// The object. `out` holds the ELF header's [`EHDR`] bytes (written
-/// here), followed by the bytes of the `EhFrame` piece if there is one;
-/// `pieces` sorted by address and disjoint; symbols whose value lies in a
-/// piece (others are left out), named in `dynstr` (the dynamic string
-/// table) or by their own bytes (which this moves to `.strtab`). Appends everything else to `out` (sized
-/// by [`size`]: no reallocation) and returns it.
+/// here) and whatever `layout` says lies in it already (a copied
+/// `.eh_frame`); `pieces` sorted by address and disjoint; symbols whose
+/// value lies in a piece (others are left out), named in the dynamic
+/// string table or by their own bytes (which go to a copied `.strtab`).
+/// Appends everything else to `out` (sized by [`size`]).
 pub(crate) fn build(
-    mut out: Vec<u8>,
+    out: &mut impl Out,
     machine: u16,
     pieces: &[Piece],
     extra: &[Extra<'_>],
-    dynstr: &[u8],
-    symbols: &mut [ObjSym<'_>],
-) -> Vec<u8> {
-    let eh_frame_len = (out.len() - EHDR) as u64;
+    layout: Layout<'_>,
+    symbols: SymbolSource<'_, '_>,
+) {
+    // `.symtab`'s order: locals first (sh_info: first non-local).
+    let in_order = |locals: bool| {
+        symbols().filter(move |s| s.is_local() == locals && piece_of(pieces, s.value).is_some())
+    };
+    let (eh_frame_at, eh_frame_len) = layout.eh_frame;
     let mut shstrtab: Vec<u8> = Vec::with_capacity(64 + 12 * (pieces.len() + extra.len()));
     shstrtab.push(0);
     let name = |s: &str, shstrtab: &mut Vec<u8>| {
@@ -219,7 +314,7 @@ pub(crate) fn build(
                 name(".eh_frame", &mut shstrtab),
                 SHT_PROGBITS,
                 SHF_ALLOC,
-                EHDR as u64,
+                eh_frame_at,
                 eh_frame_len,
                 8,
             ),
@@ -257,36 +352,49 @@ pub(crate) fn build(
     // .strtab first: the dynamic string table, whole (after a leading NUL,
     // and with a NUL in case it lacks its last), then the names of the
     // other symbols; so .symtab's entries are appended in one pass each.
-    let strtab_at = out.len();
-    out.push(0);
-    out.extend_from_slice(dynstr);
-    out.push(0);
-    for s in symbols.iter_mut() {
-        if let Name::Bytes(name) = s.name {
-            s.name = Name::Strtab((out.len() - strtab_at) as u32);
-            out.extend_from_slice(name);
+    // Or the image's own dynamic string table, where it is.
+    // Own names follow in `.symtab`'s order, so that pass finds each at
+    // the running sum of the lengths before it.
+    let (strtab_at, strtab_size, dynamic_shift, mut own_name_at) = match layout.strings {
+        Strings::Copied(dynstr) => {
+            let strtab_at = out.len();
             out.push(0);
+            out.extend_from_slice(dynstr);
+            out.push(0);
+            let first_own = (out.len() - strtab_at) as u32;
+            for s in in_order(true).chain(in_order(false)) {
+                if let Name::Bytes(name) = s.name {
+                    out.extend_from_slice(name);
+                    out.push(0);
+                }
+            }
+            let size = (out.len() - strtab_at) as u64;
+            (strtab_at as u64, size, 1, Some(first_own))
         }
-    }
-    let strtab_size = out.len() - strtab_at;
+        Strings::InPlace { offset, len } => (offset, len, 0, None),
+    };
 
-    // .symtab: the null symbol, locals, then the rest (sh_info: first
-    // non-local). Each symbol goes to the section of the piece holding it.
+    // .symtab: the null symbol, locals, then the rest. Each symbol goes to
+    // the section of the piece holding it.
     let symtab_index = shdrs.len() as u32;
-    align_to(&mut out, 8);
+    out.pad_to(out.len().next_multiple_of(8));
     let symtab_at = out.len();
     out.extend_from_slice(&[0u8; SYM]);
     let mut first_global = 1u32;
     for locals in [true, false] {
-        for s in symbols.iter().filter(|s| s.is_local() == locals) {
+        for s in in_order(locals) {
             let Some(piece) = piece_of(pieces, s.value) else {
                 continue;
             };
-            let name_at = match s.name {
-                // After the leading NUL.
-                Name::Dynamic(offset) => offset + 1,
-                Name::Strtab(offset) => offset,
-                Name::Bytes(_) => 0,
+            let name_at = match (s.name, own_name_at.as_mut()) {
+                // After the leading NUL of a copy.
+                (Name::Dynamic(offset), _) => offset + dynamic_shift,
+                (Name::Bytes(name), Some(at)) => {
+                    let this = *at;
+                    *at += name.len() as u32 + 1;
+                    this
+                }
+                (Name::Bytes(_), None) => 0,
             };
             let mut e = [0u8; SYM];
             e[0..4].copy_from_slice(&name_at.to_le_bytes());
@@ -322,8 +430,8 @@ pub(crate) fn build(
         kind: SHT_STRTAB,
         flags: 0,
         addr: 0,
-        offset: strtab_at as u64,
-        size: strtab_size as u64,
+        offset: strtab_at,
+        size: strtab_size,
         link: 0,
         info: 0,
         align: 1,
@@ -345,7 +453,7 @@ pub(crate) fn build(
         entsize: 0,
     });
 
-    align_to(&mut out, 8);
+    out.pad_to(out.len().next_multiple_of(8));
     let shoff = out.len() as u64;
     for s in &shdrs {
         out.extend_from_slice(&s.name.to_le_bytes());
@@ -361,7 +469,7 @@ pub(crate) fn build(
     }
 
     // The ELF header.
-    let h = &mut out[..EHDR];
+    let Some(h) = out.header() else { return };
     h[..4].copy_from_slice(b"\x7fELF");
     h[4] = 2; // ELFCLASS64
     h[5] = 1; // ELFDATA2LSB
@@ -374,12 +482,6 @@ pub(crate) fn build(
     h[58..60].copy_from_slice(&(SHDR as u16).to_le_bytes());
     h[60..62].copy_from_slice(&(shdrs.len() as u16).to_le_bytes());
     h[62..64].copy_from_slice(&shstrndx.to_le_bytes());
-    out
-}
-
-fn align_to(out: &mut Vec<u8>, align: usize) {
-    let len = out.len().next_multiple_of(align);
-    out.resize(len, 0);
 }
 
 #[cfg(test)]
@@ -416,7 +518,7 @@ mod tests {
                 kind: PieceKind::EhFrame,
             },
         ];
-        let mut syms = [
+        let syms = [
             ObjSym {
                 name: Name::Bytes(b"local_fn"),
                 value: 0x7000_0010,
@@ -439,11 +541,16 @@ mod tests {
                 other: 0,
             },
         ];
-        let mut out = vec![0u8; EHDR];
-        out.extend_from_slice(&[0u8; 16]);
+        let mut obj = vec![0u8; EHDR];
+        obj.extend_from_slice(&[0u8; 16]);
         let dynstr = b"\0global_fn\0";
-        let capacity = size(pieces.len(), 16, dynstr.len(), &[], &syms);
-        let obj = build(out, 62, &pieces, &[], dynstr, &mut syms);
+        let capacity = size(pieces.len(), 16, dynstr.len(), &[], (syms.len(), 15));
+        let layout = Layout {
+            eh_frame: (EHDR as u64, 16),
+            strings: Strings::Copied(dynstr),
+        };
+        let source = || Box::new(syms.iter().copied()) as Box<dyn Iterator<Item = _>>;
+        build(&mut obj, 62, &pieces, &[], layout, &source);
         assert!(obj.len() <= capacity);
         let elf = goblin::elf::Elf::parse(&obj).expect("parses");
         let names: Vec<_> = elf
