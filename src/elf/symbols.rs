@@ -334,6 +334,11 @@ impl SymbolTable {
         self.symtab.get(index as usize)
     }
 
+    /// Every symbol from index 1 (after the null symbol) on, in order.
+    pub fn entries(&self) -> impl Iterator<Item = Sym> + '_ {
+        self.symtab.iter().take(self.count as usize).skip(1)
+    }
+
     /// The `DT_VERSYM` entry of symbol `index` (1, "global", without versions).
     pub fn version_index(&self, index: u32) -> u16 {
         // The versym table has `count` entries, as the symbol table.

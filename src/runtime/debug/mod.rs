@@ -42,7 +42,7 @@ use crate::elf::Memory;
 use crate::map::Mapping;
 use file::{ReadAt, Sections};
 use gdb_jit::{JitRegistration, Object};
-use object::{Name, ObjSym, Out, Piece, PieceKind, SliceOut, Strings, SymbolSource};
+use object::{Name, ObjSym, Out, Piece, PieceKind, SliceOut, Strings};
 
 /// What [`crate::Options`] says about debugger and profiler visibility.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,10 +155,8 @@ pub(crate) fn register(view: &ImageView<'_>, options: &DebugOptions) -> Option<D
         .as_ref()
         .map(|(table, strings)| file_locals(table, strings, bias))
         .unwrap_or_default();
-    let symbols = || {
-        Box::new(dynamic_symbols(dynsym, bias).chain(locals.iter().copied()))
-            as Box<dyn Iterator<Item = ObjSym<'_>>>
-    };
+    // Locals first, as `.symtab` wants them.
+    let symbols = || locals.iter().copied().chain(dynamic_symbols(dynsym, bias));
 
     if perf {
         let pieces = pieces(view, None);
@@ -202,12 +200,13 @@ pub(crate) fn register(view: &ImageView<'_>, options: &DebugOptions) -> Option<D
     // own `.eh_frame` and `.dynstr` where they are, from the room reserved
     // under it; else it is built in an allocation of its own.
     let in_place = match symtab.is_none() && extra.is_empty() {
-        true => in_image(view, eh, dynstr, counts, &symbols),
+        // (Without the file's .symtab there are no locals.)
+        true => in_image(view, eh, dynstr, counts, dynamic_symbols(dynsym, bias)),
         false => None,
     };
     let object = match in_place {
         Some(object) => object,
-        None => copied(view, eh, dynstr, &extra, counts, &symbols)?,
+        None => copied(view, eh, dynstr, &extra, counts, symbols())?,
     };
     Some(DebugRegistration {
         _gdb: Some(JitRegistration::register(object)),
@@ -215,12 +214,13 @@ pub(crate) fn register(view: &ImageView<'_>, options: &DebugOptions) -> Option<D
 }
 
 /// The dynamic symbols worth a debugger's while: defined, named, not
-/// thread-local, section or file symbols; at their runtime addresses.
+/// local (a `.dynsym` has no others but section symbols), thread-local,
+/// section or file symbols; at their runtime addresses.
 fn dynamic_symbols(dynsym: &SymbolTable, bias: u64) -> impl Iterator<Item = ObjSym<'_>> {
     let dynstr = dynsym.strings.bytes();
     let wanted = |kind: u8| !matches!(kind, STT_TLS | STT_SECTION | STT_FILE);
-    (1..dynsym.len())
-        .map_while(|i| dynsym.get(i))
+    dynsym
+        .entries()
         .filter(move |sym| {
             // Named: inside the table, whose last byte is a NUL (or, in a
             // malformed one, ends at the NUL a copy adds). The name itself
@@ -230,6 +230,7 @@ fn dynamic_symbols(dynsym: &SymbolTable, bias: u64) -> impl Iterator<Item = ObjS
             sym.is_defined()
                 && !sym.is_absolute()
                 && wanted(sym.kind())
+                && sym.info >> 4 != 0
                 && sym.name > 0
                 && (sym.name as usize) < dynstr.len()
         })
@@ -269,12 +270,12 @@ fn file_locals<'a>(table: &'a [u8], strings: &'a [u8], bias: u64) -> Vec<ObjSym<
 /// image's `.eh_frame` and dynamic string table, in place, so nothing of
 /// the file is read or copied. `None` if there is no room (or no proper
 /// string table: it must start and end with a NUL).
-fn in_image(
+fn in_image<'a>(
     view: &ImageView<'_>,
     eh: Option<EhFrame>,
     dynstr: &[u8],
     counts: (usize, usize),
-    symbols: SymbolSource<'_, '_>,
+    symbols: impl Iterator<Item = ObjSym<'a>>,
 ) -> Option<Object> {
     if dynstr.first() != Some(&0) || dynstr.last() != Some(&0) {
         return None;
@@ -325,13 +326,13 @@ fn strings_end(strings: Strings<'_>) -> u64 {
 
 /// The object in one allocation: its header, `.eh_frame` read straight
 /// into it, then what `object::build` appends.
-fn copied(
+fn copied<'a>(
     view: &ImageView<'_>,
     mut eh: Option<EhFrame>,
     dynstr: &[u8],
     extra: &[object::Extra<'_>],
     counts: (usize, usize),
-    symbols: SymbolSource<'_, '_>,
+    symbols: impl Iterator<Item = ObjSym<'a>>,
 ) -> Option<Object> {
     let eh_len = eh.map_or(0, |e| e.len as usize);
     let mut out = Vec::new();

@@ -55,10 +55,6 @@ pub(crate) enum Name<'a> {
     Bytes(&'a [u8]),
 }
 
-/// The symbols for `.symtab`, as many times as [`build`] walks them (the
-/// same sequence each time).
-pub(crate) type SymbolSource<'s, 'a> = &'s dyn Fn() -> Box<dyn Iterator<Item = ObjSym<'a>> + 's>;
-
 impl ObjSym<'_> {
     pub(crate) fn is_local(&self) -> bool {
         self.info >> 4 == STB_LOCAL
@@ -89,7 +85,13 @@ pub(crate) struct Extra<'a> {
 /// zero symbols may sit at a piece's start.
 pub(crate) fn piece_of(pieces: &[Piece], addr: u64) -> Option<usize> {
     // Sorted and disjoint: the last piece starting at or before `addr`.
-    let i = pieces.partition_point(|p| p.start <= addr).checked_sub(1)?;
+    // Counted without branches: a handful of pieces, and a binary search's
+    // mispredictions cost more (it is asked once per symbol).
+    let starting_before = pieces
+        .iter()
+        .map(|p| usize::from(p.start <= addr))
+        .sum::<usize>();
+    let i = starting_before.checked_sub(1)?;
     (addr < pieces[i].end).then_some(i)
 }
 
@@ -234,21 +236,19 @@ impl Out for SliceOut<'_> {
 /// The object. `out` holds the ELF header's [`EHDR`] bytes (written
 /// here) and whatever `layout` says lies in it already (a copied
 /// `.eh_frame`); `pieces` sorted by address and disjoint; symbols whose
-/// value lies in a piece (others are left out), named in the dynamic
-/// string table or by their own bytes (which go to a copied `.strtab`).
-/// Appends everything else to `out` (sized by [`size`]).
-pub(crate) fn build(
+/// value lies in a piece (others are left out), locals first (as
+/// `.symtab` wants them: a local after a global is left out), named in the
+/// dynamic string table or by their own bytes (which go to a copied
+/// `.strtab`). Appends everything else to `out` (sized by [`size`]), in
+/// one pass over the symbols.
+pub(crate) fn build<'a>(
     out: &mut impl Out,
     machine: u16,
     pieces: &[Piece],
     extra: &[Extra<'_>],
     layout: Layout<'_>,
-    symbols: SymbolSource<'_, '_>,
+    symbols: impl Iterator<Item = ObjSym<'a>>,
 ) {
-    // `.symtab`'s order: locals first (sh_info: first non-local).
-    let in_order = |locals: bool| {
-        symbols().filter(move |s| s.is_local() == locals && piece_of(pieces, s.value).is_some())
-    };
     let (eh_frame_at, eh_frame_len) = layout.eh_frame;
     let mut shstrtab: Vec<u8> = Vec::with_capacity(64 + 12 * (pieces.len() + extra.len()));
     shstrtab.push(0);
@@ -349,67 +349,68 @@ pub(crate) fn build(
         });
     }
 
-    // .strtab first: the dynamic string table, whole (after a leading NUL,
-    // and with a NUL in case it lacks its last), then the names of the
-    // other symbols; so .symtab's entries are appended in one pass each.
-    // Or the image's own dynamic string table, where it is.
-    // Own names follow in `.symtab`'s order, so that pass finds each at
-    // the running sum of the lengths before it.
-    let (strtab_at, strtab_size, dynamic_shift, mut own_name_at) = match layout.strings {
+    // .symtab: the null symbol, locals, then the rest (sh_info: the first
+    // non-local). Each symbol goes to the section of the piece holding it.
+    // Names: offsets in the image's dynamic string table, in place or
+    // copied after a leading NUL into .strtab, which then gets the names
+    // of the other symbols, gathered here.
+    let (dynamic_shift, own_names_at) = match layout.strings {
+        Strings::Copied(dynstr) => (1, Some(dynstr.len() as u32 + 2)),
+        Strings::InPlace { .. } => (0, None),
+    };
+    let mut own_names: Vec<u8> = Vec::new();
+    let symtab_index = shdrs.len() as u32;
+    out.pad_to(out.len().next_multiple_of(8));
+    let symtab_at = out.len();
+    out.extend_from_slice(&[0u8; SYM]);
+    let mut first_global = None;
+    for s in symbols {
+        let Some(piece) = piece_of(pieces, s.value) else {
+            continue;
+        };
+        let local = s.is_local();
+        match (local, first_global) {
+            (true, Some(_)) => continue,
+            (false, None) => first_global = Some(((out.len() - symtab_at) / SYM) as u32),
+            _ => {}
+        }
+        let name_at = match (s.name, own_names_at) {
+            // After the leading NUL of a copy.
+            (Name::Dynamic(offset), _) => offset + dynamic_shift,
+            (Name::Bytes(name), Some(at)) => {
+                let this = at + own_names.len() as u32;
+                own_names.extend_from_slice(name);
+                own_names.push(0);
+                this
+            }
+            (Name::Bytes(_), None) => 0,
+        };
+        let [n0, n1, n2, n3] = name_at.to_le_bytes();
+        let [x0, x1] = (piece as u16 + 1).to_le_bytes();
+        let [v0, v1, v2, v3, v4, v5, v6, v7] = s.value.to_le_bytes();
+        let [s0, s1, s2, s3, s4, s5, s6, s7] = s.size.to_le_bytes();
+        out.extend_from_slice(&[
+            n0, n1, n2, n3, s.info, s.other, x0, x1, v0, v1, v2, v3, v4, v5, v6, v7, s0, s1, s2,
+            s3, s4, s5, s6, s7,
+        ]);
+    }
+    let count = (out.len() - symtab_at) / SYM;
+    let first_global = first_global.unwrap_or(count as u32);
+
+    // .strtab: the dynamic string table, whole (after a leading NUL, and
+    // with a NUL in case it lacks its last), then the other names; or the
+    // image's own dynamic string table, where it is.
+    let (strtab_at, strtab_size) = match layout.strings {
         Strings::Copied(dynstr) => {
             let strtab_at = out.len();
             out.push(0);
             out.extend_from_slice(dynstr);
             out.push(0);
-            let first_own = (out.len() - strtab_at) as u32;
-            for s in in_order(true).chain(in_order(false)) {
-                if let Name::Bytes(name) = s.name {
-                    out.extend_from_slice(name);
-                    out.push(0);
-                }
-            }
-            let size = (out.len() - strtab_at) as u64;
-            (strtab_at as u64, size, 1, Some(first_own))
+            out.extend_from_slice(&own_names);
+            (strtab_at as u64, (out.len() - strtab_at) as u64)
         }
-        Strings::InPlace { offset, len } => (offset, len, 0, None),
+        Strings::InPlace { offset, len } => (offset, len),
     };
-
-    // .symtab: the null symbol, locals, then the rest. Each symbol goes to
-    // the section of the piece holding it.
-    let symtab_index = shdrs.len() as u32;
-    out.pad_to(out.len().next_multiple_of(8));
-    let symtab_at = out.len();
-    out.extend_from_slice(&[0u8; SYM]);
-    let mut first_global = 1u32;
-    for locals in [true, false] {
-        for s in in_order(locals) {
-            let Some(piece) = piece_of(pieces, s.value) else {
-                continue;
-            };
-            let name_at = match (s.name, own_name_at.as_mut()) {
-                // After the leading NUL of a copy.
-                (Name::Dynamic(offset), _) => offset + dynamic_shift,
-                (Name::Bytes(name), Some(at)) => {
-                    let this = *at;
-                    *at += name.len() as u32 + 1;
-                    this
-                }
-                (Name::Bytes(_), None) => 0,
-            };
-            let mut e = [0u8; SYM];
-            e[0..4].copy_from_slice(&name_at.to_le_bytes());
-            e[4] = s.info;
-            e[5] = s.other;
-            e[6..8].copy_from_slice(&(piece as u16 + 1).to_le_bytes());
-            e[8..16].copy_from_slice(&s.value.to_le_bytes());
-            e[16..24].copy_from_slice(&s.size.to_le_bytes());
-            out.extend_from_slice(&e);
-        }
-        if locals {
-            first_global = ((out.len() - symtab_at) / SYM) as u32;
-        }
-    }
-    let count = (out.len() - symtab_at) / SYM;
     let symtab_name = name(".symtab", &mut shstrtab);
     let strtab_name = name(".strtab", &mut shstrtab);
     let shstrtab_name = name(".shstrtab", &mut shstrtab);
@@ -549,8 +550,7 @@ mod tests {
             eh_frame: (EHDR as u64, 16),
             strings: Strings::Copied(dynstr),
         };
-        let source = || Box::new(syms.iter().copied()) as Box<dyn Iterator<Item = _>>;
-        build(&mut obj, 62, &pieces, &[], layout, &source);
+        build(&mut obj, 62, &pieces, &[], layout, syms.iter().copied());
         assert!(obj.len() <= capacity);
         let elf = goblin::elf::Elf::parse(&obj).expect("parses");
         let names: Vec<_> = elf
