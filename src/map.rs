@@ -57,6 +57,8 @@ pub struct Mapping {
     /// The whole range mapped, alignment slack included: what drop unmaps.
     raw: usize,
     raw_len: usize,
+    /// The protection it was reserved with.
+    prot: c_int,
 }
 
 impl Mapping {
@@ -113,6 +115,7 @@ impl Mapping {
             len,
             raw,
             raw_len: total,
+            prot,
         })
     }
 
@@ -130,11 +133,10 @@ impl Mapping {
             return None;
         }
         let start = self.base - len;
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
         // SAFETY: `[start, base)` lies in the reservation this value owns,
         // below the image: no segment and nothing else lives there.
-        let ok =
-            unsafe { libc::mprotect(start as *mut _, len, libc::PROT_READ | libc::PROT_WRITE) };
-        if ok != 0 {
+        if self.prot != rw && unsafe { libc::mprotect(start as *mut _, len, rw) } != 0 {
             return None;
         }
         populate_write(start, len);
@@ -633,7 +635,7 @@ mod tests {
             tls: None,
             eh_frame_hdr: None,
             phdrs: Vec::new(),
-
+            section_table: Default::default(),
             loads,
         }
     }

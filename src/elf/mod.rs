@@ -106,6 +106,31 @@ pub struct Layout {
     pub eh_frame_hdr: Option<u64>,
     /// Every program header as the file has it, for `dl_iterate_phdr`.
     pub phdrs: Vec<Phdr>,
+    /// Where the ELF header says the section headers are (unchecked:
+    /// loading needs none of them; the debuggers' view reads them).
+    pub section_table: SectionTable,
+}
+
+/// The ELF header's `e_shoff`, `e_shentsize`, `e_shnum` and
+/// `e_shstrndx`, as the file has them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SectionTable {
+    pub offset: u64,
+    pub entry_size: u16,
+    pub count: u16,
+    pub names_index: u16,
+}
+
+impl SectionTable {
+    /// The fields of the ELF header `ehdr` (its first 64 bytes, checked).
+    pub fn read(ehdr: &[u8]) -> SectionTable {
+        SectionTable {
+            offset: u64_at(ehdr, 40),
+            entry_size: u16_at(ehdr, 58),
+            count: u16_at(ehdr, 60),
+            names_index: u16_at(ehdr, 62),
+        }
+    }
 }
 
 /// `Elf64_Phdr`, as `dl_iterate_phdr` callers expect it in memory.
@@ -152,7 +177,15 @@ impl Layout {
         let table = Self::program_header_table(bytes, len, limits)?;
         // In bounds: the range was checked against `len`.
         let table = &bytes[table.start as usize..table.end as usize];
-        Self::from_program_headers(table, len, page, limits)
+        let layout = Self::from_program_headers(table, len, page, limits)?;
+        Ok(layout.with_section_table(bytes))
+    }
+
+    /// Notes where the section headers are, from the ELF header (`ehdr`,
+    /// checked by `program_header_table`).
+    fn with_section_table(mut self, ehdr: &[u8]) -> Layout {
+        self.section_table = SectionTable::read(ehdr);
+        self
     }
 
     /// Validates `read_at`'s ELF of `len` bytes, reading only its headers:
@@ -175,12 +208,14 @@ impl Layout {
         let table = Self::program_header_table(head, len, limits)?;
         if table.end <= head.len() as u64 {
             let table = &head[table.start as usize..table.end as usize];
-            return Self::from_program_headers(table, len, page, limits);
+            let layout = Self::from_program_headers(table, len, page, limits)?;
+            return Ok(layout.with_section_table(head));
         }
         // Bounded by the program header count limit.
         let mut table_bytes = vec![0u8; (table.end - table.start) as usize];
         read_at(table.start, &mut table_bytes)?;
-        Self::from_program_headers(&table_bytes, len, page, limits)
+        let layout = Self::from_program_headers(&table_bytes, len, page, limits)?;
+        Ok(layout.with_section_table(head))
     }
 
     /// Checks the ELF header, which `bytes` (the first bytes of an ELF of
@@ -442,6 +477,7 @@ impl Layout {
             tls,
             eh_frame_hdr,
             phdrs,
+            section_table: SectionTable::default(),
         })
     }
 

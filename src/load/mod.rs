@@ -490,6 +490,7 @@ impl Load<'_> {
             file_len: source.len(),
             read_file: &|at, len, out| source.append(at, len, out),
             mapping: &self.mapping,
+            section_table: self.layout.section_table,
         };
         crate::runtime::debug::register(&view, &self.options.debug)
     }

@@ -149,8 +149,16 @@ pub(super) fn place_from_file(
     };
     // When every segment is mapped from the file, nothing is copied into
     // the reservation: reserved inaccessible, the gaps between segments
-    // (64 KiB-aligned links have them) need no mprotect later.
-    let reserved = if (0..plan.loads.len()).all(|i| plan.zero_copy(i)) {
+    // (64 KiB-aligned links have them) need no mprotect later. Without
+    // gaps nothing of the reservation stays in the span but `.bss` past
+    // the file's pages, which must be writable: reserved read-write, it
+    // needs no mprotect either (nor does the debuggers' room under it).
+    let page = plan.page;
+    let gaps = plan
+        .loads
+        .windows(2)
+        .any(|w| page_end(w[0].end(), page) < page_start(w[1].vaddr, page));
+    let reserved = if gaps && (0..plan.loads.len()).all(|i| plan.zero_copy(i)) {
         libc::PROT_NONE
     } else {
         RW

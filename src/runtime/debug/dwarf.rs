@@ -97,7 +97,8 @@ mod tests {
     fn debugvis_converts() {
         let bytes = std::fs::read(memdl_test_dylibs::path("debugvis")).unwrap();
         let read = crate::runtime::debug::file::tests::reader(&bytes);
-        let s = super::Sections::read(bytes.len() as u64, &read).unwrap();
+        let table = crate::elf::SectionTable::read(&bytes);
+        let s = super::Sections::read(bytes.len() as u64, &read, table).unwrap();
         assert!(s.has_debug_info());
         let mut data = Vec::new();
         for &id in super::READ {

@@ -18,9 +18,14 @@ const SHF_COMPRESSED: u64 = 0x800;
 /// More section headers than any real library has (GCC's own `-ffunction-
 /// sections` objects are linked into far fewer output sections).
 const MAX_SECTIONS: u64 = 4096;
+/// How far before the section headers their names are looked for in the
+/// same read.
+const NAMES_BEFORE: u64 = 1024;
 /// Largest `.symtab`, `.strtab` or debug section read (a large C++
 /// library's symbol table is a few MiB).
 pub(crate) const MAX_TABLE: u64 = 64 << 20;
+
+use crate::elf::SectionTable;
 
 /// One section header's fields that matter here.
 #[derive(Clone, Copy, Debug)]
@@ -69,18 +74,20 @@ pub(crate) fn read_range(
 }
 
 impl Sections {
-    pub(crate) fn read(file_len: u64, read: ReadAt<'_>) -> Option<Sections> {
-        let ehdr = read_range(file_len, read, 0, 64)?;
-        let shoff = u64_at(&ehdr, 40);
-        let shentsize = u16_at(&ehdr, 58);
-        let shnum = u64::from(u16_at(&ehdr, 60));
-        let shstrndx = usize::from(u16_at(&ehdr, 62));
+    /// The section headers `table` (from the ELF header) locates, with
+    /// their names: one read when the names lie in the KiB before the
+    /// headers (where linkers put `.shstrtab`), else two.
+    pub(crate) fn read(file_len: u64, read: ReadAt<'_>, table: SectionTable) -> Option<Sections> {
+        let (shoff, shnum) = (table.offset, u64::from(table.count));
+        let shstrndx = usize::from(table.names_index);
         // shnum 0 is either no headers or the extended-numbering escape;
         // either way there is nothing worth the trouble.
-        if shoff == 0 || shentsize != 64 || shnum == 0 || shnum > MAX_SECTIONS {
+        if shoff == 0 || table.entry_size != 64 || shnum == 0 || shnum > MAX_SECTIONS {
             return None;
         }
-        let table = read_range(file_len, read, shoff, shnum * 64)?;
+        let start = shoff.saturating_sub(NAMES_BEFORE);
+        let both = read_range(file_len, read, start, shoff - start + shnum * 64)?;
+        let (before, table) = both.split_at((shoff - start) as usize);
         let headers: Vec<Section> = table
             .chunks_exact(64)
             .map(|h| Section {
@@ -97,7 +104,17 @@ impl Sections {
         let names = headers
             .get(shstrndx)
             .filter(|s| s.kind == SHT_STRTAB)
-            .and_then(|s| read_range(file_len, read, s.offset, s.size))
+            .and_then(|s| {
+                let at = s.offset.checked_sub(start);
+                let end = at.and_then(|at| at.checked_add(s.size));
+                match at
+                    .zip(end)
+                    .and_then(|(a, e)| before.get(a as usize..e as usize))
+                {
+                    Some(names) => Some(names.to_vec()),
+                    None => read_range(file_len, read, s.offset, s.size),
+                }
+            })
             .unwrap_or_default();
         Some(Sections { headers, names })
     }
@@ -218,7 +235,8 @@ pub(in crate::runtime::debug) mod tests {
     fn garbage_gives_nothing() {
         let bytes = vec![0xffu8; 4096];
         let read = reader(&bytes);
-        assert!(Sections::read(bytes.len() as u64, &read).is_none());
+        let table = crate::elf::SectionTable::read(&bytes);
+        assert!(Sections::read(bytes.len() as u64, &read, table).is_none());
         assert!(read_range(10, &read, u64::MAX, 2).is_none());
         assert!(read_range(10, &read, 8, 4).is_none());
         assert_eq!(string(b"ab\0c", 0), Some(&b"ab"[..]));

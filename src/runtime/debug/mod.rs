@@ -99,6 +99,8 @@ pub(crate) struct ImageView<'a> {
     pub read_file: ReadAt<'a>,
     /// The image's mapping, with room reserved under the image.
     pub mapping: &'a Mapping,
+    /// Where the ELF header says the section headers are.
+    pub section_table: crate::elf::SectionTable,
 }
 
 /// Kept by the loaded image; unregisters on drop.
@@ -131,7 +133,7 @@ pub(crate) fn register(view: &ImageView<'_>, options: &DebugOptions) -> Option<D
         return None;
     }
     let bias = view.mem.bias() as u64;
-    let sections = Sections::read(view.file_len, view.read_file);
+    let sections = Sections::read(view.file_len, view.read_file, view.section_table);
     let limit = options.file_info_limit;
     let symtab = sections
         .as_ref()
