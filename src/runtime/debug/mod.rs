@@ -35,14 +35,14 @@ pub(crate) mod gdb_jit;
 pub(crate) mod object;
 pub(crate) mod perf_map;
 
-use goblin::elf::sym::{STT_FILE, STT_FUNC, STT_GNU_IFUNC, STT_OBJECT, STT_SECTION, STT_TLS};
+use goblin::elf::sym::{STT_FUNC, STT_GNU_IFUNC, STT_OBJECT};
 
 use crate::elf::symbols::SymbolTable;
 use crate::elf::Memory;
 use crate::map::Mapping;
 use file::{ReadAt, Sections};
 use gdb_jit::{JitRegistration, Object};
-use object::{Name, ObjSym, Out, Piece, PieceKind, SliceOut, Strings};
+use object::{Name, ObjSym, Out, Piece, PieceKind, SliceOut, Strings, Symbols};
 
 /// What [`crate::Options`] says about debugger and profiler visibility.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,7 +203,7 @@ pub(crate) fn register(view: &ImageView<'_>, options: &DebugOptions) -> Option<D
     // under it; else it is built in an allocation of its own.
     let in_place = match symtab.is_none() && extra.is_empty() {
         // (Without the file's .symtab there are no locals.)
-        true => in_image(view, eh, dynstr, counts, dynamic_symbols(dynsym, bias)),
+        true => in_image(view, eh, dynstr, counts, dynsym),
         false => None,
     };
     let object = match in_place {
@@ -215,27 +215,13 @@ pub(crate) fn register(view: &ImageView<'_>, options: &DebugOptions) -> Option<D
     })
 }
 
-/// The dynamic symbols worth a debugger's while: defined, named, not
-/// local (a `.dynsym` has no others but section symbols), thread-local,
-/// section or file symbols; at their runtime addresses.
+/// The dynamic symbols worth a debugger's while (see
+/// [`object::wanted_dynamic`]), at their runtime addresses.
 fn dynamic_symbols(dynsym: &SymbolTable, bias: u64) -> impl Iterator<Item = ObjSym<'_>> {
-    let dynstr = dynsym.strings.bytes();
-    let wanted = |kind: u8| !matches!(kind, STT_TLS | STT_SECTION | STT_FILE);
+    let strsz = dynsym.strings.bytes().len();
     dynsym
         .entries()
-        .filter(move |sym| {
-            // Named: inside the table, whose last byte is a NUL (or, in a
-            // malformed one, ends at the NUL a copy adds). The name itself
-            // is not read: for a big library that is a cache miss per
-            // symbol (libLLVM: 39,000 symbols over 2.6 MB of names, 4 ms);
-            // an empty name only makes a nameless symbol.
-            sym.is_defined()
-                && !sym.is_absolute()
-                && wanted(sym.kind())
-                && sym.info >> 4 != 0
-                && sym.name > 0
-                && (sym.name as usize) < dynstr.len()
-        })
+        .filter(move |sym| object::wanted_dynamic(sym, strsz))
         .map(move |sym| ObjSym {
             name: Name::Dynamic(sym.name),
             value: bias.wrapping_add(sym.value),
@@ -272,12 +258,12 @@ fn file_locals<'a>(table: &'a [u8], strings: &'a [u8], bias: u64) -> Vec<ObjSym<
 /// image's `.eh_frame` and dynamic string table, in place, so nothing of
 /// the file is read or copied. `None` if there is no room (or no proper
 /// string table: it must start and end with a NUL).
-fn in_image<'a>(
+fn in_image(
     view: &ImageView<'_>,
     eh: Option<EhFrame>,
     dynstr: &[u8],
     counts: (usize, usize),
-    symbols: impl Iterator<Item = ObjSym<'a>>,
+    dynsym: &SymbolTable,
 ) -> Option<Object> {
     if dynstr.first() != Some(&0) || dynstr.last() != Some(&0) {
         return None;
@@ -300,6 +286,8 @@ fn in_image<'a>(
     };
     let layout = object::Layout { eh_frame, strings };
     let machine = crate::arch::EM_CURRENT;
+    let bias = view.mem.bias() as u64;
+    let symbols: Symbols<'_, std::iter::Empty<ObjSym<'_>>> = Symbols::Dynamic { dynsym, bias };
     object::build(&mut out, machine, &pieces, &[], layout, symbols);
     if out.overflowed() {
         return None;
@@ -362,7 +350,14 @@ fn copied<'a>(
         strings: Strings::Copied(dynstr),
     };
     let machine = crate::arch::EM_CURRENT;
-    object::build(&mut out, machine, &pieces, extra, layout, symbols);
+    object::build(
+        &mut out,
+        machine,
+        &pieces,
+        extra,
+        layout,
+        Symbols::Listed(symbols),
+    );
     Some(Object::Owned(out))
 }
 
