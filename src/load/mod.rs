@@ -401,6 +401,25 @@ impl Load<'_> {
         tls: &mut ImageTls,
     ) -> Result<Vec<Deferred<'t>>> {
         let mem = self.memory();
+        // RELRO holds what relocation writes (vtables, GOT): nearly every
+        // page of a mapped one becomes a private copy. One madvise makes
+        // them all at once instead of a write fault each (C++ libraries:
+        // hundreds). Copied segments were populated when copied.
+        if let (Some((start, end)), Some((relro, _))) = (self.relro_pages(), self.layout.relro) {
+            let mapped = self
+                .layout
+                .loads
+                .iter()
+                .zip(&self.placed.placements)
+                .any(|(s, p)| {
+                    *p == crate::runtime::image::Placement::Mapped && s.contains(relro, 1)
+                });
+            if mapped {
+                let len = (end - start) as usize;
+                self.mapping
+                    .populate(self.bias.wrapping_add(start as usize), len);
+            }
+        }
         let applied = tables
             .relocations
             .apply(&mem, targets, &tables.symbols, resolver, tls)?;
