@@ -139,7 +139,6 @@ impl Mapping {
         if self.prot != rw && unsafe { libc::mprotect(start as *mut _, len, rw) } != 0 {
             return None;
         }
-        populate_write(start, len);
         Some(start)
     }
 
@@ -182,8 +181,22 @@ impl Mapping {
     /// before 5.14 (EINVAL) or when memory is short, the pages are simply
     /// faulted in as they are written.
     pub fn populate(&self, start: usize, len: usize) {
-        debug_assert!(start >= self.base && start + len <= self.base + self.len);
-        populate_write(start, len);
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            /// `MADV_POPULATE_WRITE` (Linux 5.14+).
+            const MADV_POPULATE_WRITE: c_int = 23;
+            // Below a few pages, faulting them in costs no more than the
+            // system call.
+            if len < 4 * page_size() {
+                return;
+            }
+            debug_assert!(start >= self.base && start + len <= self.base + self.len);
+            // SAFETY: the range lies inside this read-write mapping
+            // (asserted by callers); populating changes no contents.
+            unsafe { libc::madvise(start as *mut _, len, MADV_POPULATE_WRITE) };
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let _ = (start, len);
     }
 
     /// Changes the protection of `[start, start + len)`, which must lie
@@ -200,26 +213,6 @@ impl Mapping {
         }
         Ok(())
     }
-}
-
-/// Pre-faults the read-write pages `[start, start + len)` of a mapping
-/// this process owns (see [`Mapping::populate`]).
-fn populate_write(start: usize, len: usize) {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    {
-        /// `MADV_POPULATE_WRITE` (Linux 5.14+).
-        const MADV_POPULATE_WRITE: c_int = 23;
-        // Below a few pages, faulting them in costs no more than the
-        // system call.
-        if len < 4 * page_size() {
-            return;
-        }
-        // SAFETY: the range lies inside a read-write mapping of the
-        // caller's (asserted by callers); populating changes no contents.
-        unsafe { libc::madvise(start as *mut _, len, MADV_POPULATE_WRITE) };
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = (start, len);
 }
 
 impl Drop for Mapping {

@@ -199,6 +199,9 @@ pub(crate) trait Out {
     fn pad_to(&mut self, len: usize);
     /// The first [`EHDR`] bytes.
     fn header(&mut self) -> Option<&mut [u8]>;
+    /// Lets `f` write up to `max` bytes in place and keeps the number it
+    /// returns (what does not fit is dropped and remembered, as ever).
+    fn fill(&mut self, max: usize, f: &mut dyn FnMut(&mut [u8]) -> usize);
 }
 
 impl Out for Vec<u8> {
@@ -213,6 +216,12 @@ impl Out for Vec<u8> {
     }
     fn header(&mut self) -> Option<&mut [u8]> {
         self.get_mut(..EHDR)
+    }
+    fn fill(&mut self, max: usize, f: &mut dyn FnMut(&mut [u8]) -> usize) {
+        let at = Vec::len(self);
+        self.resize(at + max, 0);
+        let n = f(&mut self[at..]).min(max);
+        self.truncate(at + n);
     }
 }
 
@@ -262,6 +271,15 @@ impl Out for SliceOut<'_> {
     }
     fn header(&mut self) -> Option<&mut [u8]> {
         self.buf.get_mut(..EHDR)
+    }
+    fn fill(&mut self, max: usize, f: &mut dyn FnMut(&mut [u8]) -> usize) {
+        let (end, size) = (self.len.saturating_add(max), self.buf.len());
+        if end > size {
+            self.overflowed = true;
+        }
+        let room = &mut self.buf[self.len..end.min(size)];
+        let n = f(room).min(room.len());
+        self.len += n;
     }
 }
 
@@ -431,13 +449,10 @@ pub(crate) fn build<'a>(
         Symbols::Dynamic { dynsym, bias } => {
             // All global.
             first_global = Some(1);
-            let strsz = dynsym.strings.bytes().len();
-            for mut sym in dynsym.entries() {
-                if wanted_dynamic(&sym, strsz) {
-                    sym.value = sym.value.wrapping_add(bias);
-                    symtab_entry(out, pieces, &mut hint, sym.name + dynamic_shift, &sym);
-                }
-            }
+            let max = (dynsym.len() as usize).saturating_sub(1) * SYM;
+            out.fill(max, &mut |room| {
+                dynamic_entries(room, dynsym, bias, dynamic_shift, pieces)
+            });
         }
     }
     let count = (out.len() - symtab_at) / SYM;
@@ -531,20 +546,60 @@ pub(crate) fn build<'a>(
     h[62..64].copy_from_slice(&shstrndx.to_le_bytes());
 }
 
+/// Writes the `.symtab` entries of the wanted dynamic symbols
+/// ([`wanted_dynamic`]) into `room`, rebased by `bias`, named at their
+/// offset plus `shift`; returns the bytes written. The one loop over a
+/// big library's thousands of exports: plain stores, no per-entry checks
+/// but the symbol's.
+fn dynamic_entries(
+    room: &mut [u8],
+    dynsym: &SymbolTable,
+    bias: u64,
+    shift: u32,
+    pieces: &[Piece],
+) -> usize {
+    let strsz = dynsym.strings.bytes().len();
+    let mut slots = room.chunks_exact_mut(SYM);
+    let (mut written, mut hint) = (0, 0);
+    for sym in dynsym.entries() {
+        if !wanted_dynamic(&sym, strsz) {
+            continue;
+        }
+        let value = sym.value.wrapping_add(bias);
+        let Some(piece) = piece_hinted(pieces, &mut hint, value) else {
+            continue;
+        };
+        let Some(slot) = slots.next() else { break };
+        slot[0..4].copy_from_slice(&(sym.name + shift).to_le_bytes());
+        slot[4] = sym.info;
+        slot[5] = sym.other;
+        slot[6..8].copy_from_slice(&(piece as u16 + 1).to_le_bytes());
+        slot[8..16].copy_from_slice(&value.to_le_bytes());
+        slot[16..24].copy_from_slice(&sym.size.to_le_bytes());
+        written += SYM;
+    }
+    written
+}
+
+/// The piece holding `addr`, trying the `hint`'s first (symbols come in
+/// runs in one piece: code, then data); updates the hint.
+#[inline]
+fn piece_hinted(pieces: &[Piece], hint: &mut usize, addr: u64) -> Option<usize> {
+    let piece = match pieces.get(*hint) {
+        Some(p) if p.start <= addr && addr < p.end => *hint,
+        _ => piece_of(pieces, addr)?,
+    };
+    *hint = piece;
+    Some(piece)
+}
+
 /// Appends `s`'s `.symtab` entry, named at `name`, in the section of the
 /// piece holding it (none: left out).
 #[inline]
 fn symtab_entry(out: &mut impl Out, pieces: &[Piece], hint: &mut usize, name: u32, s: &Sym) {
-    // Symbols come in runs in one piece (code, then data): the last one's
-    // first.
-    let piece = match pieces.get(*hint) {
-        Some(p) if p.start <= s.value && s.value < p.end => *hint,
-        _ => match piece_of(pieces, s.value) {
-            Some(i) => i,
-            None => return,
-        },
+    let Some(piece) = piece_hinted(pieces, hint, s.value) else {
+        return;
     };
-    *hint = piece;
     let [n0, n1, n2, n3] = name.to_le_bytes();
     let [x0, x1] = (piece as u16 + 1).to_le_bytes();
     let [v0, v1, v2, v3, v4, v5, v6, v7] = s.value.to_le_bytes();
