@@ -245,8 +245,8 @@ pub fn check(mem: &Memory<'_>, vaddr: u64) -> Result<(), Refusal> {
     let mut last_cie = (usize::MAX, 0u8);
     let mut pos = 0usize;
     loop {
-        if let (&[only_text], DW_FAST_FDE) = (text.as_slice(), last_cie.1) {
-            pos = skip_plain_fdes(bytes, pos, last_cie.0, addr as u64, only_text);
+        if last_cie.1 == DW_FAST_FDE {
+            pos = skip_plain_fdes(bytes, pos, last_cie.0, addr as u64, &text);
         }
         if pos == bytes.len() && crate::map::zero_word_after(addr + len) {
             // No terminator in the file (an object linked without crtend),
@@ -333,9 +333,16 @@ const DW_FAST_FDE: u8 = DW_EH_PE_PCREL | DW_EH_PE_SDATA4;
 /// Walks, from `pos`, the FDEs that are certainly fine and that `check`
 /// would pass (the bulk of a large library's section): each names the CIE
 /// at `cie` (whose FDE encoding is [`DW_FAST_FDE`]), fits the section, and
-/// covers code inside `text`. Returns where the first other record starts
-/// (a CIE, the terminator, anything doubtful), for `check` to go on from.
-fn skip_plain_fdes(bytes: &[u8], mut pos: usize, cie: usize, base: u64, text: (u64, u64)) -> usize {
+/// covers code inside one of the `text` ranges (usually one; BOLT makes
+/// two). Returns where the first other record starts (a CIE, the
+/// terminator, anything doubtful), for `check` to go on from.
+fn skip_plain_fdes(
+    bytes: &[u8],
+    mut pos: usize,
+    cie: usize,
+    base: u64,
+    text: &[(u64, u64)],
+) -> usize {
     loop {
         let (Some(length), Some(id)) = (word32(bytes, pos), word32(bytes, pos + 4)) else {
             return pos;
@@ -353,7 +360,10 @@ fn skip_plain_fdes(bytes: &[u8], mut pos: usize, cie: usize, base: u64, text: (u
         };
         let begin = (base + (pos + 8) as u64).wrapping_add(begin as i32 as u64);
         let range = (range as i32 as u64).max(1);
-        if begin < text.0 || begin.checked_add(range).is_none_or(|e| e > text.1) {
+        let inside = |&(start, end): &(u64, u64)| {
+            begin >= start && begin.checked_add(range).is_some_and(|e| e <= end)
+        };
+        if !text.iter().any(inside) {
             return pos;
         }
         pos = end;
