@@ -231,6 +231,41 @@ pub(in crate::runtime::debug) mod tests {
         }
     }
 
+    /// A file of `len` bytes whose two section headers (null, `.shstrtab`)
+    /// are at `shoff`, their names at `names_at`.
+    fn two_sections(len: usize, shoff: usize, names_at: usize) -> Vec<u8> {
+        let names = b"\0.shstrtab\0";
+        let mut f = vec![0u8; len];
+        f[40..48].copy_from_slice(&(shoff as u64).to_le_bytes());
+        f[58..60].copy_from_slice(&64u16.to_le_bytes());
+        f[60..62].copy_from_slice(&2u16.to_le_bytes());
+        f[62..64].copy_from_slice(&1u16.to_le_bytes());
+        f[names_at..names_at + names.len()].copy_from_slice(names);
+        let h = shoff + 64;
+        f[h..h + 4].copy_from_slice(&1u32.to_le_bytes());
+        f[h + 4..h + 8].copy_from_slice(&SHT_STRTAB.to_le_bytes());
+        f[h + 24..h + 32].copy_from_slice(&(names_at as u64).to_le_bytes());
+        f[h + 32..h + 40].copy_from_slice(&(names.len() as u64).to_le_bytes());
+        f
+    }
+
+    #[test]
+    fn names_are_found_next_to_the_headers_and_far_from_them() {
+        // Right before the headers (one read), and 8 KiB before (two).
+        for names_at in [0x3f00, 0x2000] {
+            let bytes = two_sections(0x4100, 0x4000, names_at);
+            let read = reader(&bytes);
+            let table = SectionTable::read(&bytes);
+            let s = Sections::read(bytes.len() as u64, &read, table).expect("sections");
+            assert_eq!(s.name(&s.headers[1]), Some(&b".shstrtab"[..]));
+        }
+        // Headers past the end of the file: nothing.
+        let bytes = two_sections(0x4100, 0x4000, 0x3f00);
+        let read = reader(&bytes[..0x4050]);
+        let table = SectionTable::read(&bytes);
+        assert!(Sections::read(0x4050, &read, table).is_none());
+    }
+
     #[test]
     fn garbage_gives_nothing() {
         let bytes = vec![0xffu8; 4096];

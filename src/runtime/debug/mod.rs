@@ -8,7 +8,7 @@
 //! * **Debuggers** (on by default, [`crate::Options::debugger_registration`]):
 //!   an ELF object describing the image at its runtime addresses (sections
 //!   over the segments, `.symtab` from the dynamic symbols and the file's
-//!   own `.symtab` when it has one, a copy of `.eh_frame` for unwinding) is
+//!   own `.symtab` when it has one, `.eh_frame` for unwinding) is
 //!   registered through the GDB JIT interface ([`gdb_jit`]); see
 //!   [`object`] for why every address in it is absolute.
 //! * **perf** (`MEMDL_PERF_MAP=1` or [`crate::Options::perf_map`]): the
@@ -17,16 +17,19 @@
 //! Nothing here can fail a load: a file whose extra information is
 //! missing or malformed gets a description without it.
 //!
-//! **Cost.** The object is built in one allocation sized up front, and
-//! `.eh_frame` (the bulk of it for a stripped library) is copied once,
-//! straight into it: from the caller's bytes, or `pread` from the file
-//! (never through a mapping of it, whose pages would be faulted in), or,
-//! when no section header gives its size, from the image's memory. Nothing
-//! is zero-filled first. The object's `.strtab` starts with the whole
-//! dynamic string table, so dynamic symbols keep their name offsets and no
-//! name is scanned. A stripped file costs its section headers and their
-//! names (two small reads), a pass over the dynamic symbols, and the
-//! copies of `.eh_frame` and `.dynstr`.
+//! **Cost.** The debugger reads the object as one range of the process's
+//! memory, lazily, so the object can refer to bytes beyond its own: when
+//! nothing from outside the segments is carried (a stripped file, or one
+//! whose `.symtab` and DWARF are over [`DebugOptions::file_info_limit`]), it
+//! is written in the room the load reserved right under the image
+//! ([`room_below`]), and its `.eh_frame` and `.strtab` sections are the
+//! image's own `.eh_frame` and dynamic string table, named by their offset
+//! from the object's start: nothing is copied, nothing of the file read
+//! but its section headers (one read), and no symbol name is read. What
+//! remains is a `.symtab` entry per exported symbol. An unstripped file's
+//! object (its local names need a string table of their own, its DWARF is
+//! rebased) is built in an allocation of its own, as before: one
+//! allocation sized up front, `.eh_frame` read straight into it.
 
 #[cfg(feature = "debug-info")]
 mod dwarf;

@@ -4,9 +4,10 @@
 //! gdb's JIT reader (`jit.c`) hands the object to BFD and adds it with each
 //! allocated section at its own `sh_addr`: nothing is relocated. So every
 //! address in the object is a runtime address: the sections that cover the
-//! segments, the symbols, and the `.eh_frame` copy, whose PC-relative
-//! pointers stay right because its `sh_addr` is the address of the original
-//! (the copy's bytes are identical).
+//! segments, the symbols, and `.eh_frame`, whose `sh_addr` is the address
+//! of the image's own, so its PC-relative pointers hold. Its bytes are the
+//! image's, in place (the object lies right under the image and names them
+//! by their offset from its start), or a copy of them ([`Layout`]).
 //!
 //! Segments are described by `SHT_NOBITS` sections: the debugger reads code
 //! and data from the process's memory (`trust-readonly-sections` is off by
@@ -714,5 +715,75 @@ mod tests {
                 ("global_fn", 0x7000_0100, 1)
             ]
         );
+    }
+
+    #[test]
+    fn object_in_place_refers_to_the_bytes_above_it() {
+        // The object in the first page, "the image" above it: its
+        // `.eh_frame` at 0x1000 and its dynamic string table at 0x1100.
+        let mut buf = vec![0u8; 0x1200];
+        let dynstr = b"\0exported_fn\0";
+        buf[0x1100..0x1100 + dynstr.len()].copy_from_slice(dynstr);
+        let pieces = [
+            Piece {
+                start: 0x7000_0000,
+                end: 0x7000_1000,
+                kind: PieceKind::Text,
+            },
+            Piece {
+                start: 0x7000_1000,
+                end: 0x7000_1010,
+                kind: PieceKind::EhFrame,
+            },
+        ];
+        let syms = [ObjSym {
+            name: Name::Dynamic(1),
+            value: 0x7000_0040,
+            size: 8,
+            info: 0x12,
+            other: 0,
+        }];
+        let layout = Layout {
+            eh_frame: (0x1000, 16),
+            strings: Strings::InPlace {
+                offset: 0x1100,
+                len: dynstr.len() as u64,
+            },
+        };
+        let (room, _) = buf.split_at_mut(0x1000);
+        let mut out = SliceOut::new(room);
+        out.pad_to(EHDR);
+        build(
+            &mut out,
+            62,
+            &pieces,
+            &[],
+            layout,
+            Symbols::Listed(syms.iter().copied()),
+        );
+        assert!(!out.overflowed());
+        let elf = goblin::elf::Elf::parse(&buf).expect("parses");
+        let eh = &elf.section_headers[2];
+        assert_eq!((eh.sh_offset, eh.sh_addr), (0x1000, 0x7000_1000));
+        let names: Vec<_> = elf
+            .syms
+            .iter()
+            .map(|s| elf.strtab.get_at(s.st_name))
+            .collect();
+        assert_eq!(names, [Some(""), Some("exported_fn")]);
+
+        // A room too small is noticed, not overrun.
+        let mut small = [0u8; 100];
+        let mut out = SliceOut::new(&mut small);
+        out.pad_to(EHDR);
+        build(
+            &mut out,
+            62,
+            &pieces,
+            &[],
+            layout,
+            Symbols::Listed(syms.iter().copied()),
+        );
+        assert!(out.overflowed());
     }
 }
