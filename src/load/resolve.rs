@@ -241,6 +241,13 @@ struct ScopeCache {
 
 static SCOPE_CACHE: RwLock<Option<Arc<ScopeCache>>> = RwLock::new(None);
 
+/// Whether a load has asked the global scope before: the process's first
+/// load records nothing for the cache. Most processes load their plugin
+/// once, and the cache's entries (an allocation or two per import, then the
+/// table) would cost that first load for nothing; from the second on,
+/// loads learn.
+static ASKED_BEFORE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// A fingerprint of the loaded objects: (hash of every object's load
 /// address, program header count and name, number of objects), from one
 /// `dl_iterate_phdr` walk.
@@ -288,8 +295,10 @@ pub struct Resolver<'a> {
     /// belongs to the current generation.
     cache: Option<Arc<ScopeCache>>,
     generation: (u64, u64),
-    /// Answers this load looked up itself, added to the cache at the end.
+    /// Answers this load looked up itself, added to the cache at the end
+    /// (unless it is the process's first: see [`ASKED_BEFORE`]).
     learned: RefCell<Vec<(u64, Answer)>>,
+    learning: bool,
 }
 
 impl<'a> Resolver<'a> {
@@ -331,6 +340,8 @@ impl<'a> Resolver<'a> {
             cache,
             generation,
             learned: RefCell::new(Vec::new()),
+            learning: !deny_host_lookups
+                && ASKED_BEFORE.swap(true, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -348,6 +359,9 @@ impl<'a> Resolver<'a> {
             return answer.addr;
         }
         let found = with_c_name(name, |c| lookup(handle, c, version)) as usize;
+        if !self.learning {
+            return found;
+        }
         self.learned.borrow_mut().push((
             hash,
             Answer {
