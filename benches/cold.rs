@@ -89,19 +89,12 @@ fn child(method: &str, path: &Path) {
         "load" => unsafe { ElfImage::load(&bytes) }
             .map(std::mem::forget)
             .is_ok(),
-        "load_fd" => {
+        // `load_fd_nodebug`, for diagnosis: without the debugger registration.
+        "load_fd" | "load_fd_nodebug" => {
             // The open is timed: dlopen's time includes its own.
             let file = File::open(path).unwrap();
             let len = file.metadata().unwrap().len();
-            // SAFETY: as above; the file does not change while loaded.
-            let img = unsafe { ElfImage::load_fd(&file, 0, len) };
-            img.map(std::mem::forget).is_ok()
-        }
-        // Diagnosis: `load_fd` without the debugger registration.
-        "load_fd_nodebug" => {
-            let file = File::open(path).unwrap();
-            let len = file.metadata().unwrap().len();
-            let options = memdl::Options::default().debugger_registration(false);
+            let options = memdl::Options::default().debugger_registration(method == "load_fd");
             // SAFETY: as above; the file does not change while loaded.
             let img = unsafe { ElfImage::load_fd_with(&file, 0, len, &options) };
             img.map(std::mem::forget).is_ok()

@@ -123,6 +123,11 @@ impl Mapping {
         self.base
     }
 
+    /// The protection the range was reserved with.
+    pub fn reserved_prot(&self) -> c_int {
+        self.prot
+    }
+
     /// Makes the `len` bytes (page-rounded) right under the image
     /// read-write and returns their start, if the reservation has that
     /// much room there (`None` otherwise, or if `mprotect` fails). The

@@ -5,7 +5,7 @@
 //! segment, its size follows from its header) so that lookups only need
 //! cheap index comparisons, never a system call or an allocation.
 
-use goblin::elf::section_header::{SHN_ABS, SHN_UNDEF};
+use goblin::elf::section_header::{SHN_ABS, SHN_LORESERVE, SHN_UNDEF};
 use goblin::elf::sym::{STB_GLOBAL, STB_GNU_UNIQUE, STB_WEAK, STT_TLS, STV_DEFAULT, STV_PROTECTED};
 
 use super::dynamic::Dynamic;
@@ -48,6 +48,11 @@ impl Sym {
     }
     pub fn is_absolute(&self) -> bool {
         self.shndx == SHN_ABS as u16
+    }
+    /// Defined in one of the file's sections (not undefined, absolute,
+    /// common or behind the extended-index escape).
+    pub fn in_section(&self) -> bool {
+        self.is_defined() && self.shndx < SHN_LORESERVE as u16
     }
     /// Defined, global or weak, and default or protected visibility; and
     /// with a value, unless absolute or thread-local: like glibc, a symbol

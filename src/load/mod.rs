@@ -465,7 +465,7 @@ impl Load<'_> {
             if r.prot & libc::PROT_EXEC != 0 {
                 crate::arch::flush_icache(start, len);
             }
-            if !already_protected(&self.placed, r) {
+            if !already_protected(&self.placed, self.mapping.reserved_prot(), r) {
                 self.mapping.protect(start, len, r.prot)?;
             }
         }

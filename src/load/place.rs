@@ -96,9 +96,8 @@ pub(super) const RW: libc::c_int = libc::PROT_READ | libc::PROT_WRITE;
 /// already right).
 pub(super) struct Placed {
     pub placements: Vec<Placement>,
-    /// The protection the span was reserved with.
-    pub reserved: libc::c_int,
-    /// Disjoint page ranges mapped over the reservation, with theirs.
+    /// Disjoint page ranges mapped over the reservation (reserved with
+    /// [`Mapping::reserved_prot`]), with theirs.
     pub mapped: Vec<ProtectedRange>,
 }
 
@@ -117,7 +116,6 @@ pub(super) fn place_copies(
     populate_and_copy(&mapping, bytes, bias, &layout.loads, page, alone);
     let placed = Placed {
         placements: vec![Placement::Copied; layout.loads.len()],
-        reserved: RW,
         mapped: Vec::new(),
     };
     Ok((mapping, placed))
@@ -167,7 +165,6 @@ pub(super) fn place_from_file(
     let bias = mapping.base().wrapping_sub(layout.span_start as usize);
     let mut placed = Placed {
         placements: Vec::with_capacity(plan.loads.len()),
-        reserved,
         mapped: Vec::new(),
     };
     let mut i = 0;
@@ -315,7 +312,7 @@ impl FilePlan<'_> {
         // one's (they read as zeros), unless the reservation already is.
         for s in &self.loads[i..=last] {
             let (data_end, bss_end) = (self.file_end(s), page_end(s.end(), page));
-            if bss_end > data_end && placed.reserved != RW {
+            if bss_end > data_end && mapping.reserved_prot() != RW {
                 let len = (bss_end - data_end) as usize;
                 mapping.protect(bias.wrapping_add(data_end as usize), len, RW)?;
                 placed.mapped.push(ProtectedRange {
@@ -346,14 +343,18 @@ impl FilePlan<'_> {
 }
 
 /// Whether every page of `r` already has protection `r.prot`: where
-/// `placed.mapped` says, else the reservation's.
-pub(super) fn already_protected(placed: &Placed, r: &ProtectedRange) -> bool {
+/// `placed.mapped` says, else the reservation's (`reserved`).
+pub(super) fn already_protected(
+    placed: &Placed,
+    reserved: libc::c_int,
+    r: &ProtectedRange,
+) -> bool {
     let mut at = r.start;
     while at < r.end {
         match placed.mapped.iter().find(|m| m.start <= at && at < m.end) {
             Some(m) if m.prot == r.prot => at = m.end,
             Some(_) => return false,
-            None if placed.reserved == r.prot => {
+            None if reserved == r.prot => {
                 // Up to the next mapped range.
                 at = placed
                     .mapped

@@ -25,6 +25,7 @@ const NAMES_BEFORE: u64 = 1024;
 /// library's symbol table is a few MiB).
 pub(crate) const MAX_TABLE: u64 = 64 << 20;
 
+use crate::elf::symbols::Sym;
 use crate::elf::SectionTable;
 
 /// One section header's fields that matter here.
@@ -181,20 +182,9 @@ impl Sections {
     }
 }
 
-/// One `Elf64_Sym` of a `.symtab` read from the file.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct FileSym {
-    pub name: u32,
-    pub info: u8,
-    pub other: u8,
-    pub shndx: u16,
-    pub value: u64,
-    pub size: u64,
-}
-
 /// The symbols of a `.symtab` table (whole entries only).
-pub(crate) fn symbols(table: &[u8]) -> impl Iterator<Item = FileSym> + '_ {
-    table.chunks_exact(24).skip(1).map(|e| FileSym {
+pub(crate) fn symbols(table: &[u8]) -> impl Iterator<Item = Sym> + '_ {
+    table.chunks_exact(24).skip(1).map(|e| Sym {
         name: u32_at(e, 0),
         info: e[4],
         other: e[5],

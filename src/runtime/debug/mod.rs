@@ -38,14 +38,14 @@ pub(crate) mod gdb_jit;
 pub(crate) mod object;
 pub(crate) mod perf_map;
 
-use goblin::elf::sym::{STT_FUNC, STT_GNU_IFUNC, STT_OBJECT};
+use goblin::elf::sym::{STB_LOCAL, STT_FUNC, STT_GNU_IFUNC, STT_OBJECT};
 
 use crate::elf::symbols::SymbolTable;
 use crate::elf::Memory;
 use crate::map::Mapping;
 use file::{ReadAt, Sections};
 use gdb_jit::{JitRegistration, Object};
-use object::{Name, ObjSym, Out, Piece, PieceKind, SliceOut, Strings, Symbols};
+use object::{Name, ObjSym, Out, Piece, PieceKind, SliceOut, Strings};
 
 /// What [`crate::Options`] says about debugger and profiler visibility.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -238,10 +238,11 @@ fn dynamic_symbols(dynsym: &SymbolTable, bias: u64) -> impl Iterator<Item = ObjS
 fn file_locals<'a>(table: &'a [u8], strings: &'a [u8], bias: u64) -> Vec<ObjSym<'a>> {
     file::symbols(table)
         .filter_map(|s| {
-            let kind = s.info & 0xf;
-            let local = s.info >> 4 == 0;
-            let defined = s.shndx != 0 && s.shndx < 0xff00;
-            if !local || !defined || !matches!(kind, STT_FUNC | STT_OBJECT | STT_GNU_IFUNC) {
+            let kind = s.kind();
+            if s.bind() != STB_LOCAL
+                || !s.in_section()
+                || !matches!(kind, STT_FUNC | STT_OBJECT | STT_GNU_IFUNC)
+            {
                 return None;
             }
             let name = file::string(strings, s.name).filter(|n| !n.is_empty())?;
@@ -283,14 +284,14 @@ fn in_image(
     // Offsets from the object's start: the image lies above it.
     let offset = |runtime: u64| runtime.wrapping_sub(addr as u64);
     let eh_frame = eh.map_or((0, 0), |e| (offset(e.runtime), e.len));
+    let strings_at = offset(dynstr.as_ptr() as u64);
     let strings = Strings::InPlace {
-        offset: offset(dynstr.as_ptr() as u64),
+        offset: strings_at,
         len: dynstr.len() as u64,
     };
     let layout = object::Layout { eh_frame, strings };
     let machine = crate::arch::EM_CURRENT;
-    let bias = view.mem.bias() as u64;
-    let symbols: Symbols<'_, std::iter::Empty<ObjSym<'_>>> = Symbols::Dynamic { dynsym, bias };
+    let symbols = dynamic_symbols(dynsym, view.mem.bias() as u64);
     object::build(&mut out, machine, &pieces, &[], layout, symbols);
     if out.overflowed() {
         return None;
@@ -300,7 +301,7 @@ fn in_image(
     let len = [
         out.len() as u64,
         eh_frame.0 + eh_frame.1,
-        strings_end(strings),
+        strings_at + dynstr.len() as u64,
     ]
     .into_iter()
     .max()?;
@@ -308,13 +309,6 @@ fn in_image(
         addr,
         len: len as usize,
     })
-}
-
-fn strings_end(strings: Strings<'_>) -> u64 {
-    match strings {
-        Strings::InPlace { offset, len } => offset + len,
-        Strings::Copied(_) => 0,
-    }
 }
 
 /// The object in one allocation: its header, `.eh_frame` read straight
@@ -353,14 +347,7 @@ fn copied<'a>(
         strings: Strings::Copied(dynstr),
     };
     let machine = crate::arch::EM_CURRENT;
-    object::build(
-        &mut out,
-        machine,
-        &pieces,
-        extra,
-        layout,
-        Symbols::Listed(symbols),
-    );
+    object::build(&mut out, machine, &pieces, extra, layout, symbols);
     Some(Object::Owned(out))
 }
 

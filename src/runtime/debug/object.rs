@@ -15,7 +15,9 @@
 //! drops one of two overlapping sections from its address map): a segment
 //! that holds `.eh_frame` is split around it.
 
-use crate::elf::symbols::{Sym, SymbolTable};
+use goblin::elf::sym::{STB_LOCAL, STT_FILE, STT_SECTION, STT_TLS};
+
+use crate::elf::symbols::Sym;
 
 /// One allocated section of the object: a runtime address range.
 #[derive(Clone, Debug)]
@@ -58,16 +60,6 @@ pub(crate) enum Name<'a> {
     Bytes(&'a [u8]),
 }
 
-/// The symbols [`build`] writes to `.symtab`.
-pub(crate) enum Symbols<'a, I> {
-    /// These, locals first.
-    Listed(I),
-    /// The image's dynamic symbols a debugger wants ([`wanted_dynamic`]),
-    /// rebased by `bias`, named in the dynamic string table: read straight
-    /// from the table (a big library has thousands).
-    Dynamic { dynsym: &'a SymbolTable, bias: u64 },
-}
-
 /// Whether a debugger wants dynamic symbol `sym` (of a table whose
 /// strings are `strsz` bytes): defined, global, named, not thread-local,
 /// a section or a file (a `.dynsym`'s locals are section symbols). The
@@ -76,11 +68,9 @@ pub(crate) enum Symbols<'a, I> {
 /// name only makes a nameless symbol.
 #[inline]
 pub(crate) fn wanted_dynamic(sym: &Sym, strsz: usize) -> bool {
-    let kind = sym.info & 0xf;
-    sym.shndx != 0
-        && sym.shndx < 0xff00
-        && sym.info >> 4 != STB_LOCAL
-        && !matches!(kind, STT_TLS | STT_SECTION | STT_FILE)
+    sym.in_section()
+        && sym.bind() != STB_LOCAL
+        && !matches!(sym.kind(), STT_TLS | STT_SECTION | STT_FILE)
         && sym.name > 0
         && (sym.name as usize) < strsz
 }
@@ -91,10 +81,6 @@ impl ObjSym<'_> {
     }
 }
 
-const STB_LOCAL: u8 = 0;
-const STT_SECTION: u8 = 3;
-const STT_FILE: u8 = 4;
-const STT_TLS: u8 = 6;
 const SHT_PROGBITS: u32 = 1;
 const SHT_SYMTAB: u32 = 2;
 const SHT_STRTAB: u32 = 3;
@@ -200,9 +186,6 @@ pub(crate) trait Out {
     fn pad_to(&mut self, len: usize);
     /// The first [`EHDR`] bytes.
     fn header(&mut self) -> Option<&mut [u8]>;
-    /// Lets `f` write up to `max` bytes in place and keeps the number it
-    /// returns (what does not fit is dropped and remembered, as ever).
-    fn fill(&mut self, max: usize, f: &mut dyn FnMut(&mut [u8]) -> usize);
 }
 
 impl Out for Vec<u8> {
@@ -217,12 +200,6 @@ impl Out for Vec<u8> {
     }
     fn header(&mut self) -> Option<&mut [u8]> {
         self.get_mut(..EHDR)
-    }
-    fn fill(&mut self, max: usize, f: &mut dyn FnMut(&mut [u8]) -> usize) {
-        let at = Vec::len(self);
-        self.resize(at + max, 0);
-        let n = f(&mut self[at..]).min(max);
-        self.truncate(at + n);
     }
 }
 
@@ -273,15 +250,6 @@ impl Out for SliceOut<'_> {
     fn header(&mut self) -> Option<&mut [u8]> {
         self.buf.get_mut(..EHDR)
     }
-    fn fill(&mut self, max: usize, f: &mut dyn FnMut(&mut [u8]) -> usize) {
-        let (end, size) = (self.len.saturating_add(max), self.buf.len());
-        if end > size {
-            self.overflowed = true;
-        }
-        let room = &mut self.buf[self.len..end.min(size)];
-        let n = f(room).min(room.len());
-        self.len += n;
-    }
 }
 
 /// The object. `out` holds the ELF header's [`EHDR`] bytes (written
@@ -298,7 +266,7 @@ pub(crate) fn build<'a>(
     pieces: &[Piece],
     extra: &[Extra<'_>],
     layout: Layout<'_>,
-    symbols: Symbols<'_, impl Iterator<Item = ObjSym<'a>>>,
+    symbols: impl Iterator<Item = ObjSym<'a>>,
 ) {
     let (eh_frame_at, eh_frame_len) = layout.eh_frame;
     let mut shstrtab: Vec<u8> = Vec::with_capacity(64 + 12 * (pieces.len() + extra.len()));
@@ -416,45 +384,34 @@ pub(crate) fn build<'a>(
     out.extend_from_slice(&[0u8; SYM]);
     let mut first_global = None;
     let mut hint = 0;
-    match symbols {
-        Symbols::Listed(symbols) => {
-            for s in symbols {
-                let local = s.is_local();
-                match (local, first_global) {
-                    (true, Some(_)) => continue,
-                    (false, None) => first_global = Some(((out.len() - symtab_at) / SYM) as u32),
-                    _ => {}
-                }
-                let name_at = match (s.name, own_names_at) {
-                    // After the leading NUL of a copy.
-                    (Name::Dynamic(offset), _) => offset + dynamic_shift,
-                    (Name::Bytes(name), Some(at)) => {
-                        let this = at + own_names.len() as u32;
-                        own_names.extend_from_slice(name);
-                        own_names.push(0);
-                        this
-                    }
-                    (Name::Bytes(_), None) => 0,
-                };
-                let sym = Sym {
-                    name: 0,
-                    info: s.info,
-                    other: s.other,
-                    shndx: 0,
-                    value: s.value,
-                    size: s.size,
-                };
-                symtab_entry(out, pieces, &mut hint, name_at, &sym);
+    for s in symbols {
+        let Some(piece) = piece_hinted(pieces, &mut hint, s.value) else {
+            continue;
+        };
+        match (s.is_local(), first_global) {
+            (true, Some(_)) => continue,
+            (false, None) => first_global = Some(((out.len() - symtab_at) / SYM) as u32),
+            _ => {}
+        }
+        let name_at = match (s.name, own_names_at) {
+            // After the leading NUL of a copy.
+            (Name::Dynamic(offset), _) => offset + dynamic_shift,
+            (Name::Bytes(name), Some(at)) => {
+                let this = at + own_names.len() as u32;
+                own_names.extend_from_slice(name);
+                own_names.push(0);
+                this
             }
-        }
-        Symbols::Dynamic { dynsym, bias } => {
-            // All global.
-            first_global = Some(1);
-            let max = (dynsym.len() as usize).saturating_sub(1) * SYM;
-            out.fill(max, &mut |room| {
-                dynamic_entries(room, dynsym, bias, dynamic_shift, pieces)
-            });
-        }
+            (Name::Bytes(_), None) => 0,
+        };
+        let mut e = [0u8; SYM];
+        e[0..4].copy_from_slice(&name_at.to_le_bytes());
+        e[4] = s.info;
+        e[5] = s.other;
+        e[6..8].copy_from_slice(&(piece as u16 + 1).to_le_bytes());
+        e[8..16].copy_from_slice(&s.value.to_le_bytes());
+        e[16..24].copy_from_slice(&s.size.to_le_bytes());
+        out.extend_from_slice(&e);
     }
     let count = (out.len() - symtab_at) / SYM;
     let first_global = first_global.unwrap_or(count as u32);
@@ -547,41 +504,6 @@ pub(crate) fn build<'a>(
     h[62..64].copy_from_slice(&shstrndx.to_le_bytes());
 }
 
-/// Writes the `.symtab` entries of the wanted dynamic symbols
-/// ([`wanted_dynamic`]) into `room`, rebased by `bias`, named at their
-/// offset plus `shift`; returns the bytes written. The one loop over a
-/// big library's thousands of exports: plain stores, no per-entry checks
-/// but the symbol's.
-fn dynamic_entries(
-    room: &mut [u8],
-    dynsym: &SymbolTable,
-    bias: u64,
-    shift: u32,
-    pieces: &[Piece],
-) -> usize {
-    let strsz = dynsym.strings.bytes().len();
-    let mut slots = room.chunks_exact_mut(SYM);
-    let (mut written, mut hint) = (0, 0);
-    for sym in dynsym.entries() {
-        if !wanted_dynamic(&sym, strsz) {
-            continue;
-        }
-        let value = sym.value.wrapping_add(bias);
-        let Some(piece) = piece_hinted(pieces, &mut hint, value) else {
-            continue;
-        };
-        let Some(slot) = slots.next() else { break };
-        slot[0..4].copy_from_slice(&(sym.name + shift).to_le_bytes());
-        slot[4] = sym.info;
-        slot[5] = sym.other;
-        slot[6..8].copy_from_slice(&(piece as u16 + 1).to_le_bytes());
-        slot[8..16].copy_from_slice(&value.to_le_bytes());
-        slot[16..24].copy_from_slice(&sym.size.to_le_bytes());
-        written += SYM;
-    }
-    written
-}
-
 /// The piece holding `addr`, trying the `hint`'s first (symbols come in
 /// runs in one piece: code, then data); updates the hint.
 #[inline]
@@ -592,23 +514,6 @@ fn piece_hinted(pieces: &[Piece], hint: &mut usize, addr: u64) -> Option<usize> 
     };
     *hint = piece;
     Some(piece)
-}
-
-/// Appends `s`'s `.symtab` entry, named at `name`, in the section of the
-/// piece holding it (none: left out).
-#[inline]
-fn symtab_entry(out: &mut impl Out, pieces: &[Piece], hint: &mut usize, name: u32, s: &Sym) {
-    let Some(piece) = piece_hinted(pieces, hint, s.value) else {
-        return;
-    };
-    let [n0, n1, n2, n3] = name.to_le_bytes();
-    let [x0, x1] = (piece as u16 + 1).to_le_bytes();
-    let [v0, v1, v2, v3, v4, v5, v6, v7] = s.value.to_le_bytes();
-    let [s0, s1, s2, s3, s4, s5, s6, s7] = s.size.to_le_bytes();
-    out.extend_from_slice(&[
-        n0, n1, n2, n3, s.info, s.other, x0, x1, v0, v1, v2, v3, v4, v5, v6, v7, s0, s1, s2, s3,
-        s4, s5, s6, s7,
-    ]);
 }
 
 #[cfg(test)]
@@ -631,9 +536,9 @@ mod tests {
         assert_eq!(piece_of(&pieces, 0x3010), None);
     }
 
-    #[test]
-    fn object_parses_back() {
-        let pieces = [
+    /// A page of code, then 16 bytes of `.eh_frame`.
+    fn code_and_eh_frame() -> [Piece; 2] {
+        [
             Piece {
                 start: 0x7000_0000,
                 end: 0x7000_1000,
@@ -644,7 +549,12 @@ mod tests {
                 end: 0x7000_1010,
                 kind: PieceKind::EhFrame,
             },
-        ];
+        ]
+    }
+
+    #[test]
+    fn object_parses_back() {
+        let pieces = code_and_eh_frame();
         let syms = [
             ObjSym {
                 name: Name::Bytes(b"local_fn"),
@@ -676,14 +586,7 @@ mod tests {
             eh_frame: (EHDR as u64, 16),
             strings: Strings::Copied(dynstr),
         };
-        build(
-            &mut obj,
-            62,
-            &pieces,
-            &[],
-            layout,
-            Symbols::Listed(syms.iter().copied()),
-        );
+        build(&mut obj, 62, &pieces, &[], layout, syms.iter().copied());
         assert!(obj.len() <= capacity);
         let elf = goblin::elf::Elf::parse(&obj).expect("parses");
         let names: Vec<_> = elf
@@ -724,18 +627,7 @@ mod tests {
         let mut buf = vec![0u8; 0x1200];
         let dynstr = b"\0exported_fn\0";
         buf[0x1100..0x1100 + dynstr.len()].copy_from_slice(dynstr);
-        let pieces = [
-            Piece {
-                start: 0x7000_0000,
-                end: 0x7000_1000,
-                kind: PieceKind::Text,
-            },
-            Piece {
-                start: 0x7000_1000,
-                end: 0x7000_1010,
-                kind: PieceKind::EhFrame,
-            },
-        ];
+        let pieces = code_and_eh_frame();
         let syms = [ObjSym {
             name: Name::Dynamic(1),
             value: 0x7000_0040,
@@ -753,14 +645,7 @@ mod tests {
         let (room, _) = buf.split_at_mut(0x1000);
         let mut out = SliceOut::new(room);
         out.pad_to(EHDR);
-        build(
-            &mut out,
-            62,
-            &pieces,
-            &[],
-            layout,
-            Symbols::Listed(syms.iter().copied()),
-        );
+        build(&mut out, 62, &pieces, &[], layout, syms.iter().copied());
         assert!(!out.overflowed());
         let elf = goblin::elf::Elf::parse(&buf).expect("parses");
         let eh = &elf.section_headers[2];
@@ -776,14 +661,7 @@ mod tests {
         let mut small = [0u8; 100];
         let mut out = SliceOut::new(&mut small);
         out.pad_to(EHDR);
-        build(
-            &mut out,
-            62,
-            &pieces,
-            &[],
-            layout,
-            Symbols::Listed(syms.iter().copied()),
-        );
+        build(&mut out, 62, &pieces, &[], layout, syms.iter().copied());
         assert!(out.overflowed());
     }
 }
