@@ -11,6 +11,11 @@ pub const EM_CURRENT: u16 = goblin::elf::header::EM_AARCH64;
 /// The initial-exec TLS relocation (offset from the thread pointer).
 pub const R_TLS_TPOFF: u32 = R_AARCH64_TLS_TPREL;
 
+/// The relative relocation (`bias + addend`), most of a large library's
+/// entries: the walk writes the run of them a table starts with on a path
+/// of its own.
+pub const R_RELATIVE: u32 = R_AARCH64_RELATIVE;
+
 /// The psABI meaning of each dynamic relocation type.
 pub fn classify(r_type: u32) -> RelocKind {
     match r_type {

@@ -189,6 +189,9 @@ pub struct Targets<'a> {
     /// The writable segments (usually one), checked first and alone on
     /// the path every relocation takes.
     writable: Vec<&'a Segment>,
+    /// The offsets an 8-byte word of the first writable segment can start
+    /// at, `[first, last]` (see [`Targets::word`]).
+    words: Option<(u64, u64)>,
     /// Every segment, to tell the two errors apart.
     loads: &'a [Segment],
 }
@@ -212,9 +215,15 @@ impl<'a> Targets<'a> {
     /// image's code runs, except the ifunc resolvers whose results it
     /// writes).
     pub unsafe fn new(bias: usize, loads: &'a [Segment]) -> Targets<'a> {
+        let writable: Vec<&Segment> = loads.iter().filter(|s| s.writable()).collect();
+        let words = writable
+            .first()
+            .and_then(|s| Some((s.vaddr, s.end().checked_sub(8)?)))
+            .filter(|(first, last)| first <= last);
         Targets {
             bias,
-            writable: loads.iter().filter(|s| s.writable()).collect(),
+            writable,
+            words,
             loads,
         }
     }
@@ -222,6 +231,19 @@ impl<'a> Targets<'a> {
     /// The load bias: runtime address = `bias + vaddr`.
     pub fn bias(&self) -> usize {
         self.bias
+    }
+
+    /// The 8-byte target at `offset` if it lies in the first writable
+    /// segment (`None` does not mean it is invalid: [`Targets::get`] tells).
+    /// Two compares: the relative relocations' path.
+    #[inline]
+    pub fn word(&self, offset: u64) -> Option<Target<'_>> {
+        let (first, last) = self.words?;
+        (first <= offset && offset <= last).then(|| Target {
+            addr: self.bias.wrapping_add(offset as usize),
+            size: 8,
+            _targets: PhantomData,
+        })
     }
 
     /// Relocation `index`'s target of `size` bytes at `offset`, which must

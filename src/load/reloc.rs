@@ -59,6 +59,43 @@ impl RelocTable {
             addend,
         })
     }
+
+    /// Writes the run of relative relocations the table starts with (where
+    /// linkers put them: `DT_RELACOUNT` of them, libLLVM 140,000) in a loop
+    /// of their own, a few instructions an entry instead of the general
+    /// walk's ~60. The run ends at the first entry of another type or whose
+    /// target is not in the first writable segment: the general walk goes
+    /// on from there (with its errors). Returns the run's length.
+    fn apply_relative_run(&self, targets: &Targets<'_>) -> usize {
+        let bias = targets.bias() as u64;
+        let relative = |info: u64, offset: u64| {
+            (info as u32 == arch::R_RELATIVE)
+                .then(|| targets.word(offset))
+                .flatten()
+        };
+        let mut n = 0;
+        match self {
+            RelocTable::Rela(a) => {
+                for r in a.iter() {
+                    let Some(target) = relative(r.info, r.offset) else {
+                        break;
+                    };
+                    target.write(0, bias.wrapping_add(r.addend as u64));
+                    n += 1;
+                }
+            }
+            RelocTable::Rel(a) => {
+                for r in a.iter() {
+                    let Some(target) = relative(r.info, r.offset) else {
+                        break;
+                    };
+                    target.write(0, bias.wrapping_add(target.read(0)));
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
 }
 
 /// One relocation entry, REL or RELA.
@@ -217,24 +254,35 @@ impl Relocations {
     /// The highest symbol index any relocation names.
     pub fn max_symbol(&self) -> u32 {
         let mut max = 0;
-        let _ = self.for_each_entry(|_, e| {
-            max = max.max(e.symbol);
-            Ok(())
-        });
+        let _ = self.for_each_entry(
+            |_| 0,
+            |_, e| {
+                max = max.max(e.symbol);
+                Ok(())
+            },
+        );
         max
     }
 
     /// Calls `f` with every REL/RELA entry in application order, numbered
     /// across tables; stops at the first error.
-    fn for_each_entry(&self, mut f: impl FnMut(usize, Entry) -> Result<()>) -> Result<()> {
+    ///
+    /// `skip(table)` runs first for each table and returns how many of its
+    /// leading entries it has dealt with itself.
+    fn for_each_entry(
+        &self,
+        mut skip: impl FnMut(&RelocTable) -> usize,
+        mut f: impl FnMut(usize, Entry) -> Result<()>,
+    ) -> Result<()> {
         let mut index = 0;
         for t in &self.tables {
+            let start = skip(t).min(t.len());
             // One call site for `f`, so that it is inlined into this loop.
-            for i in 0..t.len() {
+            for i in start..t.len() {
                 let Some(entry) = t.entry(i) else { break };
-                f(index, entry)?;
-                index += 1;
+                f(index + i, entry)?;
             }
+            index += t.len();
         }
         Ok(())
     }
@@ -268,7 +316,8 @@ impl Relocations {
         };
         let mut deferred = Vec::new();
         let mut waiting = Vec::new();
-        self.for_each_entry(|index, e| {
+        let relative_run = |t: &RelocTable| t.apply_relative_run(targets);
+        self.for_each_entry(relative_run, |index, e| {
             let kind = arch::classify(e.r_type);
             if kind == RelocKind::Relative {
                 let target = targets.get(index, e.offset, 8)?;
