@@ -45,7 +45,8 @@ impl ElfImage {
     pub fn __bench_resolve(needed: &[&[u8]], imports: &[(&[u8], Option<&[u8]>)]) -> usize {
         let options = crate::Options::default();
         let search = Default::default();
-        let Ok(resolver) = crate::load::resolve::Resolver::new(&options, needed, &search) else {
+        let Ok(resolver) = crate::load::resolve::Resolver::new(&options, needed, &search, &[])
+        else {
             return 0;
         };
         let found = imports

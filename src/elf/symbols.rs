@@ -344,6 +344,18 @@ impl SymbolTable {
         self.symtab.iter().take(self.count as usize).skip(1)
     }
 
+    /// Names of the weak imports (undefined weak symbols, not thread-local):
+    /// those a load may find nowhere. With a GNU hash table only the
+    /// symbols before its first hashed one are looked at, where linkers put
+    /// every undefined symbol (one elsewhere is simply not listed).
+    pub fn weak_imports(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let end = self.gnu.map_or(self.count, |g| g.symoffset.min(self.count));
+        self.entries()
+            .take((end as usize).saturating_sub(1))
+            .filter(|s| !s.is_defined() && s.bind() == STB_WEAK && s.kind() != STT_TLS)
+            .filter_map(|s| self.name(&s).ok().filter(|n| !n.is_empty()))
+    }
+
     /// The `DT_VERSYM` entry of symbol `index` (1, "global", without versions).
     pub fn version_index(&self, index: u32) -> u16 {
         // The versym table has `count` entries, as the symbol table.
@@ -615,9 +627,14 @@ fn too_many_versions() -> Error {
 }
 
 fn advance(at: u64, by: u32) -> Result<u64> {
-    at.checked_add(u64::from(by)).ok_or(Error::BadDynamic {
-        reason: "version record offset overflows",
-    })
+    // Not `ok_or`: an error built eagerly is dropped on every success
+    // (its drop glue is a call: 29 for zlib's versions).
+    match at.checked_add(u64::from(by)) {
+        Some(next) => Ok(next),
+        None => Err(Error::BadDynamic {
+            reason: "version record offset overflows",
+        }),
+    }
 }
 
 /// `DT_VERNEED`: (version index, name offset) of every required version.

@@ -13,6 +13,7 @@
 mod place;
 pub(crate) mod reloc;
 pub(crate) mod resolve;
+mod scope;
 pub(crate) mod search;
 
 use std::ffi::CString;
@@ -330,7 +331,7 @@ impl Load<'_> {
     /// The resolver chain imports are bound through; opens the `DT_NEEDED`
     /// libraries (unless host lookups are denied), found through the
     /// image's `DT_RPATH`/`DT_RUNPATH` (see `search.rs`).
-    fn bind_imports(&self, tables: &Tables) -> Result<Resolver<'_>> {
+    fn bind_imports<'t>(&'t self, tables: &'t Tables) -> Result<Resolver<'t>> {
         let strings = &tables.symbols.strings;
         let needed_names = tables
             .dynamic
@@ -360,7 +361,8 @@ impl Load<'_> {
             runpath,
             rpath,
         };
-        Resolver::new(self.options, &needed_names, &search)
+        let weak: Vec<&[u8]> = tables.symbols.weak_imports().collect();
+        Resolver::new(self.options, &needed_names, &search, &weak)
     }
 
     /// The image's thread-local storage (`PT_TLS`): a module of memdl's

@@ -22,14 +22,19 @@
 //! miss for its symbols then still falls through to the `DT_NEEDED`s.)
 //! A load works on an immutable snapshot of the cache, so no lock is held
 //! while it resolves.
+//!
+//! The same walk tells which of the image's weak imports no loaded object
+//! can define (their Bloom filters reject the name, see `scope.rs`): those
+//! are not asked of the system loader at all, where a miss is dearest.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::{c_char, c_void};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, RwLock};
 
 use crate::error::{Error, Result};
+use crate::load::scope;
 use crate::load::search::SearchPaths;
 use crate::runtime::needed::{with_c_name, NeededLibrary};
 use crate::runtime::services;
@@ -149,7 +154,7 @@ fn open_needed(
 /// to the process and its keys come from loaded images, so SipHash's
 /// flooding resistance buys nothing here and costs ~4x per lookup.
 #[derive(Default)]
-struct NameHasher(u64);
+pub(super) struct NameHasher(pub(super) u64);
 
 impl Hasher for NameHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -248,41 +253,6 @@ static SCOPE_CACHE: RwLock<Option<Arc<ScopeCache>>> = RwLock::new(None);
 /// loads learn.
 static ASKED_BEFORE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// A fingerprint of the loaded objects: (hash of every object's load
-/// address, program header count and name, number of objects), from one
-/// `dl_iterate_phdr` walk.
-///
-/// A library that is unloaded and loaded again at the same address (as a
-/// `DT_NEEDED` like `libm` is, by every load and drop of an image needing
-/// it) leaves the fingerprint, and every address inside it, unchanged; one
-/// that comes back elsewhere, or any other object coming or going, changes
-/// it and empties the cache.
-fn scope_generation() -> (u64, u64) {
-    unsafe extern "C" fn each(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        data: *mut c_void,
-    ) -> c_int {
-        // SAFETY: `data` is the state passed below; glibc passes a valid
-        // info whose name is null or a NUL-terminated string.
-        unsafe {
-            let (hasher, count) = &mut *data.cast::<(NameHasher, u64)>();
-            let info = &*info;
-            hasher.write_usize(info.dlpi_addr as usize);
-            hasher.write_usize(usize::from(info.dlpi_phnum));
-            if !info.dlpi_name.is_null() {
-                hasher.write(CStr::from_ptr(info.dlpi_name).to_bytes());
-            }
-            *count += 1;
-        }
-        0
-    }
-    let mut state = (NameHasher(0x5eed), 0u64);
-    // SAFETY: the callback only updates the state it is handed.
-    unsafe { libc::dl_iterate_phdr(Some(each), (&mut state as *mut (NameHasher, u64)).cast()) };
-    (state.0.finish(), state.1)
-}
-
 /// The resolver chain for one load.
 pub struct Resolver<'a> {
     host: &'a HashMap<Vec<u8>, usize>,
@@ -299,16 +269,21 @@ pub struct Resolver<'a> {
     /// (unless it is the process's first: see [`ASKED_BEFORE`]).
     learned: RefCell<Vec<(u64, Answer)>>,
     learning: bool,
+    /// Weak imports no loaded object can define (sorted): not asked of
+    /// the system loader (see `scope.rs`).
+    absent: Vec<&'a [u8]>,
 }
 
 impl<'a> Resolver<'a> {
     /// Opens the needed libraries (unless host lookups are denied): those
     /// the options supply, loaded by memdl, the others through the image's
-    /// search paths (`search`), then the system loader's own.
+    /// search paths (`search`), then the system loader's own. `weak` are
+    /// the image's weak imports.
     pub fn new(
         options: &'a crate::Options,
         needed: &[&[u8]],
         search: &SearchPaths<'_>,
+        weak: &[&'a [u8]],
     ) -> Result<Self> {
         let host = &options.host_symbols;
         let deny_host_lookups = options.deny_host_lookups;
@@ -316,22 +291,35 @@ impl<'a> Resolver<'a> {
         let mut added_before = None;
         if !deny_host_lookups && !needed.is_empty() {
             added_before = Some(crate::runtime::unique::objects_added());
-            let _scope = SupplyScope::enter();
+            // Only a load that may supply dependencies touches the
+            // thread-local record of them: its first use on a thread
+            // registers a destructor with the C library (a process's
+            // first load paid that for nothing).
+            let _scope = options.dependencies.is_some().then(SupplyScope::enter);
             for name in needed {
                 opened.push(open_needed(name, options, search)?);
             }
         }
-        let (cache, generation) = if deny_host_lookups {
-            (None, (0, 0))
+        let (cache, generation, mut absent) = if deny_host_lookups {
+            (None, (0, 0), Vec::new())
         } else {
-            let generation = scope_generation();
+            // After the needed libraries are open: their filters count.
+            let scope = scope::walk(weak);
+            let generation = scope.generation;
             let cache = SCOPE_CACHE
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone()
                 .filter(|c| c.generation == generation);
-            (cache, generation)
+            let absent = weak
+                .iter()
+                .zip(&scope.may_define)
+                .filter(|(_, &may)| !may)
+                .map(|(&name, _)| name)
+                .collect();
+            (cache, generation, absent)
         };
+        absent.sort_unstable();
         Ok(Resolver {
             host,
             global_scope: !deny_host_lookups,
@@ -342,6 +330,7 @@ impl<'a> Resolver<'a> {
             learned: RefCell::new(Vec::new()),
             learning: !deny_host_lookups
                 && ASKED_BEFORE.swap(true, std::sync::atomic::Ordering::Relaxed),
+            absent,
         })
     }
 
@@ -378,7 +367,7 @@ impl<'a> Resolver<'a> {
     /// object was loaded or unloaded meanwhile (its answers may be stale).
     fn publish(&mut self) {
         let learned = std::mem::take(self.learned.get_mut());
-        if learned.is_empty() || scope_generation() != self.generation {
+        if learned.is_empty() || scope::walk(&[]).generation != self.generation {
             return;
         }
         let mut slot = SCOPE_CACHE.write().unwrap_or_else(|p| p.into_inner());
@@ -421,15 +410,21 @@ impl<'a> Resolver<'a> {
         if !self.global_scope {
             return None;
         }
-        // The global scope, then each needed library in DT_NEEDED order.
-        let global = self.scoped(libc::RTLD_DEFAULT, name, version);
+        // The global scope, then each needed library in DT_NEEDED order;
+        // the system loader is not asked for what it cannot have.
+        let system = self.absent.binary_search(&name).is_err();
+        let global = match system {
+            true => self.scoped(libc::RTLD_DEFAULT, name, version),
+            false => 0,
+        };
         if global != 0 {
             return Some(global);
         }
         self.needed.iter().find_map(|lib| match lib {
-            NeededLibrary::System(h) => {
+            NeededLibrary::System(h) if system => {
                 Some(self.scoped(h.handle(), name, version)).filter(|&a| a != 0)
             }
+            NeededLibrary::System(_) => None,
             NeededLibrary::Memdl(image) => image.export_address(name, version),
         })
     }
