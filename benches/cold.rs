@@ -17,6 +17,14 @@
 //! and C++ host processes (a Rust binary does not link it): sqlite3 needs
 //! it, and loading it is not the cost of loading sqlite3.
 //!
+//! Beside each library's cold figures the same run measures it warm, for
+//! `load_fd` and `dlopen` side by side: a fresh process loads and drops it
+//! (`dlclose`) over and over and reports the median of the iterations
+//! after the first (`WARM_SAMPLES` such processes, default 3, the two
+//! loaders alternating; the median of their medians). A library that
+//! `dlclose` does not unload (`DF_1_NODELETE`, as the LLVMs) has no warm
+//! figure: a second `dlopen` of it only counts a reference.
+//!
 //! `cargo bench --bench cold`; `COLD_SAMPLES=15`, and `COLD_LIBS=a.so:b.so`
 //! for other libraries (paths), `COLD_METHODS=load_fd,dlopen` for fewer
 //! loaders. `load_fd_nodebug` (not in the default set) is `load_fd` with
@@ -45,6 +53,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--cold-child") {
         child(&args[2], Path::new(&args[3]));
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("--warm-child") {
+        warm_child(&args[2], Path::new(&args[3]));
         return;
     }
     // `cargo bench` passes `--bench` (and a filter, if any): a filter
@@ -120,6 +132,50 @@ fn child(method: &str, path: &Path) {
     // SAFETY: exits without running destructors or the loaded libraries'
     // finalisers, which are not measured.
     unsafe { libc::_exit(0) };
+}
+
+/// Warm: prints `nanoseconds minor-faults` per load + drop of `path` by
+/// `method` (`load_fd` or `dlopen`), medians over the iterations after the
+/// first; exits with 3 if `dlclose` leaves the library loaded.
+fn warm_child(method: &str, path: &Path) {
+    let file = File::open(path).unwrap();
+    let len = file.metadata().unwrap().len();
+    let cpath = CString::new(path.as_os_str().as_bytes()).unwrap();
+    let once = || match method {
+        // SAFETY: trusted libraries of the machine or of the crate's tests.
+        "load_fd" => unsafe { ElfImage::load_fd(&file, 0, len) }
+            .map(drop)
+            .is_ok(),
+        "dlopen" => {
+            // SAFETY: as above.
+            let h = unsafe { libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+            // SAFETY: a handle just opened, closed once.
+            !h.is_null() && unsafe { libc::dlclose(h) } == 0
+        }
+        _ => panic!("unknown warm method {method}"),
+    };
+    let t0 = Instant::now();
+    if !once() {
+        std::process::exit(2);
+    }
+    // SAFETY: RTLD_NOLOAD only asks whether the library is loaded (and
+    // takes a reference if so, which this process keeps until it exits).
+    let stays =
+        !unsafe { libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) }.is_null();
+    if method == "dlopen" && stays {
+        std::process::exit(3);
+    }
+    // About 150 ms of iterations, 5 to 200 of them.
+    let first = t0.elapsed().as_nanos().max(1) as u64;
+    let n = (150_000_000 / first).clamp(5, 200);
+    let (mut times, mut faults) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let (f0, t) = (minor_faults(), Instant::now());
+        once();
+        times.push(t.elapsed().as_nanos() as u64);
+        faults.push(minor_faults() - f0);
+    }
+    println!("{} {}", median(times).unwrap(), median(faults).unwrap());
 }
 
 /// Loads `path` by `method`, untimed, and keeps it.
@@ -223,8 +279,13 @@ fn rust_libllvm() -> Option<PathBuf> {
 
 /// One fresh process: `(nanoseconds, minor faults)`, `None` if it failed.
 fn sample(method: &str, path: &Path) -> Option<(u64, i64)> {
+    run_child("--cold-child", method, path)
+}
+
+/// One fresh process of `kind` (`--cold-child` or `--warm-child`).
+fn run_child(kind: &str, method: &str, path: &Path) -> Option<(u64, i64)> {
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--cold-child", method])
+        .args([kind, method])
         .arg(path)
         .output()
         .ok()?;
@@ -278,10 +339,17 @@ fn parent(filter: Option<&str>) {
     for m in &methods {
         header.push_str(&format!(" {m} |"));
     }
-    header.push_str(" dlopen / load_fd |");
+    header.push_str(" dlopen / load_fd | warm load_fd | warm dlopen | warm dlopen / load_fd |");
     println!("{header}");
-    println!("|---|---:|{}---:|", "---:|".repeat(methods.len()));
-    let mut logs = Vec::new();
+    println!(
+        "|---|---:|{}---:|---:|---:|---:|",
+        "---:|".repeat(methods.len())
+    );
+    let warm_samples: usize = std::env::var("WARM_SAMPLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let (mut logs, mut warm_logs) = (Vec::new(), Vec::new());
     for (name, path) in &libs {
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         // The file into the page cache, the binary's pages too.
@@ -323,6 +391,21 @@ fn parent(filter: Option<&str>) {
             }
             None => row.push_str(" - |"),
         }
+        let warm = warm_pair(path, warm_samples);
+        for w in [warm.map(|w| w.0), warm.map(|w| w.1)] {
+            match w {
+                Some((t, f)) => row.push_str(&format!(" {} ({f}) |", fmt_time(Some(t)))),
+                None => row.push_str(" - |"),
+            }
+        }
+        match warm {
+            Some(((m, _), (d, _))) => {
+                let r = d as f64 / m as f64;
+                warm_logs.push(r.ln());
+                row.push_str(&format!(" {r:.2}x |"));
+            }
+            None => row.push_str(" - |"),
+        }
         println!("{row}");
     }
     if !logs.is_empty() {
@@ -333,4 +416,30 @@ fn parent(filter: Option<&str>) {
             logs.len()
         );
     }
+    if !warm_logs.is_empty() {
+        let gm = (warm_logs.iter().sum::<f64>() / warm_logs.len() as f64).exp();
+        println!(
+            "warm: geometric mean of dlopen / load_fd over {} libraries: {gm:.2}x \
+             (\"-\": dlclose leaves the library loaded)",
+            warm_logs.len()
+        );
+    }
+}
+
+/// Warm `(load_fd, dlopen)` per load + drop, `(nanoseconds, faults)`
+/// each: the medians of `samples` processes per loader, alternating.
+/// `None` if `dlclose` does not unload the library (or a sample failed).
+fn warm_pair(path: &Path, samples: usize) -> Option<((u64, i64), (u64, i64))> {
+    let (mut memdl, mut system) = (Vec::new(), Vec::new());
+    for _ in 0..samples {
+        system.push(run_child("--warm-child", "dlopen", path)?);
+        memdl.push(run_child("--warm-child", "load_fd", path)?);
+    }
+    let med = |v: &Vec<(u64, i64)>| {
+        Some((
+            median(v.iter().map(|s| s.0).collect())?,
+            median(v.iter().map(|s| s.1).collect())?,
+        ))
+    };
+    Some((med(&memdl)?, med(&system)?))
 }

@@ -10,7 +10,7 @@
 //! library has weak imports that are nowhere (GCC's startup files leave
 //! `__gmon_start__`, `_ITM_registerTMCloneTable` and
 //! `_ITM_deregisterTMCloneTable` in each), each asked of the global scope
-//! and then of every `DT_NEEDED` library: six failing lookups of zlib's 27.
+//! and then of every `DT_NEEDED` library: six failing lookups of zlib's 25.
 //!
 //! An object with a GNU hash table carries a Bloom filter that glibc,
 //! bionic and FreeBSD's loader test before anything else when they look a
