@@ -240,11 +240,9 @@ mod tests {
         // zlib loaded RTLD_LOCAL: not in the global scope, but a lookup in
         // its handle (as of a DT_NEEDED library) finds its symbols, so its
         // filter must admit them.
-        let path = c"/usr/lib/x86_64-linux-gnu/libz.so.1";
-        let path = if std::path::Path::new(path.to_str().unwrap()).exists() {
-            path
-        } else {
-            c"libz.so.1"
+        let path = match cfg!(target_arch = "aarch64") {
+            true => c"/usr/lib/aarch64-linux-gnu/libz.so.1",
+            false => c"/usr/lib/x86_64-linux-gnu/libz.so.1",
         };
         // SAFETY: the system's zlib; its initialisers are trusted.
         let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
