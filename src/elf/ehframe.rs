@@ -343,10 +343,11 @@ fn skip_plain_fdes(
     base: u64,
     text: &[(u64, u64)],
 ) -> usize {
-    loop {
-        let (Some(length), Some(id)) = (word32(bytes, pos), word32(bytes, pos + 4)) else {
-            return pos;
-        };
+    // The four words every such FDE starts with, under one bounds check
+    // (a record shorter than 16 bytes is no such FDE).
+    while let Some(head) = bytes.get(pos..).and_then(<[u8]>::first_chunk::<16>) {
+        let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+        let (length, id, begin, range) = (word(0), word(4), word(8), word(12));
         // An id and two 4-byte fields at least; not the 64-bit escape.
         if !(12..u32::MAX).contains(&length) || id == 0 {
             return pos;
@@ -355,9 +356,6 @@ fn skip_plain_fdes(
         if end > bytes.len() || (pos + 4).checked_sub(id as usize) != Some(cie) {
             return pos;
         }
-        let (Some(begin), Some(range)) = (word32(bytes, pos + 8), word32(bytes, pos + 12)) else {
-            return pos;
-        };
         let begin = (base + (pos + 8) as u64).wrapping_add(begin as i32 as u64);
         let range = (range as i32 as u64).max(1);
         let inside = |&(start, end): &(u64, u64)| {
@@ -368,6 +366,7 @@ fn skip_plain_fdes(
         }
         pos = end;
     }
+    pos
 }
 
 /// The little-endian 32-bit word at `pos`, if 4 bytes are there.
