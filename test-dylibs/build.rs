@@ -206,6 +206,20 @@ const DYLIBS: &[Dylib] = &[
             "-Wl,--enable-new-dtags",
         ],
     ),
+    // A DT_NEEDED already loaded wins over a file of that name in the
+    // search path: needs_z needs libz.so.1 (zstub's soname) and searches
+    // $ORIGIN first, where the test puts zstub as libz.so.1.
+    c_with("zstub", &["zstub.c"], &["-Wl,-soname,libz.so.1"]),
+    c_with(
+        "needs_z",
+        &["needs_z.c"],
+        &[
+            "-L{out}",
+            "-lzstub",
+            "-Wl,-rpath,$ORIGIN",
+            "-Wl,--enable-new-dtags",
+        ],
+    ),
     // dladdr, dlsym, dlerror, dl_iterate_phdr called from loaded code.
     c_with("dlsvc", &["dlsvc.c"], &["-Wl,-soname,libdlsvc.so"]),
     // C++ runtime: static ctors/dtors, std containers, thread_local,

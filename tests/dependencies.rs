@@ -226,3 +226,57 @@ fn each_supplied_library_is_asked_for_once() {
     drop(img);
     take_trace();
 }
+
+/// A `DT_NEEDED` name the system loader already has loaded is that
+/// library, whatever the image's search path holds, as it is for the
+/// system loader: needs_z needs libz.so.1 and searches `$ORIGIN` first,
+/// where a decoy of that name lies; with zlib loaded, both loaders bind
+/// `zlibVersion` to zlib's.
+#[test]
+fn a_loaded_library_wins_over_a_file_of_its_name_in_the_search_path() {
+    let _g = serial();
+    let zlib = CString::new(common::machine_lib_path("libz.so.1").as_os_str().as_bytes()).unwrap();
+    // SAFETY: the machine's zlib, kept loaded for the test.
+    let z = unsafe { libc::dlopen(zlib.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    assert!(!z.is_null());
+    // SAFETY: const char *zlibVersion(void), from a live handle.
+    let expected = unsafe {
+        let f = libc::dlsym(z, c"zlibVersion".as_ptr());
+        let f: unsafe extern "C" fn() -> *const libc::c_char = std::mem::transmute(f);
+        std::ffi::CStr::from_ptr(f()).to_owned()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("libneeds_z.so");
+    std::fs::write(&path, test_lib("needs_z")).unwrap();
+    std::fs::write(dir.path().join("libz.so.1"), test_lib("zstub")).unwrap();
+    let version = |lib: &dyn Fn() -> *const libc::c_char| {
+        // SAFETY: needs_z_version returns zlibVersion()'s static string.
+        unsafe { std::ffi::CStr::from_ptr(lib()) }.to_owned()
+    };
+
+    let file = std::fs::File::open(&path).unwrap();
+    let len = file.metadata().unwrap().len();
+    // SAFETY: trusted test libraries (their initialisers run).
+    let img = unsafe { ElfImage::load_fd(&file, 0, len) }.unwrap();
+    // SAFETY: const char *needs_z_version(void).
+    let f = unsafe { img.get::<unsafe extern "C" fn() -> *const libc::c_char>("needs_z_version") }
+        .unwrap();
+    // SAFETY: as above.
+    assert_eq!(version(&|| unsafe { f() }), expected);
+    drop(img);
+
+    let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: dlopen of a trusted test library by path.
+    let h = unsafe { libc::dlopen(c_path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    assert!(!h.is_null());
+    // SAFETY: const char *needs_z_version(void), from a live handle.
+    let f: unsafe extern "C" fn() -> *const libc::c_char =
+        unsafe { std::mem::transmute(libc::dlsym(h, c"needs_z_version".as_ptr())) };
+    // SAFETY: as above.
+    assert_eq!(version(&|| unsafe { f() }), expected);
+    // SAFETY: the handles opened above, each closed once.
+    unsafe {
+        libc::dlclose(h);
+        libc::dlclose(z);
+    }
+}

@@ -136,6 +136,15 @@ fn open_needed(
             return Ok(NeededLibrary::Memdl(image));
         }
     }
+    // As the system loader does for every `DT_NEEDED` name: a library
+    // already loaded under it (its soname, or a name it was opened by) is
+    // the one, whatever the search paths hold; only others are searched
+    // for. (Most are loaded: libc, libm, libstdc++.)
+    if !name.contains(&b'/') {
+        if let Some(loaded) = NeededLibrary::already_loaded(name) {
+            return Ok(loaded);
+        }
+    }
     match search.find(name) {
         Some(path) => NeededLibrary::open(path.as_os_str().as_encoded_bytes()),
         None => NeededLibrary::open(name),

@@ -55,6 +55,25 @@ impl NeededLibrary {
     }
 }
 
+impl NeededLibrary {
+    /// The library the system loader has loaded under `name`, if any
+    /// (`dlopen(name, RTLD_NOLOAD)`: a reference taken, nothing loaded).
+    pub fn already_loaded(name: &[u8]) -> Option<NeededLibrary> {
+        let handle = with_c_name(name, |c| {
+            // SAFETY: `c` is a NUL-terminated name; RTLD_NOLOAD loads
+            // nothing, it only takes a reference to a loaded library.
+            unsafe { libc::dlopen(c, libc::RTLD_NOW | libc::RTLD_LOCAL | libc::RTLD_NOLOAD) }
+        });
+        if handle.is_null() {
+            // Not loaded: no error of ours for the caller's next dlerror().
+            // SAFETY: dlerror has no preconditions.
+            unsafe { libc::dlerror() };
+            return None;
+        }
+        Some(NeededLibrary::System(SystemHandle { handle }))
+    }
+}
+
 impl Drop for SystemHandle {
     fn drop(&mut self) {
         // SAFETY: the handle came from a successful dlopen and is closed once.
