@@ -1,11 +1,14 @@
 //! Where a `DT_NEEDED` library is found, as the system loader looks.
 //!
-//! glibc's order for a name without a slash: the object's `DT_RPATH` (only
-//! when it has no `DT_RUNPATH`), `LD_LIBRARY_PATH` (ignored in secure-exec
-//! processes), the object's `DT_RUNPATH`, then its cache and the default
-//! directories. memdl walks the first three itself, because glibc would
-//! apply them for the *calling* object (memdl's host), not for the image
-//! memdl loads; for the last two it hands the bare name to `dlopen`, which
+//! glibc's order for a name without a slash: a library already loaded
+//! under that name (its soname or a name it was opened by; memdl asks with
+//! `RTLD_NOLOAD` before any search, see `resolve.rs`), the object's
+//! `DT_RPATH` (only when it has no `DT_RUNPATH`), `LD_LIBRARY_PATH`
+//! (ignored in secure-exec processes), the object's `DT_RUNPATH`, then its
+//! cache and the default directories. memdl walks the three search paths
+//! itself, because glibc would apply them for the *calling* object (memdl's
+//! host), not for the image memdl loads; for the last two it hands the bare
+//! name to `dlopen`, which
 //! searches them exactly as it always does. A name with a slash is a path.
 //!
 //! In a search path `$ORIGIN` (or `${ORIGIN}`) is the directory of the
