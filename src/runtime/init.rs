@@ -12,12 +12,24 @@ pub(crate) struct ProcessArgs {
     argv: *const *const c_char,
 }
 
-// SAFETY: the pointers refer to a process-lifetime allocation never mutated.
+// SAFETY: the pointers refer to the process's own argument vector or to a
+// process-lifetime copy of it, and memdl only hands them to initialisers,
+// on whatever thread loads, as glibc does.
 unsafe impl Send for ProcessArgs {}
 // SAFETY: as above.
 unsafe impl Sync for ProcessArgs {}
 
 pub(crate) fn process_args() -> ProcessArgs {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let argv = captured::ARGV.load(std::sync::atomic::Ordering::Relaxed);
+        if !argv.is_null() {
+            return ProcessArgs {
+                argc: captured::ARGC.load(std::sync::atomic::Ordering::Relaxed),
+                argv,
+            };
+        }
+    }
     static ARGS: OnceLock<(Vec<CString>, Vec<usize>)> = OnceLock::new();
     let (strings, ptrs) = ARGS.get_or_init(|| {
         use std::os::unix::ffi::OsStringExt;
@@ -32,6 +44,31 @@ pub(crate) fn process_args() -> ProcessArgs {
         argc: strings.len() as c_int,
         argv: ptrs.as_ptr().cast(),
     }
+}
+
+/// The process's own argc and argv, as glibc hands them to every
+/// `DT_INIT_ARRAY` entry of the program and its libraries at start-up
+/// (the way Rust's std learns them too): what the system loader passes to
+/// the initialisers of the libraries it loads later. Without them (memdl
+/// in a library loaded after start-up still gets them from `dlopen`; a
+/// process that never ran this) the arguments are copied from
+/// `std::env::args_os` once.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod captured {
+    use std::ffi::{c_char, c_int};
+    use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
+
+    pub(super) static ARGC: AtomicI32 = AtomicI32::new(0);
+    pub(super) static ARGV: AtomicPtr<*const c_char> = AtomicPtr::new(std::ptr::null_mut());
+
+    extern "C" fn capture(argc: c_int, argv: *const *const c_char, _envp: *const *const c_char) {
+        ARGC.store(argc, Ordering::Relaxed);
+        ARGV.store(argv.cast_mut(), Ordering::Relaxed);
+    }
+
+    #[used]
+    #[link_section = ".init_array.00099"]
+    static CAPTURE: extern "C" fn(c_int, *const *const c_char, *const *const c_char) = capture;
 }
 
 extern "C" {
