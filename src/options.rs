@@ -199,7 +199,7 @@ impl Options {
     /// Whether [`crate::ElfImage`] registers each image with debuggers
     /// through the GDB JIT interface (default: on). It costs a `.symtab`
     /// entry per exported symbol: 15–25 µs for a small library's first
-    /// load, about 1 ms for one exporting 40,000 symbols (see the README's
+    /// load, 1–2 ms for one exporting 40,000 symbols (see the README's
     /// "Debugging and profiling").
     pub fn debugger_registration(mut self, on: bool) -> Self {
         self.debug.gdb = on;

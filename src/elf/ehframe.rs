@@ -234,11 +234,6 @@ pub fn check(mem: &Memory<'_>, vaddr: u64) -> Result<(), Refusal> {
             (start, start.wrapping_add(s.memsz))
         })
         .collect();
-    let code = |begin: u64, size: u64| {
-        text.iter().any(|&(start, end)| {
-            begin >= start && begin.checked_add(size.max(1)).is_some_and(|e| e <= end)
-        })
-    };
     // CIE start offset → its FDE pointer encoding; FDEs name the CIE just
     // before them almost always, so the last one found is tried first.
     let mut cies: Vec<(usize, u8)> = Vec::new();
@@ -320,7 +315,7 @@ pub fn check(mem: &Memory<'_>, vaddr: u64) -> Result<(), Refusal> {
             }
             (begin, range)
         };
-        if !code(begin, range) {
+        if !covers_code(&text, begin, range) {
             return Err("FDE covers code outside the image");
         }
         pos = end;
@@ -357,16 +352,20 @@ fn skip_plain_fdes(
             return pos;
         }
         let begin = (base + (pos + 8) as u64).wrapping_add(begin as i32 as u64);
-        let range = (range as i32 as u64).max(1);
-        let inside = |&(start, end): &(u64, u64)| {
-            begin >= start && begin.checked_add(range).is_some_and(|e| e <= end)
-        };
-        if !text.iter().any(inside) {
+        if !covers_code(text, begin, range as i32 as u64) {
             return pos;
         }
         pos = end;
     }
     pos
+}
+
+/// Whether an FDE's code, `size` bytes (at least one) from `begin`, lies
+/// in one of the image's executable ranges `text`.
+fn covers_code(text: &[(u64, u64)], begin: u64, size: u64) -> bool {
+    text.iter().any(|&(start, end)| {
+        begin >= start && begin.checked_add(size.max(1)).is_some_and(|e| e <= end)
+    })
 }
 
 /// The little-endian 32-bit word at `pos`, if 4 bytes are there.

@@ -159,6 +159,30 @@ pub fn gnu_hash(name: &[u8]) -> u32 {
     })
 }
 
+/// Where a GNU hash table's Bloom filter of `mask + 1` words, with shift
+/// `shift`, looks for a name of hash `h`: the word's index and the two
+/// bits it must have for the name to be in the table (glibc's test, done
+/// before anything else of a lookup).
+pub fn bloom_probe(h: u32, mask: u32, shift: u32) -> (usize, u64) {
+    let bits = (1u64 << (h % 64)) | (1u64 << ((h >> shift) % 64));
+    (((h / 64) & mask) as usize, bits)
+}
+
+/// Why a GNU hash table header (bucket count, Bloom filter words, Bloom
+/// shift) cannot be used as the system loader uses it, if it cannot.
+pub fn gnu_header_fault(nbuckets: u32, bloom_size: u32, bloom_shift: u32) -> Option<&'static str> {
+    if nbuckets == 0 {
+        Some("zero buckets")
+    } else if bloom_size == 0 || !bloom_size.is_power_of_two() {
+        Some("bloom filter size is not a power of two")
+    } else if bloom_shift >= 32 {
+        // The shift applies to the 32-bit hash: 32 or more would overflow.
+        Some("bloom shift is 32 or more")
+    } else {
+        None
+    }
+}
+
 /// SysV ELF hash of a symbol name (the `DT_HASH` function).
 pub fn sysv_hash(name: &[u8]) -> u32 {
     let mut h = 0u32;
@@ -461,11 +485,10 @@ impl SymbolTable {
         work: &mut u64,
     ) -> Option<(u32, Sym)> {
         let h = gnu_hash(name);
-        let word_index = (h / 64) & g.bloom_mask;
+        let (word_index, bits) = bloom_probe(h, g.bloom_mask, g.bloom_shift);
         // word_index <= bloom_mask < bloom_size words: always present.
-        let word = g.bloom.get(word_index as usize)?;
-        let mask = (1u64 << (h % 64)) | (1u64 << ((h >> g.bloom_shift) % 64));
-        if word & mask != mask {
+        let word = g.bloom.get(word_index)?;
+        if word & bits != bits {
             return None;
         }
         // h % nbuckets < nbuckets: always present.
@@ -552,15 +575,8 @@ fn parse_gnu_hash(mem: &Memory<'_>, vaddr: u64) -> Result<GnuHash> {
     const T: &str = "DT_GNU_HASH";
     let [nbuckets, symoffset, bloom_size, bloom_shift] =
         mem.readonly_record::<[u32; 4]>(T, vaddr)?;
-    if nbuckets == 0 {
-        return Err(hash_error(T, "zero buckets"));
-    }
-    if bloom_size == 0 || !bloom_size.is_power_of_two() {
-        return Err(hash_error(T, "bloom filter size is not a power of two"));
-    }
-    // The shift applies to the 32-bit hash: 32 or more would overflow.
-    if bloom_shift >= 32 {
-        return Err(hash_error(T, "bloom shift is 32 or more"));
+    if let Some(reason) = gnu_header_fault(nbuckets, bloom_size, bloom_shift) {
+        return Err(hash_error(T, reason));
     }
     // Header, bloom words and buckets; the chains are checked once the
     // symbol count is known.

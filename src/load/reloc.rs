@@ -67,34 +67,32 @@ impl RelocTable {
     /// target is not in the first writable segment: the general walk goes
     /// on from there (with its errors). Returns the run's length.
     fn apply_relative_run(&self, targets: &Targets<'_>) -> usize {
-        let bias = targets.bias() as u64;
-        let relative = |info: u64, offset: u64| {
-            (info as u32 == arch::R_RELATIVE)
-                .then(|| targets.word(offset))
-                .flatten()
-        };
-        let mut n = 0;
-        match self {
-            RelocTable::Rela(a) => {
-                for r in a.iter() {
-                    let Some(target) = relative(r.info, r.offset) else {
-                        break;
-                    };
-                    target.write(0, bias.wrapping_add(r.addend as u64));
-                    n += 1;
-                }
+        // One loop per table kind (no per-entry match on it); the addend
+        // is the entry's, or for REL the word already at the target.
+        fn run<T: Pod>(
+            entries: Array<T>,
+            targets: &Targets<'_>,
+            offset_info: impl Fn(&T) -> (u64, u64),
+            addend: impl Fn(&T, &Target<'_>) -> u64,
+        ) -> usize {
+            let bias = targets.bias() as u64;
+            let mut n = 0;
+            for r in entries.iter() {
+                let (offset, info) = offset_info(&r);
+                let target = match info as u32 == arch::R_RELATIVE {
+                    true => targets.word(offset),
+                    false => None,
+                };
+                let Some(target) = target else { break };
+                target.write(0, bias.wrapping_add(addend(&r, &target)));
+                n += 1;
             }
-            RelocTable::Rel(a) => {
-                for r in a.iter() {
-                    let Some(target) = relative(r.info, r.offset) else {
-                        break;
-                    };
-                    target.write(0, bias.wrapping_add(target.read(0)));
-                    n += 1;
-                }
-            }
+            n
         }
-        n
+        match *self {
+            RelocTable::Rela(a) => run(a, targets, |r| (r.offset, r.info), |r, _| r.addend as u64),
+            RelocTable::Rel(a) => run(a, targets, |r| (r.offset, r.info), |_, t| t.read(0)),
+        }
     }
 }
 

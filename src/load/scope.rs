@@ -27,7 +27,7 @@ use std::hash::Hasher;
 
 use goblin::elf::program_header::{PF_R, PT_DYNAMIC, PT_LOAD};
 
-use crate::elf::symbols::gnu_hash;
+use crate::elf::symbols::{bloom_probe, gnu_hash, gnu_header_fault};
 use crate::load::resolve::NameHasher;
 
 /// `DT_NULL` and `DT_GNU_HASH`.
@@ -137,10 +137,7 @@ impl Bloom {
             })
         };
         let dynamic = phdrs.iter().find(|p| p.p_type == PT_DYNAMIC)?;
-        let (dyn_at, dyn_len) = (
-            base.wrapping_add(dynamic.p_vaddr as u64),
-            dynamic.p_memsz as u64,
-        );
+        let (dyn_at, dyn_len) = (base.wrapping_add(dynamic.p_vaddr), dynamic.p_memsz);
         if !readable(dyn_at, dyn_len) || dyn_at % 8 != 0 {
             return None;
         }
@@ -169,9 +166,7 @@ impl Bloom {
         let [nbuckets, _symoffset, maskwords, shift] =
             unsafe { std::ptr::read(header as *const [u32; 4]) };
         let words = header + 16;
-        let usable = nbuckets > 0
-            && maskwords.is_power_of_two()
-            && shift < 32
+        let usable = gnu_header_fault(nbuckets, maskwords, shift).is_none()
             && readable(words, u64::from(maskwords) * 8);
         usable.then_some(Bloom {
             words: words as *const u64,
@@ -182,12 +177,12 @@ impl Bloom {
 
     /// Whether the filter admits a name of GNU hash `h` (glibc's test).
     fn admits(&self, h: u32) -> bool {
-        let index = (h / 64) & self.mask;
+        let (index, bits) = bloom_probe(h, self.mask, self.shift);
         // SAFETY: `index <= mask`, and the `mask + 1` words were checked
         // to lie in a readable segment of the object, which stays loaded
         // while the walk's callback runs.
-        let word = unsafe { std::ptr::read(self.words.add(index as usize)) };
-        (word >> (h % 64)) & (word >> ((h >> self.shift) % 64)) & 1 != 0
+        let word = unsafe { std::ptr::read(self.words.add(index)) };
+        word & bits == bits
     }
 }
 

@@ -8,8 +8,8 @@
 //! cache and the default directories. memdl walks the three search paths
 //! itself, because glibc would apply them for the *calling* object (memdl's
 //! host), not for the image memdl loads; for the last two it hands the bare
-//! name to `dlopen`, which
-//! searches them exactly as it always does. A name with a slash is a path.
+//! name to `dlopen`, which searches them exactly as it always does. A name
+//! with a slash is a path.
 //!
 //! In a search path `$ORIGIN` (or `${ORIGIN}`) is the directory of the
 //! image's file: known when it was loaded from a path or from a descriptor

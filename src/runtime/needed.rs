@@ -2,7 +2,7 @@
 //! image's lifetime: opened by the system loader, or supplied by the caller
 //! and loaded by memdl.
 
-use std::ffi::{c_char, c_void, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
@@ -40,38 +40,38 @@ impl SystemHandle {
 impl NeededLibrary {
     /// `dlopen(name, RTLD_NOW | RTLD_LOCAL)` (a name or a path).
     pub fn open(name: &[u8]) -> Result<NeededLibrary> {
-        let handle = with_c_name(name, |c| {
-            // SAFETY: `c` is a NUL-terminated name; dlopen of a library the
-            // process already has only takes a reference.
-            unsafe { libc::dlopen(c, libc::RTLD_NOW | libc::RTLD_LOCAL) }
-        });
-        if handle.is_null() {
-            return Err(Error::NeededLibrary {
-                name: lossy(name),
-                message: dlerror_text(),
-            });
-        }
-        Ok(NeededLibrary::System(SystemHandle { handle }))
+        system_open(name, 0).ok_or_else(|| Error::NeededLibrary {
+            name: lossy(name),
+            message: dlerror_text(),
+        })
     }
-}
 
-impl NeededLibrary {
     /// The library the system loader has loaded under `name`, if any
     /// (`dlopen(name, RTLD_NOLOAD)`: a reference taken, nothing loaded).
     pub fn already_loaded(name: &[u8]) -> Option<NeededLibrary> {
-        let handle = with_c_name(name, |c| {
-            // SAFETY: `c` is a NUL-terminated name; RTLD_NOLOAD loads
-            // nothing, it only takes a reference to a loaded library.
-            unsafe { libc::dlopen(c, libc::RTLD_NOW | libc::RTLD_LOCAL | libc::RTLD_NOLOAD) }
-        });
-        if handle.is_null() {
+        let loaded = system_open(name, libc::RTLD_NOLOAD);
+        if loaded.is_none() {
             // Not loaded: no error of ours for the caller's next dlerror().
             // SAFETY: dlerror has no preconditions.
             unsafe { libc::dlerror() };
-            return None;
         }
-        Some(NeededLibrary::System(SystemHandle { handle }))
+        loaded
     }
+}
+
+/// `dlopen(name, RTLD_NOW | RTLD_LOCAL | extra)`, `None` if it fails.
+fn system_open(name: &[u8], extra: c_int) -> Option<NeededLibrary> {
+    let handle = with_c_name(name, |c| {
+        // SAFETY: `c` is a NUL-terminated name; dlopen of a library the
+        // process already has only takes a reference (and with
+        // RTLD_NOLOAD, loads nothing).
+        unsafe { libc::dlopen(c, libc::RTLD_NOW | libc::RTLD_LOCAL | extra) }
+    });
+    // Not `then_some`: a handle built eagerly from a null would be closed.
+    if handle.is_null() {
+        return None;
+    }
+    Some(NeededLibrary::System(SystemHandle { handle }))
 }
 
 impl Drop for SystemHandle {
