@@ -171,6 +171,17 @@ impl<T: Pod> Array<T> {
         })
     }
 
+    /// The entries from `start` on (none past the end).
+    #[inline]
+    pub fn from(&self, start: usize) -> Array<T> {
+        let start = start.min(self.len);
+        Array {
+            addr: self.addr + start * std::mem::size_of::<T>(),
+            len: self.len - start,
+            _entry: PhantomData,
+        }
+    }
+
     /// Every entry, in order.
     #[inline]
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = T> {

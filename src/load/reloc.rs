@@ -20,7 +20,7 @@ use goblin::elf::sym::{STB_GNU_UNIQUE, STB_WEAK, STT_GNU_IFUNC, STT_TLS};
 use crate::arch::{self, RelocKind};
 use crate::elf::dynamic::{Dynamic, Table};
 use crate::elf::records::{Rel, Rela};
-use crate::elf::symbols::SymbolTable;
+use crate::elf::symbols::{Sym, SymbolTable};
 use crate::elf::view::{Array, Pod, Target, Targets};
 use crate::elf::Memory;
 use crate::error::{Error, Result};
@@ -60,38 +60,71 @@ impl RelocTable {
         })
     }
 
-    /// Writes the run of relative relocations the table starts with (where
-    /// linkers put them: `DT_RELACOUNT` of them, libLLVM 140,000) in a loop
-    /// of their own, a few instructions an entry instead of the general
-    /// walk's ~60. The run ends at the first entry of another type or whose
-    /// target is not in the first writable segment: the general walk goes
-    /// on from there (with its errors). Returns the run's length.
-    fn apply_relative_run(&self, targets: &Targets<'_>) -> usize {
+    /// Writes, from entry `from`, the run of relocations that need nothing
+    /// but the image itself, in a loop of their own (a few instructions an
+    /// entry instead of the general walk's ~100): relative ones (linkers
+    /// put `DT_RELACOUNT` of them first: libLLVM 140,000), and slots and
+    /// absolute words naming a plain definition of the image's own (most
+    /// of a library's PLT: SQLite's 1,300 entries name its own functions).
+    /// The run ends at the first other entry, or one whose target is not
+    /// in the first writable segment or whose symbol is not in the table:
+    /// the general walk takes that one (with its errors). Returns the
+    /// run's length.
+    fn apply_plain_run(&self, from: usize, targets: &Targets<'_>, symbols: &SymbolTable) -> usize {
         // One loop per table kind (no per-entry match on it); the addend
         // is the entry's, or for REL the word already at the target.
         fn run<T: Pod>(
             entries: Array<T>,
+            from: usize,
             targets: &Targets<'_>,
+            symbols: &SymbolTable,
             offset_info: impl Fn(&T) -> (u64, u64),
             addend: impl Fn(&T, &Target<'_>) -> u64,
         ) -> usize {
             let bias = targets.bias() as u64;
             let mut n = 0;
-            for r in entries.iter() {
+            for r in entries.from(from).iter() {
                 let (offset, info) = offset_info(&r);
-                let target = match info as u32 == arch::R_RELATIVE {
-                    true => targets.word(offset),
-                    false => None,
-                };
-                let Some(target) = target else { break };
-                target.write(0, bias.wrapping_add(addend(&r, &target)));
+                if info as u32 == arch::R_RELATIVE {
+                    let Some(target) = targets.word(offset) else {
+                        break;
+                    };
+                    target.write(0, bias.wrapping_add(addend(&r, &target)));
+                } else {
+                    let own = own_slot(info as u32, (info >> 32) as u32, symbols, bias as usize);
+                    let Some((s, with_addend)) = own else {
+                        break;
+                    };
+                    let Some(target) = targets.word(offset) else {
+                        break;
+                    };
+                    let value = match with_addend {
+                        true => (s as u64).wrapping_add(addend(&r, &target)),
+                        false => s as u64,
+                    };
+                    target.write(0, value);
+                }
                 n += 1;
             }
             n
         }
         match *self {
-            RelocTable::Rela(a) => run(a, targets, |r| (r.offset, r.info), |r, _| r.addend as u64),
-            RelocTable::Rel(a) => run(a, targets, |r| (r.offset, r.info), |_, t| t.read(0)),
+            RelocTable::Rela(a) => run(
+                a,
+                from,
+                targets,
+                symbols,
+                |r| (r.offset, r.info),
+                |r, _| r.addend as u64,
+            ),
+            RelocTable::Rel(a) => run(
+                a,
+                from,
+                targets,
+                symbols,
+                |r| (r.offset, r.info),
+                |_, t| t.read(0),
+            ),
         }
     }
 }
@@ -253,10 +286,10 @@ impl Relocations {
     pub fn max_symbol(&self) -> u32 {
         let mut max = 0;
         let _ = self.for_each_entry(
-            |_| 0,
+            |_, _| 0,
             |_, e| {
                 max = max.max(e.symbol);
-                Ok(())
+                Ok(false)
             },
         );
         max
@@ -265,20 +298,28 @@ impl Relocations {
     /// Calls `f` with every REL/RELA entry in application order, numbered
     /// across tables; stops at the first error.
     ///
-    /// `skip(table)` runs first for each table and returns how many of its
-    /// leading entries it has dealt with itself.
+    /// `skip(table, i)` runs at the start of each table and after each
+    /// entry for which `f` returns `true`, and returns how many entries
+    /// from the next one, `i`, it has dealt with itself. (After entries
+    /// `f` answers `false` for, as imports, it is not asked: the next
+    /// entry is most often like them.)
     fn for_each_entry(
         &self,
-        mut skip: impl FnMut(&RelocTable) -> usize,
-        mut f: impl FnMut(usize, Entry) -> Result<()>,
+        mut skip: impl FnMut(&RelocTable, usize) -> usize,
+        mut f: impl FnMut(usize, Entry) -> Result<bool>,
     ) -> Result<()> {
         let mut index = 0;
         for t in &self.tables {
-            let start = skip(t).min(t.len());
-            // One call site for `f`, so that it is inlined into this loop.
-            for i in start..t.len() {
+            let mut i = 0;
+            let mut plain = true;
+            while i < t.len() {
+                if plain {
+                    i += skip(t, i);
+                }
+                // One call site for `f`, so that it is inlined into this loop.
                 let Some(entry) = t.entry(i) else { break };
-                f(index + i, entry)?;
+                plain = f(index + i, entry)?;
+                i += 1;
             }
             index += t.len();
         }
@@ -314,17 +355,36 @@ impl Relocations {
         };
         let mut deferred = Vec::new();
         let mut waiting = Vec::new();
-        let relative_run = |t: &RelocTable| t.apply_relative_run(targets);
-        self.for_each_entry(relative_run, |index, e| {
+        let plain_run = |t: &RelocTable, from| t.apply_plain_run(from, targets, symbols);
+        self.for_each_entry(plain_run, |index, e| {
             let kind = arch::classify(e.r_type);
             if kind == RelocKind::Relative {
                 let target = targets.get(index, e.offset, 8)?;
                 let addend = e.addend.map_or_else(|| target.read(0), |a| a as u64);
                 target.write(0, bias.wrapping_add(addend));
-                return Ok(());
+                return Ok(true);
             }
             if kind == RelocKind::None {
-                return Ok(());
+                return Ok(true);
+            }
+            // A slot or word naming a plain definition of the image's own
+            // (most of a library's PLT: SQLite's 1,300 entries name its own
+            // functions), as the plain run writes them: written at once,
+            // and the run goes on from the next entry (after an entry of
+            // another kind it is not asked).
+            if matches!(kind, RelocKind::Slot { .. } | RelocKind::Absolute) && e.symbol != 0 {
+                let own = symbols
+                    .get(e.symbol)
+                    .and_then(|s| own_definition(&s, bias as usize));
+                if let (Some(s), Some(target)) = (own, targets.word(e.offset)) {
+                    let value = match (kind, e.addend) {
+                        (RelocKind::Slot { with_addend: false }, _) => s as u64,
+                        (_, Some(a)) => (s as u64).wrapping_add(a as u64),
+                        (_, None) => (s as u64).wrapping_add(target.read(0)),
+                    };
+                    target.write(0, value);
+                    return Ok(true);
+                }
             }
             let size = if kind == RelocKind::TlsDesc { 16 } else { 8 };
             let target = targets.get(index, e.offset, size)?;
@@ -342,7 +402,7 @@ impl Relocations {
                         resolver,
                         addend: 0,
                     });
-                    return Ok(());
+                    return Ok(false);
                 }
                 (RelocKind::Absolute | RelocKind::Slot { .. }, Resolved::Ifunc(resolver)) => {
                     let addend = if kind == (RelocKind::Slot { with_addend: false }) {
@@ -355,7 +415,7 @@ impl Relocations {
                         resolver,
                         addend,
                     });
-                    return Ok(());
+                    return Ok(false);
                 }
                 (
                     RelocKind::Absolute | RelocKind::Slot { with_addend: true },
@@ -395,7 +455,7 @@ impl Relocations {
                                         offset,
                                     });
                                 }
-                                return Ok(());
+                                return Ok(false);
                             }
                             let own = tls.own.as_ref().ok_or(Error::BadDynamic {
                                 reason: "TLS relocation in an object without PT_TLS",
@@ -438,7 +498,7 @@ impl Relocations {
                 (RelocKind::Unsupported, _) | (_, _) => return Err(unsupported(index, e.r_type)),
             };
             target.write(0, value);
-            Ok(())
+            Ok(false)
         })?;
         if !symbol_values.missing.is_empty() {
             return Err(Error::UnresolvedSymbols {
@@ -532,15 +592,8 @@ impl SymbolValues<'_> {
         // The image's own plain definitions cost less to work out again
         // than to remember (SQLite's 1,300 PLT entries each name a
         // different one of its functions).
-        if sym.is_defined()
-            && !matches!(sym.kind(), STT_TLS | STT_GNU_IFUNC)
-            && sym.bind() != STB_GNU_UNIQUE
-        {
-            return Ok(Resolved::Address(if sym.is_absolute() {
-                sym.value as usize
-            } else {
-                self.mem.bias().wrapping_add(sym.value as usize)
-            }));
+        if let Some(addr) = own_definition(&sym, self.mem.bias()) {
+            return Ok(Resolved::Address(addr));
         }
         // In range: `symbols.get` found it.
         if let Some(at) = self.slots[symbol as usize].checked_sub(1) {
@@ -613,6 +666,33 @@ impl SymbolValues<'_> {
         self.slots[symbol as usize] = self.resolved.len() as u32;
         Ok(value)
     }
+}
+
+/// For a slot or absolute word (relocation type `r_type`) naming `symbol`,
+/// a plain definition of the image's own: its address, and whether the
+/// addend is added. Out of line: the relative entries' loop stays small.
+#[inline(never)]
+fn own_slot(r_type: u32, symbol: u32, symbols: &SymbolTable, bias: usize) -> Option<(usize, bool)> {
+    let with_addend = match arch::classify(r_type) {
+        RelocKind::Slot { with_addend } => with_addend,
+        RelocKind::Absolute => true,
+        _ => return None,
+    };
+    let sym = symbols.get(symbol).filter(|_| symbol != 0)?;
+    Some((own_definition(&sym, bias)?, with_addend))
+}
+
+/// The address of a plain definition of the image's own (not thread-local,
+/// an ifunc or unique, which need more than this), at load bias `bias`.
+#[inline]
+fn own_definition(sym: &Sym, bias: usize) -> Option<usize> {
+    let plain = sym.is_defined()
+        && !matches!(sym.kind(), STT_TLS | STT_GNU_IFUNC)
+        && sym.bind() != STB_GNU_UNIQUE;
+    plain.then(|| match sym.is_absolute() {
+        true => sym.value as usize,
+        false => bias.wrapping_add(sym.value as usize),
+    })
 }
 
 /// Kinds whose value depends on a symbol.

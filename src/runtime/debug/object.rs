@@ -184,6 +184,11 @@ pub(crate) trait Out {
     }
     /// Zero bytes up to `len`.
     fn pad_to(&mut self, len: usize);
+    /// The next `len` bytes, made room for (zeroed, or anything when they
+    /// will all be written); `None` if there is no room.
+    fn tail(&mut self, len: usize) -> Option<&mut [u8]>;
+    /// Gives back what was made room for past `len`.
+    fn truncate(&mut self, len: usize);
     /// The first [`EHDR`] bytes.
     fn header(&mut self) -> Option<&mut [u8]>;
 }
@@ -194,6 +199,14 @@ impl Out for Vec<u8> {
     }
     fn extend_from_slice(&mut self, bytes: &[u8]) {
         Vec::extend_from_slice(self, bytes);
+    }
+    fn tail(&mut self, len: usize) -> Option<&mut [u8]> {
+        let at = Vec::len(self);
+        self.resize(at.checked_add(len)?, 0);
+        Some(&mut self[at..])
+    }
+    fn truncate(&mut self, len: usize) {
+        Vec::truncate(self, len);
     }
     fn pad_to(&mut self, len: usize) {
         self.resize(len.max(Vec::len(self)), 0);
@@ -247,6 +260,23 @@ impl Out for SliceOut<'_> {
             None => self.overflowed = true,
         }
     }
+    fn tail(&mut self, len: usize) -> Option<&mut [u8]> {
+        let end = self.len.checked_add(len)?;
+        let at = self.len;
+        match self.buf.get_mut(at..end) {
+            Some(dst) => {
+                self.len = end;
+                Some(dst)
+            }
+            None => {
+                self.overflowed = true;
+                None
+            }
+        }
+    }
+    fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
     fn header(&mut self) -> Option<&mut [u8]> {
         self.buf.get_mut(..EHDR)
     }
@@ -258,8 +288,9 @@ impl Out for SliceOut<'_> {
 /// value lies in a piece (others are left out), locals first (as
 /// `.symtab` wants them: a local after a global is left out), named in the
 /// dynamic string table or by their own bytes (which go to a copied
-/// `.strtab`). Appends everything else to `out` (sized by [`size`]), in
-/// one pass over the symbols.
+/// `.strtab`), at most as many as the iterator's upper bound (a table's
+/// size: room for that many is made at once). Appends everything else to
+/// `out` (sized by [`size`]), in one pass over the symbols.
 pub(crate) fn build<'a>(
     out: &mut impl Out,
     machine: u16,
@@ -384,35 +415,45 @@ pub(crate) fn build<'a>(
     out.extend_from_slice(&[0u8; SYM]);
     let mut first_global = None;
     let mut hint = 0;
-    for s in symbols {
-        let Some(piece) = piece_hinted(pieces, &mut hint, s.value) else {
-            continue;
-        };
-        match (s.is_local(), first_global) {
-            (true, Some(_)) => continue,
-            (false, None) => first_global = Some(((out.len() - symtab_at) / SYM) as u32),
-            _ => {}
-        }
-        let name_at = match (s.name, own_names_at) {
-            // After the leading NUL of a copy.
-            (Name::Dynamic(offset), _) => offset + dynamic_shift,
-            (Name::Bytes(name), Some(at)) => {
-                let this = at + own_names.len() as u32;
-                own_names.extend_from_slice(name);
-                own_names.push(0);
-                this
+    // Room for every symbol the iterator may yield (its upper bound: the
+    // table's size), written in place and cut to what was written.
+    let most = symbols.size_hint().1.unwrap_or(0);
+    let mut written = 0;
+    if let Some(room) = most.checked_mul(SYM).and_then(|len| out.tail(len)) {
+        let mut records = room.chunks_exact_mut(SYM);
+        for s in symbols {
+            let Some(piece) = piece_hinted(pieces, &mut hint, s.value) else {
+                continue;
+            };
+            match (s.is_local(), first_global) {
+                (true, Some(_)) => continue,
+                (false, None) => first_global = Some(written as u32 + 1),
+                _ => {}
             }
-            (Name::Bytes(_), None) => 0,
-        };
-        let mut e = [0u8; SYM];
-        e[0..4].copy_from_slice(&name_at.to_le_bytes());
-        e[4] = s.info;
-        e[5] = s.other;
-        e[6..8].copy_from_slice(&(piece as u16 + 1).to_le_bytes());
-        e[8..16].copy_from_slice(&s.value.to_le_bytes());
-        e[16..24].copy_from_slice(&s.size.to_le_bytes());
-        out.extend_from_slice(&e);
+            let name_at = match (s.name, own_names_at) {
+                // After the leading NUL of a copy.
+                (Name::Dynamic(offset), _) => offset + dynamic_shift,
+                (Name::Bytes(name), Some(at)) => {
+                    let this = at + own_names.len() as u32;
+                    own_names.extend_from_slice(name);
+                    own_names.push(0);
+                    this
+                }
+                (Name::Bytes(_), None) => 0,
+            };
+            // The upper bound holds for the iterators given here; a symbol
+            // past it would be left out.
+            let Some(e) = records.next() else { break };
+            e[0..4].copy_from_slice(&name_at.to_le_bytes());
+            e[4] = s.info;
+            e[5] = s.other;
+            e[6..8].copy_from_slice(&(piece as u16 + 1).to_le_bytes());
+            e[8..16].copy_from_slice(&s.value.to_le_bytes());
+            e[16..24].copy_from_slice(&s.size.to_le_bytes());
+            written += 1;
+        }
     }
+    out.truncate(symtab_at + (1 + written) * SYM);
     let count = (out.len() - symtab_at) / SYM;
     let first_global = first_global.unwrap_or(count as u32);
 
