@@ -331,13 +331,17 @@ const DW_FAST_FDE: u8 = DW_EH_PE_PCREL | DW_EH_PE_SDATA4;
 /// covers code inside one of the `text` ranges (usually one; BOLT makes
 /// two). Returns where the first other record starts (a CIE, the
 /// terminator, anything doubtful), for `check` to go on from.
-fn skip_plain_fdes(
-    bytes: &[u8],
-    mut pos: usize,
-    cie: usize,
-    base: u64,
-    text: &[(u64, u64)],
-) -> usize {
+#[inline(never)]
+fn skip_plain_fdes(bytes: &[u8], pos: usize, cie: usize, base: u64, text: &[(u64, u64)]) -> usize {
+    // One executable range (nearly always): a loop that knows it.
+    match text {
+        [one] => plain_fdes(bytes, pos, cie, base, std::slice::from_ref(one)),
+        _ => plain_fdes(bytes, pos, cie, base, text),
+    }
+}
+
+#[inline(always)]
+fn plain_fdes(bytes: &[u8], mut pos: usize, cie: usize, base: u64, text: &[(u64, u64)]) -> usize {
     // The four words every such FDE starts with, under one bounds check
     // (a record shorter than 16 bytes is no such FDE).
     while let Some(head) = bytes.get(pos..).and_then(<[u8]>::first_chunk::<16>) {

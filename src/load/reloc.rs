@@ -670,8 +670,8 @@ impl SymbolValues<'_> {
 
 /// For a slot or absolute word (relocation type `r_type`) naming `symbol`,
 /// a plain definition of the image's own: its address, and whether the
-/// addend is added. Out of line: the relative entries' loop stays small.
-#[inline(never)]
+/// addend is added.
+#[inline]
 fn own_slot(r_type: u32, symbol: u32, symbols: &SymbolTable, bias: usize) -> Option<(usize, bool)> {
     let with_addend = match arch::classify(r_type) {
         RelocKind::Slot { with_addend } => with_addend,
