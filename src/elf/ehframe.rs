@@ -348,9 +348,11 @@ fn plain_fdes(bytes: &[u8], mut pos: usize, cie: usize, base: u64, text: &[(u64,
         let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
         let (length, id, begin, range) = (word(0), word(4), word(8), word(12));
         // An id and two 4-byte fields at least; not the 64-bit escape.
-        if !(12..u32::MAX).contains(&length) || id == 0 {
+        if !(12..u32::MAX).contains(&length) {
             return pos;
         }
+        // The CIE pointer names `cie`, which lies before `pos` (so a CIE's
+        // id, 0, never does).
         let end = pos + 4 + length as usize;
         if end > bytes.len() || (pos + 4).checked_sub(id as usize) != Some(cie) {
             return pos;
