@@ -367,25 +367,6 @@ impl Relocations {
             if kind == RelocKind::None {
                 return Ok(true);
             }
-            // A slot or word naming a plain definition of the image's own
-            // (most of a library's PLT: SQLite's 1,300 entries name its own
-            // functions), as the plain run writes them: written at once,
-            // and the run goes on from the next entry (after an entry of
-            // another kind it is not asked).
-            if matches!(kind, RelocKind::Slot { .. } | RelocKind::Absolute) && e.symbol != 0 {
-                let own = symbols
-                    .get(e.symbol)
-                    .and_then(|s| own_definition(&s, bias as usize));
-                if let (Some(s), Some(target)) = (own, targets.word(e.offset)) {
-                    let value = match (kind, e.addend) {
-                        (RelocKind::Slot { with_addend: false }, _) => s as u64,
-                        (_, Some(a)) => (s as u64).wrapping_add(a as u64),
-                        (_, None) => (s as u64).wrapping_add(target.read(0)),
-                    };
-                    target.write(0, value);
-                    return Ok(true);
-                }
-            }
             let size = if kind == RelocKind::TlsDesc { 16 } else { 8 };
             let target = targets.get(index, e.offset, size)?;
             let addend = e.addend.map_or_else(|| target.read(0), |a| a as u64);
@@ -498,7 +479,11 @@ impl Relocations {
                 (RelocKind::Unsupported, _) | (_, _) => return Err(unsupported(index, e.r_type)),
             };
             target.write(0, value);
-            Ok(false)
+            // After a slot or word naming the image's own definition, the
+            // plain run goes on (after imports, which come in runs, it is
+            // not asked).
+            let own = || symbols.get(e.symbol).is_some_and(|s| s.is_defined());
+            Ok(matches!(symbol, Resolved::Address(_)) && e.symbol != 0 && own())
         })?;
         if !symbol_values.missing.is_empty() {
             return Err(Error::UnresolvedSymbols {
