@@ -44,7 +44,7 @@ use memdl::{ElfImage, SystemImage};
 mod common;
 #[path = "support/own_exports.rs"]
 mod own_exports;
-use common::{machine_lib_path, test_lib_path};
+use common::{machine_lib_path, rust_libllvm, test_lib_path};
 
 /// The loaders compared, in table order.
 const METHODS: [&str; 5] = ["load", "load_fd", "system", "dlopen", "elf_loader"];
@@ -259,22 +259,6 @@ fn libraries() -> Vec<(String, PathBuf)> {
         libs.push(("libLLVM (Rust toolchain)".to_owned(), llvm));
     }
     libs
-}
-
-/// The biggest `libLLVM*.so*` of the installed Rust toolchains.
-fn rust_libllvm() -> Option<PathBuf> {
-    let home = std::env::var_os("RUSTUP_HOME")
-        .map(PathBuf::from)
-        .or_else(|| Some(PathBuf::from(std::env::var_os("HOME")?).join(".rustup")))?;
-    std::fs::read_dir(home.join("toolchains"))
-        .ok()?
-        .flatten()
-        .filter_map(|tc| std::fs::read_dir(tc.path().join("lib")).ok())
-        .flat_map(|d| d.flatten())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("libLLVM"))
-        .filter_map(|e| Some((e.metadata().ok()?.len(), e.path())))
-        .max()
-        .map(|(_, p)| p)
 }
 
 /// One fresh process: `(nanoseconds, minor faults)`, `None` if it failed.

@@ -57,3 +57,28 @@ impl ElfImage {
         found
     }
 }
+
+/// The `.eh_frame` size, in FDEs, from which a load describes its image on
+/// a helper thread, as a test set it (`u64::MAX`: the default); see
+/// `load::DESCRIBE_ASIDE_FDES`.
+#[cfg(feature = "test-hooks")]
+pub(crate) static DESCRIBE_ASIDE_FROM: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// Loads that described their image on a helper thread.
+#[cfg(feature = "test-hooks")]
+pub(crate) static DESCRIBED_ASIDE: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+#[cfg(feature = "test-hooks")]
+impl ElfImage {
+    /// Makes loads describe their image (check its `.eh_frame`, build the
+    /// debuggers' object) on a helper thread from `fdes` FDEs on (`None`:
+    /// the default); returns how many loads have done so.
+    #[doc(hidden)]
+    pub fn __describe_aside_from(fdes: Option<u32>) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        DESCRIBE_ASIDE_FROM.store(fdes.map_or(u64::MAX, u64::from), Relaxed);
+        DESCRIBED_ASIDE.load(Relaxed)
+    }
+}

@@ -338,20 +338,6 @@ fn backtrace_from_a_callback_shows_loaded_frames() {
     assert!(named, "{text}");
 }
 
-type FindFde = unsafe extern "C" fn(*mut c_void, *mut [usize; 3]) -> *const c_void;
-
-/// libgcc's FDE lookup, the one every unwinder step does.
-fn find_fde(pc: usize) -> *const c_void {
-    // SAFETY: a lookup of a NUL-terminated name.
-    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_Unwind_Find_FDE".as_ptr()) };
-    assert!(!f.is_null(), "no libgcc unwinder in the process");
-    // SAFETY: _Unwind_Find_FDE(void *pc, struct dwarf_eh_bases *) with a
-    // three-pointer bases struct.
-    let f: FindFde = unsafe { std::mem::transmute::<*mut c_void, FindFde>(f) };
-    let mut bases = [0usize; 3];
-    unsafe { f(pc as *mut c_void, &mut bases) }
-}
-
 /// The image's unwind tables are known to the unwinder while it is loaded
 /// (nothing else could make them known) and forgotten when it is dropped:
 /// a registration left behind would point into unmapped memory.
@@ -364,12 +350,15 @@ fn unwind_tables_are_registered_while_loaded_and_removed_on_drop() {
         // SAFETY: a trusted test or machine library (its initialisers run).
         let img = unsafe { ElfImage::load(&bytes) }.unwrap();
         let pc = img.symbol_address(b"cxx_throw_catch").unwrap() as usize + 1;
-        let fde = find_fde(pc) as usize;
+        let fde = common::find_fde(pc) as usize;
         assert_ne!(fde, 0, "round {round}: no FDE while loaded");
         // Found in the image's own .eh_frame.
         let info = memdl::find_symbol(fde as *const c_void);
         assert_eq!(info.map(|i| i.image_base), Some(img.base_address()));
         drop(img);
-        assert!(find_fde(pc).is_null(), "round {round}: FDE left after drop");
+        assert!(
+            common::find_fde(pc).is_null(),
+            "round {round}: FDE left after drop"
+        );
     }
 }

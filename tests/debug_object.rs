@@ -11,7 +11,7 @@ mod common;
 
 use common::{machine_lib, serial, test_lib};
 use goblin::elf::Elf;
-use memdl::{ElfImage, Options};
+use memdl::{ElfImage, Library, Options};
 
 #[repr(C)]
 struct JitCodeEntry {
@@ -123,4 +123,104 @@ fn a_carried_symtab_gets_an_object_of_its_own_and_the_limit_drops_it() {
         .iter()
         .any(|s| elf.strtab.get_at(s.st_name) == Some("debugvis_compute")));
     drop(img);
+}
+
+/// The symbols (name, offset from the image, size, section name) and the
+/// sections (name, offset from the image, size) of the newest object.
+type Described = (Vec<(String, u64, u64, String)>, Vec<(String, u64, u64)>);
+
+fn described(img: &ElfImage) -> Described {
+    let (_, object) = newest_object();
+    let start = image_start(img) as u64;
+    let elf = Elf::parse(object).expect("the object parses");
+    let section_name = |i: usize| {
+        let s = elf.section_headers.get(i).map_or(0, |s| s.sh_name);
+        elf.shdr_strtab.get_at(s).unwrap_or("?").to_owned()
+    };
+    let symbols = elf
+        .syms
+        .iter()
+        .map(|s| {
+            let name = elf.strtab.get_at(s.st_name).unwrap_or("?").to_owned();
+            let section = section_name(s.st_shndx);
+            let at = match s.st_shndx {
+                0 => s.st_value,
+                _ => s.st_value.wrapping_sub(start),
+            };
+            (name, at, s.st_size, section)
+        })
+        .collect();
+    let sections = elf
+        .section_headers
+        .iter()
+        .map(|s| {
+            let name = elf.shdr_strtab.get_at(s.sh_name).unwrap_or("?").to_owned();
+            let at = if s.sh_addr == 0 { 0 } else { s.sh_addr - start };
+            (name, at, s.sh_size)
+        })
+        .collect();
+    (symbols, sections)
+}
+
+/// A big image is described (its `.eh_frame` checked for the unwinder,
+/// the debuggers' object built) on a helper thread while it is relocated.
+/// Made to happen to a small C++ library, it gives the same object as
+/// describing it afterwards on the loading thread, and exceptions work.
+#[test]
+fn an_image_described_on_a_helper_thread_is_described_as_on_the_loading_thread() {
+    let _lock = serial();
+    let path = common::test_lib_path("cxxrt");
+    let file = std::fs::File::open(&path).unwrap();
+    let len = file.metadata().unwrap().len();
+    let load = |aside: bool| {
+        let from = if aside { 0 } else { u32::MAX };
+        let before = ElfImage::__describe_aside_from(Some(from));
+        // SAFETY: the crate's own test library; the file stays unchanged.
+        let img = unsafe { ElfImage::load_fd(&file, 0, len) }.unwrap();
+        let after = ElfImage::__describe_aside_from(None);
+        assert_eq!(after - before, usize::from(aside), "aside: {aside}");
+        let description = described(&img);
+        let throw_catch: unsafe extern "C" fn(libc::c_int) -> libc::c_int =
+            common::sym(&img, "cxx_throw_catch");
+        // SAFETY: a function of the live image: throws and catches 150.
+        assert_eq!(unsafe { throw_catch(150) }, -150);
+        common::assert_no_wx();
+        description
+    };
+    let inline = load(false);
+    let aside = load(true);
+    assert!(inline.0.iter().any(|s| s.0 == "cxx_throw_catch"));
+    assert!(inline.1.iter().any(|s| s.0 == ".eh_frame" && s.2 > 0));
+    assert_eq!(inline, aside);
+}
+
+/// The biggest library on the machine (the Rust toolchain's libLLVM,
+/// 160,000 FDEs) is described on a helper thread by default, and its
+/// frames are known to the unwinder and to debuggers.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_biggest_library_is_described_on_a_helper_thread() {
+    let _lock = serial();
+    let path = common::rust_libllvm().expect("a libLLVM in the Rust toolchains");
+    let file = std::fs::File::open(&path).unwrap();
+    let len = file.metadata().unwrap().len();
+    let before = ElfImage::__describe_aside_from(None);
+    // SAFETY: the Rust toolchain's own library; the file stays unchanged.
+    let img = unsafe { ElfImage::load_fd(&file, 0, len) }.unwrap();
+    assert_eq!(ElfImage::__describe_aside_from(None) - before, 1);
+    let start = image_start(&img) as u64;
+    let (symbols, sections) = described(&img);
+    assert!(symbols.len() > 10_000, "{} symbols", symbols.len());
+    assert!(sections.iter().any(|s| s.0 == ".eh_frame" && s.2 > 1 << 20));
+    // The exported functions are where the image says, and the unwinder
+    // has their frames.
+    for name in ["LLVMContextCreate", "LLVMModuleCreateWithName"] {
+        let address = img.symbol_address(name.as_bytes()).unwrap() as u64;
+        let found = symbols.iter().find(|s| s.0 == name).expect(name);
+        // In a code section (BOLT gave the file two: `.text`, `.text.1`).
+        assert_eq!(found.1 + start, address, "{name}");
+        assert!(found.3.starts_with(".text"), "{name} in {}", found.3);
+        assert!(!common::find_fde(address as usize + 1).is_null(), "{name}");
+    }
+    common::assert_no_wx();
 }

@@ -368,6 +368,16 @@ impl SymbolTable {
         self.symtab.iter().take(self.count as usize).skip(1)
     }
 
+    /// The entries after the null symbol as they lie in the image, 24
+    /// bytes each.
+    pub fn entry_bytes(&self) -> &[u8] {
+        let end = (self.count as usize).saturating_mul(SYM_SIZE as usize);
+        let bytes = self.symtab.bytes();
+        bytes
+            .get(SYM_SIZE as usize..end.min(bytes.len()))
+            .unwrap_or_default()
+    }
+
     /// Names of the weak imports (undefined weak symbols, not thread-local):
     /// those a load may find nowhere. With a GNU hash table only the
     /// symbols before its first hashed one are looked at, where linkers put

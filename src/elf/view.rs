@@ -182,6 +182,18 @@ impl<T: Pod> Array<T> {
         }
     }
 
+    /// The entries as bytes. Only for arrays of read-only segments
+    /// (nothing writes them while the image is loaded).
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the `len` entries lie inside the view this array was
+        // taken from (mapped and readable for as long as it is used, see
+        // `View::new`), and callers only take slices of read-only
+        // segments, which nothing writes.
+        unsafe {
+            std::slice::from_raw_parts(self.addr as *const u8, self.len * std::mem::size_of::<T>())
+        }
+    }
+
     /// Every entry, in order.
     #[inline]
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = T> {

@@ -205,3 +205,35 @@ pub unsafe extern "C" fn memdl_test_host_trace(event: *const std::ffi::c_char) {
 pub fn take_trace() -> Vec<String> {
     std::mem::take(&mut *TRACE.lock().unwrap_or_else(|e| e.into_inner()))
 }
+
+/// The biggest `libLLVM*.so*` of the installed Rust toolchains.
+pub fn rust_libllvm() -> Option<PathBuf> {
+    let home = std::env::var_os("RUSTUP_HOME")
+        .map(PathBuf::from)
+        .or_else(|| Some(PathBuf::from(std::env::var_os("HOME")?).join(".rustup")))?;
+    std::fs::read_dir(home.join("toolchains"))
+        .ok()?
+        .flatten()
+        .filter_map(|tc| std::fs::read_dir(tc.path().join("lib")).ok())
+        .flat_map(|d| d.flatten())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("libLLVM"))
+        .filter_map(|e| Some((e.metadata().ok()?.len(), e.path())))
+        .max()
+        .map(|(_, p)| p)
+}
+
+type FindFde =
+    unsafe extern "C" fn(*mut std::ffi::c_void, *mut [usize; 3]) -> *const std::ffi::c_void;
+
+/// libgcc's FDE lookup, the one every unwinder step does.
+pub fn find_fde(pc: usize) -> *const std::ffi::c_void {
+    // SAFETY: a lookup of a NUL-terminated name.
+    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_Unwind_Find_FDE".as_ptr()) };
+    assert!(!f.is_null(), "no libgcc unwinder in the process");
+    // SAFETY: _Unwind_Find_FDE(void *pc, struct dwarf_eh_bases *) with a
+    // three-pointer bases struct.
+    let f: FindFde = unsafe { std::mem::transmute::<*mut std::ffi::c_void, FindFde>(f) };
+    let mut bases = [0usize; 3];
+    // SAFETY: as above; `pc` is only looked up, never run.
+    unsafe { f(pc as *mut std::ffi::c_void, &mut bases) }
+}

@@ -128,9 +128,31 @@ enum EhBytes {
     Memory(u64),
 }
 
-/// Makes the image `view` describes visible as `options` ask; `None` when
-/// nothing was registered.
-pub(crate) fn register(view: &ImageView<'_>, options: &DebugOptions) -> Option<DebugRegistration> {
+/// What makes an image visible to debuggers and profilers, built and not
+/// yet announced ([`Description::register`]): nothing of it is visible
+/// before, so it can be built while the image is still being relocated
+/// (from what relocation does not change) and dropped if the load fails.
+pub(crate) struct Description {
+    /// perf map lines.
+    perf_lines: String,
+    /// The debuggers' object.
+    object: Option<Object>,
+}
+
+impl Description {
+    /// Appends the perf map lines and announces the object to debuggers.
+    pub(crate) fn register(self) -> DebugRegistration {
+        perf_map::append(&self.perf_lines);
+        DebugRegistration {
+            _gdb: self.object.map(JitRegistration::register),
+        }
+    }
+}
+
+/// Describes the image `view` shows as `options` ask; `None` when nothing
+/// is to be registered. Reads only the image's read-only segments and the
+/// file, and writes only the room under the image.
+pub(crate) fn describe(view: &ImageView<'_>, options: &DebugOptions) -> Option<Description> {
     let perf = options.perf_map.unwrap_or_else(perf_map::env_enabled);
     if !options.gdb && !perf {
         return None;
@@ -160,12 +182,17 @@ pub(crate) fn register(view: &ImageView<'_>, options: &DebugOptions) -> Option<D
         .as_ref()
         .map(|(table, strings)| file_locals(table, strings, bias))
         .unwrap_or_default();
-    // Locals first, as `.symtab` wants them.
-    let symbols = || locals.iter().copied().chain(dynamic_symbols(dynsym, bias));
+    let table = object::DynamicTable {
+        entries: dynsym.entry_bytes(),
+        strsz: dynstr.len(),
+        bias,
+    };
 
+    let mut perf_lines = String::new();
     if perf {
         let pieces = pieces(view, None);
-        perf_map::write(symbols().filter_map(|s| {
+        let symbols = locals.iter().copied().chain(dynamic_symbols(dynsym, bias));
+        perf_lines = perf_map::lines(symbols.filter_map(|s| {
             let kind = s.info & 0xf;
             let code = object::piece_of(&pieces, s.value)
                 .is_some_and(|i| pieces[i].kind == PieceKind::Text);
@@ -180,7 +207,10 @@ pub(crate) fn register(view: &ImageView<'_>, options: &DebugOptions) -> Option<D
         }));
     }
     if !options.gdb {
-        return Some(DebugRegistration { _gdb: None });
+        return Some(Description {
+            perf_lines,
+            object: None,
+        });
     }
     let debug = match &sections {
         Some(s) if s.has_debug_info() && s.debug_info_size() <= limit => dwarf::rebased(s, view),
@@ -206,16 +236,14 @@ pub(crate) fn register(view: &ImageView<'_>, options: &DebugOptions) -> Option<D
     // under it; else it is built in an allocation of its own.
     let in_place = match symtab.is_none() && extra.is_empty() {
         // (Without the file's .symtab there are no locals.)
-        true => in_image(view, eh, dynstr, counts, dynsym),
+        true => in_image(view, eh, dynstr, counts, table),
         false => None,
     };
     let object = match in_place {
-        Some(object) => object,
-        None => copied(view, eh, dynstr, &extra, counts, symbols())?,
+        Some(object) => Some(object),
+        None => copied(view, eh, dynstr, &extra, counts, locals, table),
     };
-    Some(DebugRegistration {
-        _gdb: Some(JitRegistration::register(object)),
-    })
+    Some(Description { perf_lines, object })
 }
 
 /// The dynamic symbols worth a debugger's while (see
@@ -267,7 +295,7 @@ fn in_image(
     eh: Option<EhFrame>,
     dynstr: &[u8],
     counts: (usize, usize),
-    dynsym: &SymbolTable,
+    table: object::DynamicTable<'_>,
 ) -> Option<Object> {
     if dynstr.first() != Some(&0) || dynstr.last() != Some(&0) {
         return None;
@@ -291,8 +319,7 @@ fn in_image(
     };
     let layout = object::Layout { eh_frame, strings };
     let machine = crate::arch::EM_CURRENT;
-    let symbols = dynamic_symbols(dynsym, view.mem.bias() as u64);
-    object::build(&mut out, machine, &pieces, &[], layout, symbols);
+    object::build(&mut out, machine, &pieces, &[], layout, &[], table);
     if out.overflowed() {
         return None;
     }
@@ -313,13 +340,14 @@ fn in_image(
 
 /// The object in one allocation: its header, `.eh_frame` read straight
 /// into it, then what `object::build` appends.
-fn copied<'a>(
+fn copied(
     view: &ImageView<'_>,
     mut eh: Option<EhFrame>,
     dynstr: &[u8],
     extra: &[object::Extra<'_>],
     counts: (usize, usize),
-    symbols: impl Iterator<Item = ObjSym<'a>>,
+    locals: &[ObjSym<'_>],
+    table: object::DynamicTable<'_>,
 ) -> Option<Object> {
     let eh_len = eh.map_or(0, |e| e.len as usize);
     let mut out = Vec::new();
@@ -347,7 +375,7 @@ fn copied<'a>(
         strings: Strings::Copied(dynstr),
     };
     let machine = crate::arch::EM_CURRENT;
-    object::build(&mut out, machine, &pieces, extra, layout, symbols);
+    object::build(&mut out, machine, &pieces, extra, layout, locals, table);
     Some(Object::Owned(out))
 }
 

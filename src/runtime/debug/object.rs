@@ -75,12 +75,6 @@ pub(crate) fn wanted_dynamic(sym: &Sym, strsz: usize) -> bool {
         && (sym.name as usize) < strsz
 }
 
-impl ObjSym<'_> {
-    pub(crate) fn is_local(&self) -> bool {
-        self.info >> 4 == STB_LOCAL
-    }
-}
-
 const SHT_PROGBITS: u32 = 1;
 const SHT_SYMTAB: u32 = 2;
 const SHT_STRTAB: u32 = 3;
@@ -284,20 +278,19 @@ impl Out for SliceOut<'_> {
 
 /// The object. `out` holds the ELF header's [`EHDR`] bytes (written
 /// here) and whatever `layout` says lies in it already (a copied
-/// `.eh_frame`); `pieces` sorted by address and disjoint; symbols whose
-/// value lies in a piece (others are left out), locals first (as
-/// `.symtab` wants them: a local after a global is left out), named in the
-/// dynamic string table or by their own bytes (which go to a copied
-/// `.strtab`), at most as many as the iterator's upper bound (a table's
-/// size: room for that many is made at once). Appends everything else to
-/// `out` (sized by [`size`]), in one pass over the symbols.
-pub(crate) fn build<'a>(
+/// `.eh_frame`); `pieces` sorted by address and disjoint. Its `.symtab`
+/// holds `locals` (named by their own bytes, which go to a copied
+/// `.strtab`), then the wanted symbols of `dynamic`
+/// ([`wanted_dynamic`]); of both, those whose value lies in a piece.
+/// Appends everything else to `out` (sized by [`size`]).
+pub(crate) fn build(
     out: &mut impl Out,
     machine: u16,
     pieces: &[Piece],
     extra: &[Extra<'_>],
     layout: Layout<'_>,
-    symbols: impl Iterator<Item = ObjSym<'a>>,
+    locals: &[ObjSym<'_>],
+    dynamic: DynamicTable<'_>,
 ) {
     let (eh_frame_at, eh_frame_len) = layout.eh_frame;
     let mut shstrtab: Vec<u8> = Vec::with_capacity(64 + 12 * (pieces.len() + extra.len()));
@@ -413,23 +406,15 @@ pub(crate) fn build<'a>(
     out.pad_to(out.len().next_multiple_of(8));
     let symtab_at = out.len();
     out.extend_from_slice(&[0u8; SYM]);
-    let mut first_global = None;
-    let mut hint = 0;
-    // Room for every symbol the iterator may yield (its upper bound: the
-    // table's size), written in place and cut to what was written.
-    let most = symbols.size_hint().1.unwrap_or(0);
-    let mut written = 0;
+    // Room for every symbol, written in place and cut to what was written.
+    let most = locals.len() + dynamic.entries.len() / SYM;
+    let (mut written, mut locals_written) = (0, 0);
     if let Some(room) = most.checked_mul(SYM).and_then(|len| out.tail(len)) {
-        let mut records = room.chunks_exact_mut(SYM);
-        for s in symbols {
+        let mut hint = 0;
+        for s in locals {
             let Some(piece) = piece_hinted(pieces, &mut hint, s.value) else {
                 continue;
             };
-            match (s.is_local(), first_global) {
-                (true, Some(_)) => continue,
-                (false, None) => first_global = Some(written as u32 + 1),
-                _ => {}
-            }
             let name_at = match (s.name, own_names_at) {
                 // After the leading NUL of a copy.
                 (Name::Dynamic(offset), _) => offset + dynamic_shift,
@@ -441,9 +426,9 @@ pub(crate) fn build<'a>(
                 }
                 (Name::Bytes(_), None) => 0,
             };
-            // The upper bound holds for the iterators given here; a symbol
-            // past it would be left out.
-            let Some(e) = records.next() else { break };
+            let Some(e) = room.get_mut(written * SYM..(written + 1) * SYM) else {
+                break;
+            };
             e[0..4].copy_from_slice(&name_at.to_le_bytes());
             e[4] = s.info;
             e[5] = s.other;
@@ -452,10 +437,14 @@ pub(crate) fn build<'a>(
             e[16..24].copy_from_slice(&s.size.to_le_bytes());
             written += 1;
         }
+        locals_written = written;
+        let rest = room.get_mut(written * SYM..).unwrap_or_default();
+        written += write_dynamic(rest, dynamic, pieces, dynamic_shift);
     }
+    // sh_info: the first non-local symbol.
+    let first_global = 1 + locals_written as u32;
     out.truncate(symtab_at + (1 + written) * SYM);
     let count = (out.len() - symtab_at) / SYM;
-    let first_global = first_global.unwrap_or(count as u32);
 
     // .strtab: the dynamic string table, whole (after a leading NUL, and
     // with a NUL in case it lacks its last), then the other names; or the
@@ -545,6 +534,73 @@ pub(crate) fn build<'a>(
     h[62..64].copy_from_slice(&shstrndx.to_le_bytes());
 }
 
+/// A dynamic symbol table as it lies in the image.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DynamicTable<'a> {
+    /// The entries after the null symbol, [`SYM`] bytes each.
+    pub entries: &'a [u8],
+    /// The size of its string table (names at or past it are left out).
+    pub strsz: usize,
+    /// The load bias: runtime address = `bias` + value.
+    pub bias: u64,
+}
+
+/// Writes into `records` the `.symtab` record of each symbol of `table` a
+/// debugger wants ([`wanted_dynamic`]) whose runtime address lies in a
+/// piece; returns how many. A record is the entry itself with its value
+/// made a runtime address, its section the piece's, and its name's offset
+/// moved by `name_shift`. One pass of a few instructions an entry:
+/// libLLVM has 39,000.
+fn write_dynamic(
+    records: &mut [u8],
+    table: DynamicTable<'_>,
+    pieces: &[Piece],
+    name_shift: u32,
+) -> usize {
+    let mut records = records.chunks_exact_mut(SYM);
+    let mut written = 0;
+    // The piece last found for a section index (by its low bits): the
+    // symbols of one section lie in one piece, and the table mixes them
+    // (functions, vtables, data), so one hint for all would often miss.
+    // Only a hint: every answer is checked against the address.
+    let mut piece_of_section = [0u8; 32];
+    for entry in table.entries.chunks_exact(SYM) {
+        let Ok(e) = <&[u8; SYM]>::try_from(entry) else {
+            continue;
+        };
+        let sym = Sym {
+            name: u32::from_le_bytes([e[0], e[1], e[2], e[3]]),
+            info: e[4],
+            other: e[5],
+            shndx: u16::from_le_bytes([e[6], e[7]]),
+            value: u64::from_le_bytes([e[8], e[9], e[10], e[11], e[12], e[13], e[14], e[15]]),
+            size: 0,
+        };
+        if !wanted_dynamic(&sym, table.strsz) {
+            continue;
+        }
+        let value = table.bias.wrapping_add(sym.value);
+        let hint = &mut piece_of_section[usize::from(sym.shndx) % 32];
+        let piece = match pieces.get(usize::from(*hint)) {
+            Some(p) if p.start <= value && value < p.end => usize::from(*hint),
+            _ => {
+                let Some(i) = piece_of(pieces, value) else {
+                    continue;
+                };
+                *hint = u8::try_from(i).unwrap_or(0);
+                i
+            }
+        };
+        let Some(r) = records.next() else { break };
+        r.copy_from_slice(e);
+        r[0..4].copy_from_slice(&sym.name.wrapping_add(name_shift).to_le_bytes());
+        r[6..8].copy_from_slice(&(piece as u16 + 1).to_le_bytes());
+        r[8..16].copy_from_slice(&value.to_le_bytes());
+        written += 1;
+    }
+    written
+}
+
 /// The piece holding `addr`, trying the `hint`'s first (symbols come in
 /// runs in one piece: code, then data); updates the hint.
 #[inline]
@@ -593,41 +649,53 @@ mod tests {
         ]
     }
 
+    /// `Elf64_Sym` entries as they lie in an image.
+    fn dynsym(entries: &[(u32, u8, u16, u64, u64)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &(name, info, shndx, value, size) in entries {
+            out.extend_from_slice(&name.to_le_bytes());
+            out.extend_from_slice(&[info, 0]);
+            out.extend_from_slice(&shndx.to_le_bytes());
+            out.extend_from_slice(&value.to_le_bytes());
+            out.extend_from_slice(&size.to_le_bytes());
+        }
+        out
+    }
+
     #[test]
     fn object_parses_back() {
         let pieces = code_and_eh_frame();
-        let syms = [
-            ObjSym {
-                name: Name::Bytes(b"local_fn"),
-                value: 0x7000_0010,
-                size: 16,
-                info: 2, // LOCAL FUNC
-                other: 0,
-            },
-            ObjSym {
-                name: Name::Dynamic(1),
-                value: 0x7000_0100,
-                size: 32,
-                info: 0x12, // GLOBAL FUNC
-                other: 0,
-            },
-            ObjSym {
-                name: Name::Bytes(b"outside"),
-                value: 0x1234,
-                size: 1,
-                info: 0x12,
-                other: 0,
-            },
-        ];
+        let locals = [ObjSym {
+            name: Name::Bytes(b"local_fn"),
+            value: 0x7000_0010,
+            size: 16,
+            info: 2, // LOCAL FUNC
+            other: 0,
+        }];
+        // At bias 0x7000_0000: a global function; one outside every piece,
+        // an undefined one, a section symbol, a name past the strings:
+        // left out.
+        let entries = dynsym(&[
+            (1, 0x12, 7, 0x100, 32),
+            (1, 0x12, 7, 0x1_0000, 1),
+            (1, 0x12, 0, 0, 0),
+            (0, 0x03, 7, 0x200, 0),
+            (99, 0x12, 7, 0x300, 4),
+        ]);
+        let dynstr = b"\0global_fn\0";
+        let dynamic = DynamicTable {
+            entries: &entries,
+            strsz: dynstr.len(),
+            bias: 0x7000_0000,
+        };
         let mut obj = vec![0u8; EHDR];
         obj.extend_from_slice(&[0u8; 16]);
-        let dynstr = b"\0global_fn\0";
-        let capacity = size(pieces.len(), 16, dynstr.len(), &[], (syms.len(), 15));
+        let capacity = size(pieces.len(), 16, dynstr.len(), &[], (6, 9));
         let layout = Layout {
             eh_frame: (EHDR as u64, 16),
             strings: Strings::Copied(dynstr),
         };
-        build(&mut obj, 62, &pieces, &[], layout, syms.iter().copied());
+        build(&mut obj, 62, &pieces, &[], layout, &locals, dynamic);
         assert!(obj.len() <= capacity);
         let elf = goblin::elf::Elf::parse(&obj).expect("parses");
         let names: Vec<_> = elf
@@ -659,6 +727,9 @@ mod tests {
                 ("global_fn", 0x7000_0100, 1)
             ]
         );
+        // Globals after the locals: sh_info is the first of them.
+        assert_eq!(elf.section_headers[3].sh_info, 2);
+        assert_eq!(elf.syms.get(2).map(|s| s.st_size), Some(32));
     }
 
     #[test]
@@ -669,13 +740,12 @@ mod tests {
         let dynstr = b"\0exported_fn\0";
         buf[0x1100..0x1100 + dynstr.len()].copy_from_slice(dynstr);
         let pieces = code_and_eh_frame();
-        let syms = [ObjSym {
-            name: Name::Dynamic(1),
-            value: 0x7000_0040,
-            size: 8,
-            info: 0x12,
-            other: 0,
-        }];
+        let entries = dynsym(&[(1, 0x12, 7, 0x40, 8)]);
+        let dynamic = DynamicTable {
+            entries: &entries,
+            strsz: dynstr.len(),
+            bias: 0x7000_0000,
+        };
         let layout = Layout {
             eh_frame: (0x1000, 16),
             strings: Strings::InPlace {
@@ -686,7 +756,7 @@ mod tests {
         let (room, _) = buf.split_at_mut(0x1000);
         let mut out = SliceOut::new(room);
         out.pad_to(EHDR);
-        build(&mut out, 62, &pieces, &[], layout, syms.iter().copied());
+        build(&mut out, 62, &pieces, &[], layout, &[], dynamic);
         assert!(!out.overflowed());
         let elf = goblin::elf::Elf::parse(&buf).expect("parses");
         let eh = &elf.section_headers[2];
@@ -702,7 +772,7 @@ mod tests {
         let mut small = [0u8; 100];
         let mut out = SliceOut::new(&mut small);
         out.pad_to(EHDR);
-        build(&mut out, 62, &pieces, &[], layout, syms.iter().copied());
+        build(&mut out, 62, &pieces, &[], layout, &[], dynamic);
         assert!(out.overflowed());
     }
 }

@@ -33,10 +33,8 @@ pub(crate) fn env_enabled() -> bool {
 /// has its own pid, so its own file).
 static MAP: Mutex<Option<(u32, File)>> = Mutex::new(None);
 
-/// Appends the lines of `functions` (runtime start, size, name) in one
-/// `write` call. Errors (no `/tmp`, a full disk) are ignored: profiling
-/// support must never make a load fail.
-pub(crate) fn write<'a>(functions: impl Iterator<Item = (u64, u64, &'a [u8])>) {
+/// The lines of `functions` (runtime start, size, name).
+pub(crate) fn lines<'a>(functions: impl Iterator<Item = (u64, u64, &'a [u8])>) -> String {
     use std::fmt::Write as _;
     let mut text = String::new();
     for (start, size, name) in functions {
@@ -47,6 +45,12 @@ pub(crate) fn write<'a>(functions: impl Iterator<Item = (u64, u64, &'a [u8])>) {
         }
         text.push('\n');
     }
+    text
+}
+
+/// Appends `text` (map lines) in one `write` call. Errors (no `/tmp`, a
+/// full disk) are ignored: profiling support must never make a load fail.
+pub(crate) fn append(text: &str) {
     if text.is_empty() {
         return;
     }
