@@ -634,6 +634,7 @@ mod tests {
             eh_frame_hdr: None,
             phdrs: Vec::new(),
             section_table: Default::default(),
+            gnu_osabi: false,
             loads,
         }
     }

@@ -109,7 +109,13 @@ pub struct Layout {
     /// Where the ELF header says the section headers are (unchecked:
     /// loading needs none of them; the debuggers' view reads them).
     pub section_table: SectionTable,
+    /// Whether `EI_OSABI` is `ELFOSABI_GNU`, which the GNU linkers set in
+    /// a file using GNU extensions such as unique symbols (a hint only).
+    pub gnu_osabi: bool,
 }
+
+/// `EI_OSABI` of a file using GNU extensions.
+const ELFOSABI_GNU: u8 = 3;
 
 /// The ELF header's `e_shoff`, `e_shentsize`, `e_shnum` and
 /// `e_shstrndx`, as the file has them.
@@ -185,6 +191,7 @@ impl Layout {
     /// checked by `program_header_table`).
     fn with_section_table(mut self, ehdr: &[u8]) -> Layout {
         self.section_table = SectionTable::read(ehdr);
+        self.gnu_osabi = ehdr.get(7) == Some(&ELFOSABI_GNU);
         self
     }
 
@@ -478,6 +485,7 @@ impl Layout {
             eh_frame_hdr,
             phdrs,
             section_table: SectionTable::default(),
+            gnu_osabi: false,
         })
     }
 

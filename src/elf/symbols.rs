@@ -368,6 +368,13 @@ impl SymbolTable {
         self.symtab.iter().take(self.count as usize).skip(1)
     }
 
+    /// Names of the unique symbols (`STB_GNU_UNIQUE`) the image defines.
+    pub fn unique_definitions(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.entries()
+            .filter(|s| s.bind() == STB_GNU_UNIQUE && s.is_defined())
+            .filter_map(|s| self.name(&s).ok().filter(|n| !n.is_empty()))
+    }
+
     /// The entries after the null symbol as they lie in the image, 24
     /// bytes each.
     pub fn entry_bytes(&self) -> &[u8] {

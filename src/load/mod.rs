@@ -453,8 +453,18 @@ impl Load<'_> {
             runpath,
             rpath,
         };
-        let weak: Vec<&[u8]> = tables.symbols.weak_imports().collect();
-        Resolver::new(self.options, &needed_names, &search, &weak)
+        // Names a lookup may find nowhere: weak imports, and the unique
+        // symbols the image defines, each first looked for in the global
+        // scope (`unique::bind`), where a C++ library loaded first finds
+        // none. Unique symbols are looked for in a file marked as using
+        // GNU extensions only (linkers mark those that have them): the
+        // scan costs every other file for nothing.
+        let symbols = &tables.symbols;
+        let mut maybe_nowhere: Vec<&[u8]> = symbols.weak_imports().collect();
+        if self.layout.gnu_osabi {
+            maybe_nowhere.extend(symbols.unique_definitions());
+        }
+        Resolver::new(self.options, &needed_names, &search, &maybe_nowhere)
     }
 
     /// The image's thread-local storage (`PT_TLS`): a module of memdl's

@@ -23,9 +23,10 @@
 //! A load works on an immutable snapshot of the cache, so no lock is held
 //! while it resolves.
 //!
-//! The same walk tells which of the image's weak imports no loaded object
-//! can define (their Bloom filters reject the name, see `scope.rs`): those
-//! are not asked of the system loader at all, where a miss is dearest.
+//! The same walk tells which of the image's weak imports, and of the unique
+//! symbols it defines, no loaded object can define (their GNU hash tables
+//! reject the name, see `scope.rs`): those are not asked of the system
+//! loader at all, where a miss is dearest.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -278,8 +279,8 @@ pub struct Resolver<'a> {
     /// (unless it is the process's first: see [`ASKED_BEFORE`]).
     learned: RefCell<Vec<(u64, Answer)>>,
     learning: bool,
-    /// Weak imports no loaded object can define (sorted): not asked of
-    /// the system loader (see `scope.rs`).
+    /// Of `weak` (see [`Resolver::new`]), those no loaded object can
+    /// define (sorted): not asked of the system loader (see `scope.rs`).
     absent: Vec<&'a [u8]>,
 }
 
@@ -287,7 +288,8 @@ impl<'a> Resolver<'a> {
     /// Opens the needed libraries (unless host lookups are denied): those
     /// the options supply, loaded by memdl, the others through the image's
     /// search paths (`search`), then the system loader's own. `weak` are
-    /// the image's weak imports.
+    /// names the image may find nowhere: its weak imports, and unique
+    /// symbols it defines.
     pub fn new(
         options: &'a crate::Options,
         needed: &[&[u8]],
@@ -446,7 +448,7 @@ impl<'a> Resolver<'a> {
         if let Some(&addr) = self.host.get(name) {
             return Some(addr);
         }
-        if !self.global_scope {
+        if !self.global_scope || self.absent.binary_search(&name).is_ok() {
             return None;
         }
         Some(self.scoped(libc::RTLD_DEFAULT, name, None)).filter(|&a| a != 0)
