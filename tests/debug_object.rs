@@ -11,7 +11,7 @@ mod common;
 
 use common::{machine_lib, serial, test_lib};
 use goblin::elf::Elf;
-use memdl::{ElfImage, Library, Options};
+use memdl::{ElfImage, Options};
 
 #[repr(C)]
 struct JitCodeEntry {
@@ -200,6 +200,7 @@ fn an_image_described_on_a_helper_thread_is_described_as_on_the_loading_thread()
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn the_biggest_library_is_described_on_a_helper_thread() {
+    use memdl::Library;
     let _lock = serial();
     let path = common::rust_libllvm().expect("a libLLVM in the Rust toolchains");
     let file = std::fs::File::open(&path).unwrap();
