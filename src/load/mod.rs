@@ -48,6 +48,13 @@ impl ElfImage {
     ///
     /// The segments are copied; `bytes` may be dropped afterwards.
     ///
+    /// Every load runs on the calling thread, but for one part of a very
+    /// big image's (an `.eh_frame` of 50,000 FDEs or more, as LLVM's):
+    /// checking that section and building the debuggers' description of
+    /// the image run on a short-lived helper thread, started with every
+    /// signal blocked and joined before the load returns (inline if no
+    /// thread can be started).
+    ///
     /// # Safety
     ///
     /// Loading runs the library's code: its ifunc resolvers and initialisers
