@@ -1,9 +1,12 @@
 //! Makes memory-loaded images visible to debuggers and profilers.
 //!
-//! At load, after relocation and final protections and before the
-//! initialisers run (so a breakpoint in a constructor is hit), the loader
-//! calls [`register`] once. It returns a [`DebugRegistration`] that the
-//! image keeps and drops when it is unmapped (after the finalisers ran).
+//! At load the loader calls [`describe`] once, from what relocation does
+//! not change (so for a big image it runs beside relocation, on a helper
+//! thread), and, after relocation and final protections and before the
+//! initialisers run (so a breakpoint in a constructor is hit),
+//! [`Description::register`]. That returns a [`DebugRegistration`] that
+//! the image keeps and drops when it is unmapped (after the finalisers
+//! ran).
 //!
 //! * **Debuggers** (on by default, [`crate::Options::debugger_registration`]):
 //!   an ELF object describing the image at its runtime addresses (sections
@@ -76,7 +79,7 @@ impl Default for DebugOptions {
 const MAX_ROOM: u64 = 64 << 20;
 
 /// Address space to reserve under an image of `span` bytes, in the same
-/// mapping, for the debuggers' object (see [`register`]): its header,
+/// mapping, for the debuggers' object (see [`describe`]): its header,
 /// section headers and `.symtab`, whose 24-byte entries are the image's
 /// dynamic symbols again, so an eighth of the span is plenty for any real
 /// library (an object that does not fit is built elsewhere, copying).
@@ -88,7 +91,7 @@ pub(crate) fn room_below(span: u64, options: &DebugOptions) -> usize {
     }
 }
 
-/// What [`register`] needs to know about a loaded, relocated image.
+/// What [`describe`] needs to know about a loaded image.
 pub(crate) struct ImageView<'a> {
     /// The image's memory (load bias and `PT_LOAD`s).
     pub mem: Memory<'a>,
