@@ -47,7 +47,7 @@ pub(super) struct Scope {
 }
 
 /// Walks the loaded objects once: their fingerprint, and for each of
-/// `names` whether some object's Bloom filter admits it.
+/// `names` whether some object's GNU hash table admits it.
 ///
 /// The fingerprint: a library unloaded and loaded again at the same
 /// address (as a `DT_NEEDED` like `libm` is, by every load and drop of an
@@ -79,9 +79,9 @@ pub(super) fn walk(names: &[&[u8]]) -> Scope {
         }
         state.count += 1;
         if state.undecided > 0 {
-            let bloom = Bloom::of(info);
+            let table = GnuTable::of(info);
             for (i, &h) in state.hashes.iter().enumerate() {
-                if !state.may_define[i] && bloom.as_ref().is_none_or(|b| b.admits(h)) {
+                if !state.may_define[i] && table.as_ref().is_none_or(|t| t.admits(h)) {
                     state.may_define[i] = true;
                     state.undecided -= 1;
                 }
@@ -97,7 +97,7 @@ pub(super) fn walk(names: &[&[u8]]) -> Scope {
         undecided: names.len(),
     };
     // SAFETY: the callback only updates the state it is handed and reads
-    // objects' memory as `Bloom::of` checks.
+    // objects' memory as `GnuTable::of` checks.
     unsafe { libc::dl_iterate_phdr(Some(each), (&mut state as *mut State).cast()) };
     Scope {
         generation: (state.hasher.finish(), state.count),
@@ -107,7 +107,7 @@ pub(super) fn walk(names: &[&[u8]]) -> Scope {
 
 /// A loaded object's GNU hash table: its Bloom filter and hash chains, as
 /// the system loader reads them before it compares any name.
-struct Bloom {
+struct GnuTable {
     /// The filter's 64-bit words, a power of two of them.
     words: *const u64,
     mask: u32,
@@ -120,11 +120,11 @@ struct Bloom {
     chains: u64,
 }
 
-impl Bloom {
-    /// The filter of the object `info` describes, if it has a GNU hash
-    /// table that lies, with its filter, in readable segments of the
-    /// object, found through a dynamic section that does too.
-    fn of(info: &libc::dl_phdr_info) -> Option<Bloom> {
+impl GnuTable {
+    /// The GNU hash table of the object `info` describes, if it has one
+    /// whose filter and buckets lie in a readable segment of the object,
+    /// found through a dynamic section that does too.
+    fn of(info: &libc::dl_phdr_info) -> Option<GnuTable> {
         if info.dlpi_phdr.is_null() {
             return None;
         }
@@ -132,20 +132,19 @@ impl Bloom {
         // `dlpi_phnum` entries at `dlpi_phdr`, valid during the callback.
         let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) };
         let base = info.dlpi_addr;
-        // Whether `[addr, addr + len)` lies in one readable `PT_LOAD`.
-        let readable = |addr: u64, len: u64| {
-            phdrs.iter().any(|p| {
-                let start = base.wrapping_add(p.p_vaddr);
-                p.p_type == PT_LOAD
-                    && p.p_flags & PF_R != 0
-                    && addr >= start
-                    && addr.checked_add(len).is_some_and(|end| {
-                        start
-                            .checked_add(p.p_memsz)
-                            .is_some_and(|seg_end| end <= seg_end)
-                    })
-            })
+        // The end of the readable `PT_LOAD` that `[addr, addr + len)` lies
+        // in, if one does.
+        let readable_end = |addr: u64, len: u64| {
+            phdrs
+                .iter()
+                .filter(|p| p.p_type == PT_LOAD && p.p_flags & PF_R != 0)
+                .find_map(|p| {
+                    let start = base.wrapping_add(p.p_vaddr);
+                    let end = start.checked_add(p.p_memsz)?;
+                    (addr >= start && addr.checked_add(len)? <= end).then_some(end)
+                })
         };
+        let readable = |addr: u64, len: u64| readable_end(addr, len).is_some();
         let dynamic = phdrs.iter().find(|p| p.p_type == PT_DYNAMIC)?;
         let (dyn_at, dyn_len) = (base.wrapping_add(dynamic.p_vaddr), dynamic.p_memsz);
         if !readable(dyn_at, dyn_len) || dyn_at % 8 != 0 {
@@ -178,24 +177,20 @@ impl Bloom {
         let words = header + 16;
         let buckets = words + u64::from(maskwords) * 8;
         let chains_at = buckets + u64::from(nbuckets) * 4;
-        let usable = gnu_header_fault(nbuckets, maskwords, shift).is_none()
-            && readable(words, chains_at - words);
-        // How many chain words the segment holding the buckets has room for
-        // (the table does not say how long its chains are).
-        let segment_end = phdrs
-            .iter()
-            .filter(|p| p.p_type == PT_LOAD && p.p_flags & PF_R != 0)
-            .map(|p| (base.wrapping_add(p.p_vaddr), p.p_memsz))
-            .find(|&(start, size)| buckets >= start && buckets - start < size)
-            .map_or(0, |(start, size)| start + size);
-        usable.then_some(Bloom {
+        if gnu_header_fault(nbuckets, maskwords, shift).is_some() {
+            return None;
+        }
+        // The chains follow the buckets, as far as their segment goes (the
+        // table does not say how long they are).
+        let segment_end = readable_end(words, chains_at - words)?;
+        Some(GnuTable {
             words: words as *const u64,
             mask: maskwords - 1,
             shift,
             buckets: buckets as *const u32,
             nbuckets,
             symoffset,
-            chains: segment_end.saturating_sub(chains_at) / 4,
+            chains: (segment_end - chains_at) / 4,
         })
     }
 
