@@ -34,6 +34,20 @@ pub struct Sym {
 }
 
 impl Sym {
+    /// The entry as it lies in a table (`Elf64_Sym`, little-endian).
+    #[inline]
+    pub fn from_bytes(e: &[u8; 24]) -> Sym {
+        let b = |i: usize| e[i];
+        Sym {
+            name: u32::from_le_bytes([b(0), b(1), b(2), b(3)]),
+            info: b(4),
+            other: b(5),
+            shndx: u16::from_le_bytes([b(6), b(7)]),
+            value: u64::from_le_bytes([b(8), b(9), b(10), b(11), b(12), b(13), b(14), b(15)]),
+            size: u64::from_le_bytes([b(16), b(17), b(18), b(19), b(20), b(21), b(22), b(23)]),
+        }
+    }
+
     pub fn bind(&self) -> u8 {
         self.info >> 4
     }

@@ -47,9 +47,6 @@ pub(crate) struct Sections {
     names: Vec<u8>,
 }
 
-fn u16_at(b: &[u8], o: usize) -> u16 {
-    crate::elf::read_le::<2>(b, o).map_or(0, u16::from_le_bytes)
-}
 fn u32_at(b: &[u8], o: usize) -> u32 {
     crate::elf::read_le::<4>(b, o).map_or(0, u32::from_le_bytes)
 }
@@ -184,14 +181,11 @@ impl Sections {
 
 /// The symbols of a `.symtab` table (whole entries only).
 pub(crate) fn symbols(table: &[u8]) -> impl Iterator<Item = Sym> + '_ {
-    table.chunks_exact(24).skip(1).map(|e| Sym {
-        name: u32_at(e, 0),
-        info: e[4],
-        other: e[5],
-        shndx: u16_at(e, 6),
-        value: u64_at(e, 8),
-        size: u64_at(e, 16),
-    })
+    table
+        .chunks_exact(24)
+        .skip(1)
+        .filter_map(|e| e.try_into().ok())
+        .map(Sym::from_bytes)
 }
 
 /// The NUL-terminated string at `offset` of `strings`.

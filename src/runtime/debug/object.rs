@@ -568,14 +568,7 @@ fn write_dynamic(
         let Ok(e) = <&[u8; SYM]>::try_from(entry) else {
             continue;
         };
-        let sym = Sym {
-            name: u32::from_le_bytes([e[0], e[1], e[2], e[3]]),
-            info: e[4],
-            other: e[5],
-            shndx: u16::from_le_bytes([e[6], e[7]]),
-            value: u64::from_le_bytes([e[8], e[9], e[10], e[11], e[12], e[13], e[14], e[15]]),
-            size: 0,
-        };
+        let sym = Sym::from_bytes(e);
         if !wanted_dynamic(&sym, table.strsz) {
             continue;
         }
