@@ -46,8 +46,9 @@ pub struct FrameRegistration {
 }
 
 /// Where the `.eh_frame` that the `.eh_frame_hdr` at `hdr_vaddr` points to
-/// starts, in the file's terms.
-fn locate(mem: &Memory<'_>, hdr_vaddr: u64) -> Option<u64> {
+/// starts, in the file's terms, and whether the pointer is relative (not
+/// a relocated absolute address).
+fn locate(mem: &Memory<'_>, hdr_vaddr: u64) -> Option<(u64, bool)> {
     // `len` bytes at `vaddr`.
     let bytes = |vaddr: u64, len: u64| -> Option<Vec<u8>> {
         Some(
@@ -75,9 +76,9 @@ fn locate(mem: &Memory<'_>, hdr_vaddr: u64) -> Option<u64> {
     // relative to vaddrs), except for an absolute pointer, which the
     // relocations already turned into a runtime address.
     match enc & 0x70 {
-        DW_EH_PE_PCREL => Some(field.wrapping_add(value)),
-        DW_EH_PE_DATAREL => Some(hdr_vaddr.wrapping_add(value)),
-        0 => Some(value.wrapping_sub(mem.bias() as u64)),
+        DW_EH_PE_PCREL => Some((field.wrapping_add(value), true)),
+        DW_EH_PE_DATAREL => Some((hdr_vaddr.wrapping_add(value), true)),
+        0 => Some((value.wrapping_sub(mem.bias() as u64), false)),
         _ => None,
     }
 }
@@ -101,14 +102,8 @@ pub fn fixed_before_relocation(mem: &Memory<'_>, hdr_vaddr: u64) -> bool {
                     || w.vaddr & !(page - 1) >= end
             })
     };
-    let relative = mem
-        .table(".eh_frame_hdr", hdr_vaddr, 2)
-        .ok()
-        .and_then(|h| h.read::<u8>(1))
-        .is_some_and(|enc| matches!(enc & 0x70, DW_EH_PE_PCREL | DW_EH_PE_DATAREL));
-    relative
-        && unchanging(hdr_vaddr, 12)
-        && locate(mem, hdr_vaddr).is_some_and(|at| unchanging(at, 4))
+    locate(mem, hdr_vaddr)
+        .is_some_and(|(at, relative)| relative && unchanging(hdr_vaddr, 12) && unchanging(at, 4))
 }
 
 /// The number of FDEs the `.eh_frame_hdr` at `hdr_vaddr` says its
@@ -133,7 +128,7 @@ impl CheckedFrames {
     /// Everything is read through the image's memory, where libgcc reads
     /// it (see `Load::describe` for why not from the file).
     pub fn new(mem: &Memory<'_>, hdr_vaddr: u64) -> Option<CheckedFrames> {
-        let eh_frame_vaddr = locate(mem, hdr_vaddr)?;
+        let (eh_frame_vaddr, _) = locate(mem, hdr_vaddr)?;
         // The section starts with a CIE length word; an empty one has 0.
         let eh_frame = mem.table(".eh_frame", eh_frame_vaddr, 4).ok()?.addr();
         // libgcc trusts what it is given: a malformed section would crash
