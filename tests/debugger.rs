@@ -446,8 +446,11 @@ fn perf_report_names_adler32_loaded_from_bytes() {
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("perf.data");
+    // About 5,000 samples a second: `adler32`, two instructions, gets some
+    // 0.6% of them; at 999 a second that was ~6 samples, and a CI run once
+    // got none.
     let out = Command::new("perf")
-        .args(["record", "-e", "cpu-clock", "-F", "999", "-o"])
+        .args(["record", "-e", "cpu-clock", "-F", "4999", "-o"])
         .arg(&data)
         .arg("--")
         .arg(std::env::current_exe().unwrap())
