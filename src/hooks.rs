@@ -70,8 +70,37 @@ pub(crate) static DESCRIBE_ASIDE_FROM: std::sync::atomic::AtomicU64 =
 pub(crate) static DESCRIBED_ASIDE: std::sync::atomic::AtomicUsize =
     std::sync::atomic::AtomicUsize::new(0);
 
+/// Whether a helper describing an image waits, before claiming anything,
+/// until the loading thread has claimed the debuggers' part (set by a test
+/// to have the two threads share the work).
+#[cfg(feature = "test-hooks")]
+static HELPER_WAITS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The helper's wait of [`ElfImage::__helper_waits_for_loader`], for at
+/// most 10 s.
+#[cfg(feature = "test-hooks")]
+pub(crate) fn helper_waits(debug_claimed: &std::sync::atomic::AtomicBool) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let start = std::time::Instant::now();
+    while HELPER_WAITS.load(Relaxed)
+        && !debug_claimed.load(Relaxed)
+        && start.elapsed().as_secs() < 10
+    {
+        std::thread::yield_now();
+    }
+}
+
 #[cfg(feature = "test-hooks")]
 impl ElfImage {
+    /// Makes a helper describing an image wait until the loading thread,
+    /// done relocating, has claimed the debuggers' part: the helper then
+    /// checks the frames while the loading thread builds the debuggers'
+    /// object (`false`: the default, no wait).
+    #[doc(hidden)]
+    pub fn __helper_waits_for_loader(on: bool) {
+        HELPER_WAITS.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Makes loads describe their image (check its `.eh_frame`, build the
     /// debuggers' object) on a helper thread from `fdes` FDEs on (`None`:
     /// the default); returns how many loads have done so.

@@ -165,18 +165,23 @@ fn described(img: &ElfImage) -> Described {
 /// A big image is described (its `.eh_frame` checked for the unwinder,
 /// the debuggers' object built) on a helper thread while it is relocated.
 /// Made to happen to a small C++ library, it gives the same object as
-/// describing it afterwards on the loading thread, and exceptions work.
+/// describing it afterwards on the loading thread, and exceptions work:
+/// whether the helper does all (or whatever it claims first), or checks
+/// the frames while the loading thread builds the debuggers' object.
 #[test]
 fn an_image_described_on_a_helper_thread_is_described_as_on_the_loading_thread() {
     let _lock = serial();
     let path = common::test_lib_path("cxxrt");
     let file = std::fs::File::open(&path).unwrap();
     let len = file.metadata().unwrap().len();
-    let load = |aside: bool| {
+    let load = |aside: bool, shared: bool| {
         let from = if aside { 0 } else { u32::MAX };
         let before = ElfImage::__describe_aside_from(Some(from));
+        ElfImage::__helper_waits_for_loader(shared);
         // SAFETY: the crate's own test library; the file stays unchanged.
-        let img = unsafe { ElfImage::load_fd(&file, 0, len) }.unwrap();
+        let img = unsafe { ElfImage::load_fd(&file, 0, len) };
+        ElfImage::__helper_waits_for_loader(false);
+        let img = img.unwrap();
         let after = ElfImage::__describe_aside_from(None);
         assert_eq!(after - before, usize::from(aside), "aside: {aside}");
         let description = described(&img);
@@ -187,11 +192,11 @@ fn an_image_described_on_a_helper_thread_is_described_as_on_the_loading_thread()
         common::assert_no_wx();
         description
     };
-    let inline = load(false);
-    let aside = load(true);
+    let inline = load(false, false);
     assert!(inline.0.iter().any(|s| s.0 == "cxx_throw_catch"));
     assert!(inline.1.iter().any(|s| s.0 == ".eh_frame" && s.2 > 0));
-    assert_eq!(inline, aside);
+    assert_eq!(inline, load(true, false));
+    assert_eq!(inline, load(true, true));
 }
 
 /// The biggest library on the machine (the Rust toolchain's libLLVM,

@@ -10,6 +10,7 @@
 //! open. What a loaded image is (and what stays once loading is done) is
 //! [`crate::runtime`]'s; this module uses it, never the reverse.
 
+mod helper;
 mod place;
 pub(crate) mod reloc;
 pub(crate) mod resolve;
@@ -18,7 +19,7 @@ pub(crate) mod search;
 
 use std::ffi::CString;
 use std::os::fd::AsFd;
-use std::thread::ScopedJoinHandle;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use goblin::elf::dynamic::{DF_1_NODELETE, DF_STATIC_TLS};
 
@@ -38,6 +39,7 @@ use crate::runtime::needed::NeededLibrary;
 use crate::runtime::tls::{ImageTls, OwnTls, TlsModule};
 use crate::runtime::unwind::{self, CheckedFrames, FrameRegistration};
 use crate::symbol::lossy;
+use helper::HelperThread;
 use place::{already_protected, place_copies, place_from_file, LoadInFlight, Placed, Source};
 use reloc::{Deferred, Relocations};
 use resolve::Resolver;
@@ -48,12 +50,15 @@ impl ElfImage {
     ///
     /// The segments are copied; `bytes` may be dropped afterwards.
     ///
-    /// Every load runs on the calling thread, but for one part of a very
-    /// big image's (an `.eh_frame` of 50,000 FDEs or more, as LLVM's):
-    /// checking that section and building the debuggers' description of
-    /// the image run on a short-lived helper thread, started with every
-    /// signal blocked and joined before the load returns (inline if no
-    /// thread can be started).
+    /// Every load runs on the calling thread, but for one part of a big
+    /// image's (an `.eh_frame` of 10,000 FDEs or more, as libcrypto's or
+    /// LLVM's): checking that section and building the debuggers'
+    /// description of the image run on a short-lived helper thread while
+    /// the image is relocated. The helper is started with every signal
+    /// blocked, on another CPU than the caller's, and joined before the
+    /// load returns; what it has not begun by the time relocation is done,
+    /// the calling thread does (all of it when the caller may use one CPU
+    /// only or no thread can be started).
     ///
     /// # Safety
     ///
@@ -238,35 +243,6 @@ struct Tables {
     fini_array: Option<Array<usize>>,
 }
 
-/// Starts `work` on a thread of `scope` with every signal blocked (it
-/// inherits the mask it is started with): the process's signals keep going
-/// to the threads that were there. `None` if no thread can be started. A
-/// panic in `work` is caught and gives `None`: no scope ends in a panic of
-/// its own for want of a join (a load that fails drops the handle).
-fn spawn_quiet<'scope, T: Send + 'scope>(
-    scope: &'scope std::thread::Scope<'scope, '_>,
-    work: impl FnOnce() -> T + Send + 'scope,
-) -> Option<ScopedJoinHandle<'scope, Option<T>>> {
-    let caught = move || std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).ok();
-    // SAFETY: sigset_t is plain data, filled by sigfillset.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    let mut before = all;
-    // SAFETY: both write only the sets given, which live on this stack.
-    let blocked = unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut before) == 0
-    };
-    let thread = std::thread::Builder::new()
-        .name("memdl-describe".into())
-        .spawn_scoped(scope, caught)
-        .ok();
-    if blocked {
-        // SAFETY: puts back the mask read above.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut()) };
-    }
-    thread
-}
-
 /// What [`Load::complete`] leaves for the image to keep.
 struct Completed {
     frames: Option<FrameRegistration>,
@@ -277,12 +253,46 @@ struct Completed {
 
 /// Images whose `.eh_frame` has at least this many FDEs are described (the
 /// section checked, the debuggers' object built) on a helper thread while
-/// the image is relocated. Starting a thread costs a fresh process ~70 µs,
-/// and the two threads slow each other down: measured (first loads, two
-/// vCPUs), it pays for the LLVMs (98,000 and 161,000 FDEs: Rust's libLLVM
-/// 9.9 -> 8.7 ms, Debian's libLLVM-15 23.1 -> 22.3 ms), not for libcrypto
-/// (11,000 FDEs: 1.38 -> 1.47 ms), libstdc++, x265 or sqlite3.
-const DESCRIBE_ASIDE_FDES: u32 = 50_000;
+/// the image is relocated. Starting a thread costs a fresh process 70 to
+/// 150 µs, and the two threads slow each other down: measured (first
+/// loads, two vCPUs, the helper kept off the loading thread's CPU), it
+/// pays for the LLVMs (161,000 FDEs: Rust's libLLVM 11.7 -> 8.7 ms against
+/// the helper before, which often began 3 ms late on the loading thread's
+/// CPU; 98,000: Debian's libLLVM-15) and for libcrypto (10,900 FDEs:
+/// 5-10% faster), not for x265 (5,200 FDEs: 24% slower), sqlite3 or
+/// libxml2 (2,500: 12-50% slower). libstdc++ (4,900) gained 20% in one
+/// run: the FDE count is a rough guide to what the helper saves.
+const DESCRIBE_ASIDE_FDES: u32 = 10_000;
+
+/// The helper thread describing a big image, and what it may claim.
+struct Helper<'a> {
+    thread: HelperThread<'a, Parts>,
+    claims: &'a Claims,
+}
+
+/// Which parts of describing an image (see [`Load::describe`]) a thread
+/// has begun: each is done once, by whichever thread claims it first.
+#[derive(Default)]
+struct Claims {
+    frames: AtomicBool,
+    debug: AtomicBool,
+}
+
+impl Claims {
+    /// Claims a part; true if no thread had.
+    fn take(part: &AtomicBool) -> bool {
+        // Who does a part is all this decides: the result travels through
+        // the join, which orders it.
+        !part.swap(true, Ordering::Relaxed)
+    }
+}
+
+/// The parts a helper did (`None`: not claimed by it).
+#[derive(Default)]
+struct Parts {
+    frames: Option<Option<CheckedFrames>>,
+    debug: Option<Option<Description>>,
+}
 
 /// What tells the unwinder and debuggers of an image, built before either
 /// is told (see [`Load::describe`]).
@@ -311,17 +321,23 @@ fn link(
     let tables = load.read_tables()?;
     // A big image's descriptions are built on a helper thread while its
     // imports are bound and relocations written (they read only what
-    // relocation does not change); other images' once relocated.
+    // relocation does not change); other images' once relocated. The
+    // helper's work comes in two parts, each claimed by one thread.
     let completed = match load.describe_aside() {
-        true => std::thread::scope(|scope| {
-            let helper = spawn_quiet(scope, || load.describe(&tables.symbols));
+        true => {
+            let claims = Claims::default();
+            let thread = HelperThread::spawn(|| load.describe_claimed(&claims, &tables.symbols));
             #[cfg(feature = "test-hooks")]
-            if helper.is_some() {
+            if thread.is_some() {
                 let aside = &crate::hooks::DESCRIBED_ASIDE;
                 aside.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
+            let helper = thread.map(|thread| Helper {
+                thread,
+                claims: &claims,
+            });
             load.complete(&tables, helper)
-        }),
+        }
         false => load.complete(&tables, None),
     }?;
     let (init, init_array) = (tables.init, tables.init_array);
@@ -353,11 +369,7 @@ impl Load<'_> {
     /// protections, and tells the unwinder and debuggers of the image
     /// (described by `helper`, or here): the image is complete but for its
     /// initialisers.
-    fn complete(
-        &self,
-        tables: &Tables,
-        helper: Option<ScopedJoinHandle<'_, Option<Descriptions>>>,
-    ) -> Result<Completed> {
+    fn complete(&self, tables: &Tables, helper: Option<Helper<'_>>) -> Result<Completed> {
         let resolver = self.bind_imports(tables)?;
         let mut tls = self.register_tls(tables)?;
         let targets = self.targets();
@@ -377,10 +389,9 @@ impl Load<'_> {
         if let Some(pages) = relro_after_ifuncs {
             self.seal_relro(pages)?;
         }
-        // A helper that could not finish (it panicked) is stood in for.
-        let descriptions = match helper.map(ScopedJoinHandle::join) {
-            Some(Ok(Some(d))) => d,
-            _ => self.describe(&tables.symbols),
+        let descriptions = match helper {
+            Some(helper) => self.describe_with(helper, &tables.symbols),
+            None => self.describe(&tables.symbols),
         };
         // The unwinder and debuggers learn of the image once it is final
         // and before any of its initialisers runs (a breakpoint in a
@@ -625,10 +636,55 @@ impl Load<'_> {
     /// top of the fault `__register_frame` takes anyway, reading the
     /// section's first word through the mapping.)
     fn describe(&self, symbols: &SymbolTable) -> Descriptions {
-        let frames = self
-            .layout
-            .eh_frame_hdr
-            .and_then(|hdr| CheckedFrames::new(&self.memory(), hdr));
+        Descriptions {
+            frames: self.check_frames(),
+            debug: self.describe_for_debuggers(symbols),
+        }
+    }
+
+    /// The image's `.eh_frame`, checked for the unwinder (see
+    /// [`Load::describe`]).
+    fn check_frames(&self) -> Option<CheckedFrames> {
+        let hdr = self.layout.eh_frame_hdr?;
+        CheckedFrames::new(&self.memory(), hdr)
+    }
+
+    /// The helper's side of [`Load::describe_with`]: the parts nobody has
+    /// claimed yet, the frames first.
+    fn describe_claimed(&self, claims: &Claims, symbols: &SymbolTable) -> Parts {
+        #[cfg(feature = "test-hooks")]
+        crate::hooks::helper_waits(&claims.debug);
+        Parts {
+            frames: Claims::take(&claims.frames).then(|| self.check_frames()),
+            debug: Claims::take(&claims.debug).then(|| self.describe_for_debuggers(symbols)),
+        }
+    }
+
+    /// [`Load::describe`], shared with `helper`: the loading thread, done
+    /// relocating, does what the helper has not begun (the debuggers' part
+    /// first: the helper begins with the frames), then takes the helper's
+    /// parts. The helper may start late (the scheduler can queue a new
+    /// thread behind its creator for a few milliseconds): its parts are
+    /// then done here and it finds nothing left. A part it claimed but did
+    /// not finish (it panicked) is done here too.
+    fn describe_with(&self, helper: Helper<'_>, symbols: &SymbolTable) -> Descriptions {
+        let claims = helper.claims;
+        let debug = Claims::take(&claims.debug).then(|| self.describe_for_debuggers(symbols));
+        let frames = Claims::take(&claims.frames).then(|| self.check_frames());
+        let theirs = helper.thread.join().unwrap_or_default();
+        Descriptions {
+            frames: frames
+                .or(theirs.frames)
+                .unwrap_or_else(|| self.check_frames()),
+            debug: debug
+                .or(theirs.debug)
+                .unwrap_or_else(|| self.describe_for_debuggers(symbols)),
+        }
+    }
+
+    /// The image's description for debuggers and profilers, as the options
+    /// ask (see [`Load::describe`]).
+    fn describe_for_debuggers(&self, symbols: &SymbolTable) -> Option<Description> {
         let source = self.source;
         let view = ImageView {
             mem: self.memory(),
@@ -639,8 +695,7 @@ impl Load<'_> {
             mapping: &self.mapping,
             section_table: self.layout.section_table,
         };
-        let debug = crate::runtime::debug::describe(&view, &self.options.debug);
-        Descriptions { frames, debug }
+        crate::runtime::debug::describe(&view, &self.options.debug)
     }
 
     /// Hands the image to the runtime, which makes it visible to `dladdr`,
