@@ -3,7 +3,7 @@
 //! so that it runs beside the loading thread rather than queued behind it.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -12,18 +12,31 @@ use std::thread::JoinHandle;
 /// scoped thread, but with a handle that can be given a CPU set.
 pub(super) struct HelperThread<'a, T> {
     handle: Option<JoinHandle<Option<T>>>,
-    started: Arc<AtomicBool>,
+    stage: Arc<AtomicU8>,
     cpus: Cpus,
     _borrows: PhantomData<&'a ()>,
 }
 
+/// Where a helper is ([`HelperThread::stage`]). Its CPUs are set (through
+/// its thread id) only while it waits in `STARTED` or `MOVING`: a thread
+/// that has ended has no id, and setting its CPUs would set the caller's.
+const STARTED: u8 = 0;
+/// Its CPUs are set; it may begin.
+const PLACED: u8 = 1;
+/// It has begun its work.
+const BEGUN: u8 = 2;
+/// The creator, about to wait for it, is moving it to its own CPU.
+const MOVING: u8 = 3;
+/// Moved; it may begin (and will find nothing left to do).
+const MOVED: u8 = 4;
+
 impl<'a, T: Send + 'a> HelperThread<'a, T> {
     /// Starts `work` on a new thread with every signal blocked (it inherits
     /// the mask it is started with: the process's signals keep going to
-    /// the threads that were there), kept off the CPU the caller runs on
-    /// until [`HelperThread::join`]. `None` if this thread may run on one
-    /// CPU only (a helper could only take turns with it) or no thread can
-    /// be started. A panic in `work` is caught: the join gives `None`.
+    /// the threads that were there), kept off the CPU the caller runs on.
+    /// `None` if this thread may run on one CPU only (a helper could only
+    /// take turns with it) or no thread can be started. A panic in `work`
+    /// is caught: the join gives `None`.
     ///
     /// Why the CPU: a new thread is often queued on its creator's CPU, and
     /// an idle CPU takes it over only at the busy one's next scheduler
@@ -32,10 +45,10 @@ impl<'a, T: Send + 'a> HelperThread<'a, T> {
     /// relocation; kept off the loading thread's CPU, they begin at once.
     pub(super) fn spawn(work: impl FnOnce() -> T + Send + 'a) -> Option<Self> {
         let cpus = Cpus::of_this_thread()?;
-        let started = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&started);
+        let stage = Arc::new(AtomicU8::new(STARTED));
+        let its_stage = Arc::clone(&stage);
         let caught = move || {
-            flag.store(true, Ordering::Relaxed);
+            begin(&its_stage);
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).ok()
         };
         // SAFETY: sigset_t is plain data, filled by sigfillset.
@@ -56,10 +69,12 @@ impl<'a, T: Send + 'a> HelperThread<'a, T> {
             unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut()) };
         }
         let handle = handle?;
+        // It waits in STARTED (alive) until this is done.
         cpus.keep_off_this_cpu(&handle);
+        stage.store(PLACED, Ordering::Release);
         Some(HelperThread {
             handle: Some(handle),
-            started,
+            stage,
             cpus,
             _borrows: PhantomData,
         })
@@ -71,10 +86,29 @@ impl<'a, T: Send + 'a> HelperThread<'a, T> {
     /// caller waits, rather than when a busy CPU gets to it.
     pub(super) fn join(mut self) -> Option<T> {
         let handle = self.handle.take()?;
-        if !self.started.load(Ordering::Relaxed) {
+        let stage = &self.stage;
+        if stage
+            .compare_exchange(PLACED, MOVING, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            // It waits in MOVING (alive) until this is done.
             self.cpus.move_to_this_cpu(&handle);
+            stage.store(MOVED, Ordering::Release);
         }
         handle.join().ok().flatten()
+    }
+}
+
+/// The helper's first step: waits until its creator has set its CPUs (and
+/// is not setting them again), then marks it begun.
+fn begin(stage: &AtomicU8) {
+    loop {
+        match stage.compare_exchange(PLACED, BEGUN, Ordering::Acquire, Ordering::Acquire) {
+            Ok(_) => return,
+            Err(MOVED) => return,
+            // STARTED or MOVING: a few system calls of its creator's away.
+            Err(_) => std::thread::yield_now(),
+        }
     }
 }
 
