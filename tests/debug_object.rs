@@ -164,6 +164,13 @@ fn described(img: &ElfImage) -> Described {
 
 /// A big image is described (its `.eh_frame` checked for the unwinder,
 /// the debuggers' object built) on a helper thread while it is relocated.
+/// The C++ test library's file, open, and its length.
+fn cxx_test_library() -> (std::fs::File, u64) {
+    let file = std::fs::File::open(common::test_lib_path("cxxrt")).unwrap();
+    let len = file.metadata().unwrap().len();
+    (file, len)
+}
+
 /// Made to happen to a small C++ library, it gives the same object as
 /// describing it afterwards on the loading thread, and exceptions work:
 /// whether the helper does all (or whatever it claims first), or checks
@@ -171,9 +178,7 @@ fn described(img: &ElfImage) -> Described {
 #[test]
 fn an_image_described_on_a_helper_thread_is_described_as_on_the_loading_thread() {
     let _lock = serial();
-    let path = common::test_lib_path("cxxrt");
-    let file = std::fs::File::open(&path).unwrap();
-    let len = file.metadata().unwrap().len();
+    let (file, len) = cxx_test_library();
     let load = |aside: bool, shared: bool| {
         let from = if aside { 0 } else { u32::MAX };
         let before = ElfImage::__describe_aside_from(Some(from));
@@ -235,9 +240,7 @@ fn this_threads_cpus() -> Vec<u8> {
 #[test]
 fn loads_with_a_helper_leave_the_callers_cpus_alone() {
     let _lock = serial();
-    let path = common::test_lib_path("cxxrt");
-    let file = std::fs::File::open(&path).unwrap();
-    let len = file.metadata().unwrap().len();
+    let (file, len) = cxx_test_library();
     let before = this_threads_cpus();
     let loads = 100;
     let aside = ElfImage::__describe_aside_from(Some(0));
