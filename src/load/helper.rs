@@ -174,11 +174,15 @@ impl Cpus {
 }
 
 /// Sets the CPUs `thread` may run on; a failure leaves it where it is.
+/// Only for a thread that has not ended (see [`STARTED`]): glibc passes
+/// the kernel the thread's id, 0 once it has ended, which names the
+/// calling thread.
 #[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
 fn set_affinity<T>(thread: &JoinHandle<T>, cpus: &libc::cpu_set_t) {
     use std::os::unix::thread::JoinHandleExt;
-    // SAFETY: a thread not joined yet (its handle is borrowed) and a set
-    // of the size given.
+    // SAFETY: a thread not joined yet (its handle is borrowed), so its
+    // `pthread_t` is valid, and waiting (callers' stage protocol), so its
+    // id names it; a set of the size given.
     unsafe {
         libc::pthread_setaffinity_np(
             thread.as_pthread_t(),
