@@ -162,8 +162,6 @@ fn described(img: &ElfImage) -> Described {
     (symbols, sections)
 }
 
-/// A big image is described (its `.eh_frame` checked for the unwinder,
-/// the debuggers' object built) on a helper thread while it is relocated.
 /// The C++ test library's file, open, and its length.
 fn cxx_test_library() -> (std::fs::File, u64) {
     let file = std::fs::File::open(common::test_lib_path("cxxrt")).unwrap();
@@ -171,6 +169,8 @@ fn cxx_test_library() -> (std::fs::File, u64) {
     (file, len)
 }
 
+/// A big image is described (its `.eh_frame` checked for the unwinder,
+/// the debuggers' object built) on a helper thread while it is relocated.
 /// Made to happen to a small C++ library, it gives the same object as
 /// describing it afterwards on the loading thread, and exceptions work:
 /// whether the helper does all (or whatever it claims first), or checks
