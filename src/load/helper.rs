@@ -142,16 +142,14 @@ impl Cpus {
         if unsafe { libc::CPU_COUNT(&allowed) } < 2 {
             return None;
         }
-        // SAFETY: no arguments; -1 on failure.
-        let current = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
-        // A set holds CPUs 0 to 1023.
-        (current < 8 * std::mem::size_of::<libc::cpu_set_t>()).then_some(Cpus { allowed, current })
+        let current = this_cpu()?;
+        Some(Cpus { allowed, current })
     }
 
     /// Lets `thread` run on this thread's CPUs but the current one.
     fn keep_off_this_cpu<T>(&self, thread: &JoinHandle<T>) {
         let mut others = self.allowed;
-        // SAFETY: `current` is within the set (checked when read).
+        // SAFETY: `current` is within the set (`this_cpu`).
         unsafe { libc::CPU_CLR(self.current, &mut others) };
         set_affinity(thread, &others);
     }
@@ -160,10 +158,8 @@ impl Cpus {
     /// cannot be read, on any of this thread's CPUs).
     fn move_to_this_cpu<T>(&self, thread: &JoinHandle<T>) {
         let mut here = self.allowed;
-        // SAFETY: no arguments; -1 on failure.
-        let now = usize::try_from(unsafe { libc::sched_getcpu() }).ok();
-        if let Some(cpu) = now.filter(|&c| c < 8 * std::mem::size_of::<libc::cpu_set_t>()) {
-            // SAFETY: a set on this stack, and a CPU within it.
+        if let Some(cpu) = this_cpu() {
+            // SAFETY: a set on this stack, and a CPU within it (`this_cpu`).
             unsafe {
                 libc::CPU_ZERO(&mut here);
                 libc::CPU_SET(cpu, &mut here);
@@ -171,6 +167,14 @@ impl Cpus {
         }
         set_affinity(thread, &here);
     }
+}
+
+/// The CPU this thread runs on, if a CPU set can hold it (CPUs 0 to 1023).
+#[cfg(all(target_os = "linux", any(target_env = "gnu", target_env = "musl")))]
+fn this_cpu() -> Option<usize> {
+    // SAFETY: no arguments; -1 on failure.
+    let cpu = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
+    (cpu < 8 * std::mem::size_of::<libc::cpu_set_t>()).then_some(cpu)
 }
 
 /// Sets the CPUs `thread` may run on; a failure leaves it where it is.

@@ -331,8 +331,7 @@ fn link(
             let thread = HelperThread::spawn(|| load.describe_claimed(&claims, &tables.symbols));
             #[cfg(feature = "test-hooks")]
             if thread.is_some() {
-                let aside = &crate::hooks::DESCRIBED_ASIDE;
-                aside.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::hooks::DESCRIBED_ASIDE.fetch_add(1, Ordering::Relaxed);
             }
             let helper = thread.map(|thread| Helper {
                 thread,
