@@ -37,6 +37,13 @@ impl ElfImage {
             .map(|i| (!i.given_up()).then(|| (i.len(), i.is_complete())))
     }
 
+    /// How many `DT_NEEDED` names the process's loads asked the system
+    /// loader about (`RTLD_NOLOAD`) that it did not have loaded.
+    #[doc(hidden)]
+    pub fn __noload_misses() -> usize {
+        NOLOAD_MISSES.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// For benchmarks (`benches/compare.rs`, group `imports`): what a
     /// default-options load does to resolve its imports, without the rest
     /// of the load: opens `needed`, resolves every `(name, version)` through
@@ -57,6 +64,13 @@ impl ElfImage {
         found
     }
 }
+
+/// `dlopen(name, RTLD_NOLOAD)` calls for `DT_NEEDED` names that found
+/// nothing loaded (each one a search of the file system by the system
+/// loader).
+#[cfg(feature = "test-hooks")]
+pub(crate) static NOLOAD_MISSES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
 
 /// The `.eh_frame` size, in FDEs, from which a load describes its image on
 /// a helper thread, as a test set it (`u64::MAX`: the default); see

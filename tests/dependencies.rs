@@ -152,8 +152,13 @@ fn origin_runpath_finds_dependencies_like_the_system_loader() {
     let path = dir.path().join("libdeps_origin.so");
     let file = std::fs::File::open(&path).unwrap();
     let len = file.metadata().unwrap().len();
+    assert!(!dlopen_noload("libdeps_b.so") && !dlopen_noload("libdeps_c.so"));
+    let misses = ElfImage::__noload_misses();
     // SAFETY: trusted test libraries (their initialisers run).
     let img = unsafe { ElfImage::load_fd(&file, 0, len) }.unwrap();
+    // Nothing is loaded under the needed names: the system loader was not
+    // asked (it would have searched the file system for each).
+    assert_eq!(ElfImage::__noload_misses(), misses);
     assert_eq!(a_value(&img), 126);
     drop(img);
     let memdl_trace = take_trace();
@@ -235,7 +240,23 @@ fn each_supplied_library_is_asked_for_once() {
 #[test]
 fn a_loaded_library_wins_over_a_file_of_its_name_in_the_search_path() {
     let _g = serial();
-    let zlib = CString::new(common::machine_lib_path("libz.so.1").as_os_str().as_bytes()).unwrap();
+    a_loaded_zlib_wins(&common::machine_lib_path("libz.so.1"));
+}
+
+/// The same, with zlib loaded by its file's own name (`libz.so.1.2.13`):
+/// the needed name is only its soname.
+#[test]
+fn a_library_loaded_under_another_file_name_wins_by_its_soname() {
+    let _g = serial();
+    let file = std::fs::canonicalize(common::machine_lib_path("libz.so.1")).unwrap();
+    assert_ne!(file.file_name().unwrap(), "libz.so.1");
+    a_loaded_zlib_wins(&file);
+}
+
+/// needs_z loaded with zlib loaded from `zlib_path` and a decoy
+/// `libz.so.1` in needs_z's `$ORIGIN`: both loaders take the loaded zlib.
+fn a_loaded_zlib_wins(zlib_path: &std::path::Path) {
+    let zlib = CString::new(zlib_path.as_os_str().as_bytes()).unwrap();
     // SAFETY: the machine's zlib, kept loaded for the test.
     let z = unsafe { libc::dlopen(zlib.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     assert!(!z.is_null());

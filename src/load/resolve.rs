@@ -102,6 +102,32 @@ impl Drop for SupplyScope {
     }
 }
 
+/// Which of a load's needed names a loaded object goes by
+/// ([`scope::loaded_under`]): walked when first asked, and again after a
+/// library was opened (it may have brought others).
+struct LoadedNames<'n> {
+    names: &'n [&'n [u8]],
+    known: Option<Vec<bool>>,
+}
+
+impl<'n> LoadedNames<'n> {
+    fn new(names: &'n [&'n [u8]]) -> Self {
+        LoadedNames { names, known: None }
+    }
+
+    /// Whether a loaded object may go by `names[i]`.
+    fn may_be_loaded(&mut self, i: usize) -> bool {
+        let names = self.names;
+        let known = self.known.get_or_insert_with(|| scope::loaded_under(names));
+        known.get(i).copied().unwrap_or(true)
+    }
+
+    /// A library was opened: what is loaded may have changed.
+    fn opened(&mut self) {
+        self.known = None;
+    }
+}
+
 /// Opens `DT_NEEDED` library `name`: the caller's own copy when the options
 /// supply one (loaded by memdl), else the system loader's, found through
 /// the image's search paths first.
@@ -109,6 +135,8 @@ fn open_needed(
     name: &[u8],
     options: &crate::Options,
     search: &SearchPaths<'_>,
+    loaded: &mut LoadedNames<'_>,
+    index: usize,
 ) -> Result<NeededLibrary> {
     if let Some(provider) = &options.dependencies {
         if let Some(image) = SupplyScope::find(name) {
@@ -134,18 +162,23 @@ fn open_needed(
             })?;
             let image = Arc::new(image);
             SupplyScope::remember(name, &image);
+            // Its own needed libraries may have been opened.
+            loaded.opened();
             return Ok(NeededLibrary::Memdl(image));
         }
     }
     // As the system loader does for every `DT_NEEDED` name: a library
     // already loaded under it (its soname, or a name it was opened by) is
     // the one, whatever the search paths hold; only others are searched
-    // for. (Most are loaded: libc, libm, libstdc++.)
-    if !name.contains(&b'/') {
-        if let Some(loaded) = NeededLibrary::already_loaded(name) {
-            return Ok(loaded);
+    // for. (Most are loaded: libc, libm, libstdc++.) The system loader is
+    // asked only about names a loaded object goes by: for others it would
+    // search for and read the file to say no.
+    if !name.contains(&b'/') && loaded.may_be_loaded(index) {
+        if let Some(library) = NeededLibrary::already_loaded(name) {
+            return Ok(library);
         }
     }
+    loaded.opened();
     match search.find(name) {
         Some(path) => NeededLibrary::open(path.as_os_str().as_encoded_bytes()),
         None => NeededLibrary::open(name),
@@ -307,8 +340,9 @@ impl<'a> Resolver<'a> {
             // registers a destructor with the C library (a process's
             // first load paid that for nothing).
             let _scope = options.dependencies.is_some().then(SupplyScope::enter);
-            for name in needed {
-                opened.push(open_needed(name, options, search)?);
+            let mut loaded = LoadedNames::new(needed);
+            for (i, name) in needed.iter().enumerate() {
+                opened.push(open_needed(name, options, search, &mut loaded, i)?);
             }
         }
         let (cache, generation, mut absent) = if deny_host_lookups {

@@ -3,7 +3,9 @@
 //!
 //! * a fingerprint of the set of loaded objects, which the import cache is
 //!   keyed by (see `resolve.rs`);
-//! * which of the image's weak imports no loaded object can define.
+//! * which of the image's weak imports no loaded object can define;
+//! * (a walk of its own, [`loaded_under`]) which `DT_NEEDED` names a loaded
+//!   object goes by.
 //!
 //! A lookup that finds nothing is the system loader's dearest: glibc
 //! builds an error message for `dlerror` each time. And nearly every
@@ -33,8 +35,11 @@ use goblin::elf::program_header::{PF_R, PT_DYNAMIC, PT_LOAD};
 use crate::elf::symbols::{bloom_probe, gnu_hash, gnu_header_fault};
 use crate::load::resolve::NameHasher;
 
-/// `DT_NULL` and `DT_GNU_HASH`.
+/// The dynamic tags the walks read.
 const DT_NULL: i64 = 0;
+const DT_STRTAB: i64 = 5;
+const DT_STRSZ: i64 = 10;
+const DT_SONAME: i64 = 14;
 const DT_GNU_HASH: i64 = 0x6fff_fef5;
 
 /// What one walk found.
@@ -79,7 +84,7 @@ pub(super) fn walk(names: &[&[u8]]) -> Scope {
         }
         state.count += 1;
         if state.undecided > 0 {
-            let table = GnuTable::of(info);
+            let table = LoadedObject::of(info).and_then(|o| GnuTable::of(&o));
             for (i, &h) in state.hashes.iter().enumerate() {
                 if !state.may_define[i] && table.as_ref().is_none_or(|t| t.admits(h)) {
                     state.may_define[i] = true;
@@ -105,6 +110,61 @@ pub(super) fn walk(names: &[&[u8]]) -> Scope {
     }
 }
 
+/// For each of `names` (file names, without a `/`), whether a loaded
+/// object goes by it: its `DT_SONAME` is the name, or its path ends in it.
+///
+/// Only those are worth asking the system loader for with `RTLD_NOLOAD`
+/// (as it does for each `DT_NEEDED` name, the library already loaded
+/// under the name is the one): for a name no object goes by, that call
+/// looks the file up in `ld.so.cache` and the default directories and
+/// opens and reads it, to learn it is not loaded (30-70 µs a name in a
+/// fresh process). glibc also matches names an object was once asked for
+/// that are neither (a bare name that found a loaded file by its inode
+/// under another name): those are searched for instead, and the system
+/// loader, given the file found, recognises it by its inode.
+pub(super) fn loaded_under(names: &[&[u8]]) -> Vec<bool> {
+    struct State<'n> {
+        names: &'n [&'n [u8]],
+        found: Vec<bool>,
+    }
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: `data` is the state passed below; the system loader
+        // passes a valid info whose name is null or a NUL-terminated string.
+        let (state, info) = unsafe { (&mut *data.cast::<State<'_>>(), &*info) };
+        let path = match info.dlpi_name.is_null() {
+            true => &[][..],
+            // SAFETY: non-null: a NUL-terminated string (see above).
+            false => unsafe { CStr::from_ptr(info.dlpi_name) }.to_bytes(),
+        };
+        let file_name = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        let object = LoadedObject::of(info);
+        let dynamic = object.as_ref().and_then(LoadedObject::dynamic);
+        for (i, name) in state.names.iter().enumerate() {
+            if !state.found[i] {
+                state.found[i] = *name == file_name
+                    || object
+                        .as_ref()
+                        .zip(dynamic.as_ref())
+                        .is_some_and(|(o, d)| o.has_soname(d, name));
+            }
+        }
+        // Stop once every name is found.
+        c_int::from(state.found.iter().all(|&f| f))
+    }
+    let mut state = State {
+        names,
+        found: vec![false; names.len()],
+    };
+    // SAFETY: the callback only updates the state it is handed and reads
+    // objects' memory as `LoadedObject` checks.
+    unsafe { libc::dl_iterate_phdr(Some(each), (&mut state as *mut State<'_>).cast()) };
+    state.found
+}
+
 /// A loaded object's GNU hash table: its Bloom filter and hash chains, as
 /// the system loader reads them before it compares any name.
 struct GnuTable {
@@ -120,54 +180,126 @@ struct GnuTable {
     chains: u64,
 }
 
-impl GnuTable {
-    /// The GNU hash table of the object `info` describes, if it has one
-    /// whose filter and buckets lie in a readable segment of the object,
-    /// found through a dynamic section that does too.
-    fn of(info: &libc::dl_phdr_info) -> Option<GnuTable> {
+/// A loaded object as `dl_iterate_phdr` shows it, read only where one of
+/// its readable segments lies.
+struct LoadedObject<'a> {
+    phdrs: &'a [libc::Elf64_Phdr],
+    base: u64,
+}
+
+/// What an object's dynamic section says, of what the walks read.
+#[derive(Default)]
+struct DynamicValues {
+    gnu_hash: Option<u64>,
+    strtab: Option<u64>,
+    strsz: Option<u64>,
+    soname: Option<u64>,
+}
+
+impl<'a> LoadedObject<'a> {
+    /// The object `info` describes (during the walk's callback).
+    fn of(info: &'a libc::dl_phdr_info) -> Option<LoadedObject<'a>> {
         if info.dlpi_phdr.is_null() {
             return None;
         }
         // SAFETY: the system loader's program headers of a loaded object:
         // `dlpi_phnum` entries at `dlpi_phdr`, valid during the callback.
         let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum.into()) };
-        let base = info.dlpi_addr;
-        // The end of the readable `PT_LOAD` that `[addr, addr + len)` lies
-        // in, if one does.
-        let readable_end = |addr: u64, len: u64| {
-            phdrs
-                .iter()
-                .filter(|p| p.p_type == PT_LOAD && p.p_flags & PF_R != 0)
-                .find_map(|p| {
-                    let start = base.wrapping_add(p.p_vaddr);
-                    let end = start.checked_add(p.p_memsz)?;
-                    (addr >= start && addr.checked_add(len)? <= end).then_some(end)
-                })
-        };
-        let readable = |addr: u64, len: u64| readable_end(addr, len).is_some();
-        let dynamic = phdrs.iter().find(|p| p.p_type == PT_DYNAMIC)?;
-        let (dyn_at, dyn_len) = (base.wrapping_add(dynamic.p_vaddr), dynamic.p_memsz);
-        if !readable(dyn_at, dyn_len) || dyn_at % 8 != 0 {
+        Some(LoadedObject {
+            phdrs,
+            base: info.dlpi_addr,
+        })
+    }
+
+    /// The end of the readable `PT_LOAD` that `[addr, addr + len)` lies
+    /// in, if one does.
+    fn readable_end(&self, addr: u64, len: u64) -> Option<u64> {
+        self.phdrs
+            .iter()
+            .filter(|p| p.p_type == PT_LOAD && p.p_flags & PF_R != 0)
+            .find_map(|p| {
+                let start = self.base.wrapping_add(p.p_vaddr);
+                let end = start.checked_add(p.p_memsz)?;
+                (addr >= start && addr.checked_add(len)? <= end).then_some(end)
+            })
+    }
+
+    fn readable(&self, addr: u64, len: u64) -> bool {
+        self.readable_end(addr, len).is_some()
+    }
+
+    /// The entries of its dynamic section the walks use, if the section
+    /// lies in a readable segment.
+    fn dynamic(&self) -> Option<DynamicValues> {
+        let dynamic = self.phdrs.iter().find(|p| p.p_type == PT_DYNAMIC)?;
+        let (dyn_at, dyn_len) = (self.base.wrapping_add(dynamic.p_vaddr), dynamic.p_memsz);
+        if !self.readable(dyn_at, dyn_len) || dyn_at % 8 != 0 {
             return None;
         }
         // SAFETY: `[dyn_at, dyn_at + dyn_len)` lies in a readable segment
         // of the object (checked above) and is 8-aligned.
         let read = |addr: u64| unsafe { std::ptr::read(addr as *const u64) };
-        let value = (0..dyn_len / 16)
+        let mut values = DynamicValues::default();
+        let entries = (0..dyn_len / 16)
             .map(|i| dyn_at + i * 16)
             .map(|entry| (read(entry) as i64, read(entry + 8)))
-            .take_while(|&(tag, _)| tag != DT_NULL)
-            .find(|&(tag, _)| tag == DT_GNU_HASH)?
-            .1;
-        // The loader may have relocated the entry in place (glibc does) or
-        // not (bionic, a read-only dynamic section): whichever lies in the
-        // object; neither, or both, is not plainly right.
-        let header = match (readable(value, 16), readable(base.wrapping_add(value), 16)) {
-            (true, false) => value,
-            (false, true) => base.wrapping_add(value),
-            (true, true) if base == 0 => value,
-            _ => return None,
+            .take_while(|&(tag, _)| tag != DT_NULL);
+        for (tag, value) in entries {
+            match tag {
+                DT_GNU_HASH => values.gnu_hash = Some(value),
+                DT_STRTAB => values.strtab = Some(value),
+                DT_STRSZ => values.strsz = Some(value),
+                DT_SONAME => values.soname = Some(value),
+                _ => {}
+            }
+        }
+        Some(values)
+    }
+
+    /// The address of `len` bytes a dynamic entry points to. The loader
+    /// may have relocated the entry in place (glibc does) or not (bionic,
+    /// a read-only dynamic section): whichever lies in the object; neither,
+    /// or both, is not plainly right.
+    fn pointer(&self, value: u64, len: u64) -> Option<u64> {
+        let relocated = self.base.wrapping_add(value);
+        match (self.readable(value, len), self.readable(relocated, len)) {
+            (true, false) => Some(value),
+            (false, true) => Some(relocated),
+            (true, true) if self.base == 0 => Some(value),
+            _ => None,
+        }
+    }
+
+    /// Whether its `DT_SONAME` is `name`.
+    fn has_soname(&self, values: &DynamicValues, name: &[u8]) -> bool {
+        let (Some(strtab), Some(strsz), Some(offset)) =
+            (values.strtab, values.strsz, values.soname)
+        else {
+            return false;
         };
+        // The name and its NUL, inside the table.
+        let len = name.len() as u64 + 1;
+        if offset.checked_add(len).is_none_or(|end| end > strsz) {
+            return false;
+        }
+        let Some(table) = self.pointer(strtab, strsz) else {
+            return false;
+        };
+        // SAFETY: `[table, table + strsz)` lies in a readable segment of
+        // the object (checked by `pointer`) and `offset + len <= strsz`.
+        let bytes =
+            unsafe { std::slice::from_raw_parts((table + offset) as *const u8, len as usize) };
+        bytes[..name.len()] == *name && bytes[name.len()] == 0
+    }
+}
+
+impl GnuTable {
+    /// The GNU hash table of `object`, if it has one whose filter and
+    /// buckets lie in a readable segment of the object, found through a
+    /// dynamic section that does too.
+    fn of(object: &LoadedObject<'_>) -> Option<GnuTable> {
+        let value = object.dynamic()?.gnu_hash?;
+        let header = object.pointer(value, 16)?;
         if header % 8 != 0 {
             return None;
         }
@@ -182,7 +314,7 @@ impl GnuTable {
         }
         // The chains follow the buckets, as far as their segment goes (the
         // table does not say how long they are).
-        let segment_end = readable_end(words, chains_at - words)?;
+        let segment_end = object.readable_end(words, chains_at - words)?;
         Some(GnuTable {
             words: words as *const u64,
             mask: maskwords - 1,
@@ -274,6 +406,88 @@ mod tests {
         assert_eq!(rejected, 200, "made-up names admitted");
         // The fingerprint does not depend on the names asked about.
         assert_eq!(walk(&[]).generation, scope.generation);
+    }
+
+    /// An object in a buffer: one readable `PT_LOAD` over all of it, a
+    /// dynamic section at 0x100 naming a string table at 0x200 (at its
+    /// offset, or `relocated`: at its address) of `strings`, whose soname
+    /// is at `soname`.
+    fn synthetic(buffer: &mut [u64; 128], strings: &[u8], soname: u64, relocated: bool) -> bool {
+        let base = buffer.as_ptr() as u64;
+        let strtab = if relocated { base + 0x200 } else { 0x200 };
+        let entries = [
+            (DT_STRTAB, strtab),
+            (DT_STRSZ, strings.len() as u64),
+            (DT_SONAME, soname),
+            (DT_NULL, 0),
+        ];
+        for (i, (tag, value)) in entries.iter().enumerate() {
+            buffer[0x20 + 2 * i] = *tag as u64;
+            buffer[0x21 + 2 * i] = *value;
+        }
+        // SAFETY: the buffer is 1 KiB of plain words; 0x200 + the strings
+        // (at most 0x100 bytes here) stay inside it.
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(buffer.as_mut_ptr().cast::<u8>(), 1024) };
+        bytes[0x200..0x200 + strings.len()].copy_from_slice(strings);
+        // SAFETY: plain data.
+        let mut phdrs: [libc::Elf64_Phdr; 2] = unsafe { std::mem::zeroed() };
+        phdrs[0].p_type = PT_LOAD;
+        phdrs[0].p_flags = PF_R;
+        phdrs[0].p_memsz = 1024;
+        phdrs[1].p_type = PT_DYNAMIC;
+        phdrs[1].p_vaddr = 0x100;
+        phdrs[1].p_memsz = 64;
+        // SAFETY: plain data.
+        let mut info: libc::dl_phdr_info = unsafe { std::mem::zeroed() };
+        info.dlpi_addr = base;
+        info.dlpi_phdr = phdrs.as_ptr();
+        info.dlpi_phnum = 2;
+        let object = LoadedObject::of(&info).unwrap();
+        let values = object.dynamic().unwrap();
+        object.has_soname(&values, b"libfoo.so.1")
+    }
+
+    #[test]
+    fn a_soname_is_read_within_its_string_table() {
+        let mut buffer = [0u64; 128];
+        let strings = b"\0libfoo.so.1\0libfoo.so.1.2\0";
+        for relocated in [false, true] {
+            assert!(synthetic(&mut buffer, strings, 1, relocated));
+            // Another name, a longer one, a prefix of the one asked.
+            assert!(!synthetic(&mut buffer, strings, 13, relocated));
+            assert!(!synthetic(&mut buffer, b"\0libfoo.so.1.2\0", 1, relocated));
+            assert!(!synthetic(&mut buffer, b"\0libfoo.so\0", 1, relocated));
+            // The name would run past the table's end (no NUL inside it),
+            // or its offset lies beyond it.
+            assert!(!synthetic(&mut buffer, b"\0libfoo.so.1", 1, relocated));
+            assert!(!synthetic(&mut buffer, strings, 1 << 40, relocated));
+            assert!(!synthetic(&mut buffer, strings, u64::MAX, relocated));
+        }
+    }
+
+    #[test]
+    fn loaded_libraries_are_known_by_soname_and_file_name() {
+        // libc by its soname (and file name); the dynamic loader by its
+        // soname, which its path (`ld-linux-x86-64.so.2` via /lib64, or a
+        // versioned file) need not end in; a name nothing goes by.
+        let loader = match cfg!(target_arch = "aarch64") {
+            true => &b"ld-linux-aarch64.so.1"[..],
+            false => &b"ld-linux-x86-64.so.2"[..],
+        };
+        let names: [&[u8]; 4] = [b"libc.so.6", loader, b"libmemdl-nowhere.so.1", b"libc.so"];
+        assert_eq!(loaded_under(&names), [true, true, false, false]);
+        // zlib loaded by its full path: found by its file name.
+        let path = match cfg!(target_arch = "aarch64") {
+            true => c"/usr/lib/aarch64-linux-gnu/libz.so.1",
+            false => c"/usr/lib/x86_64-linux-gnu/libz.so.1",
+        };
+        // SAFETY: the system's zlib; its initialisers are trusted.
+        let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        assert!(!handle.is_null(), "zlib not found");
+        assert_eq!(loaded_under(&[b"libz.so.1"]), [true]);
+        // SAFETY: the handle just opened, closed once.
+        unsafe { libc::dlclose(handle) };
     }
 
     #[test]

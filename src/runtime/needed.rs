@@ -51,6 +51,8 @@ impl NeededLibrary {
     pub fn already_loaded(name: &[u8]) -> Option<NeededLibrary> {
         let loaded = system_open(name, libc::RTLD_NOLOAD);
         if loaded.is_none() {
+            #[cfg(feature = "test-hooks")]
+            crate::hooks::NOLOAD_MISSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // Not loaded: no error of ours for the caller's next dlerror().
             // SAFETY: dlerror has no preconditions.
             unsafe { libc::dlerror() };
