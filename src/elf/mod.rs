@@ -34,13 +34,15 @@ const PHDR_SIZE: usize = 56;
 pub(crate) fn read_le<const N: usize>(bytes: &[u8], offset: usize) -> Option<[u8; N]> {
     bytes.get(offset..offset.checked_add(N)?)?.try_into().ok()
 }
+/// The little-endian integer at `o` of `b`, 0 when out of range (for
+/// fields whose range the caller checked).
 fn u16_at(b: &[u8], o: usize) -> u16 {
     read_le::<2>(b, o).map_or(0, u16::from_le_bytes)
 }
-fn u32_at(b: &[u8], o: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], o: usize) -> u32 {
     read_le::<4>(b, o).map_or(0, u32::from_le_bytes)
 }
-fn u64_at(b: &[u8], o: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], o: usize) -> u64 {
     read_le::<8>(b, o).map_or(0, u64::from_le_bytes)
 }
 

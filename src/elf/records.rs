@@ -30,6 +30,7 @@ pub struct Dyn {
 /// `Elf64_Verdef`: a version this object defines.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[allow(dead_code)] // Only read from images (`view::Pod`): Rust 1.88 sees no use.
 pub struct Verdef {
     pub version: u16,
     pub flags: u16,
@@ -43,6 +44,7 @@ pub struct Verdef {
 /// `Elf64_Verdaux`: the name of a defined version.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[allow(dead_code)] // Only read from images (`view::Pod`): Rust 1.88 sees no use.
 pub struct Verdaux {
     pub name: u32,
     pub next: u32,
@@ -51,6 +53,7 @@ pub struct Verdaux {
 /// `Elf64_Verneed`: the versions required from one library.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[allow(dead_code)] // Only read from images (`view::Pod`): Rust 1.88 sees no use.
 pub struct Verneed {
     pub version: u16,
     pub cnt: u16,
@@ -62,6 +65,7 @@ pub struct Verneed {
 /// `Elf64_Vernaux`: one required version.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[allow(dead_code)] // Only read from images (`view::Pod`): Rust 1.88 sees no use.
 pub struct Vernaux {
     pub hash: u32,
     pub flags: u16,

@@ -47,8 +47,9 @@ pub struct FrameRegistration {
 
 /// Where the `.eh_frame` that the `.eh_frame_hdr` at `hdr_vaddr` points to
 /// starts, in the file's terms, and whether the pointer is relative (not
-/// a relocated absolute address).
-fn locate(mem: &Memory<'_>, hdr_vaddr: u64) -> Option<(u64, bool)> {
+/// a relocated absolute address). The unwinder's registration and the
+/// debuggers' object find the section this one way.
+pub(crate) fn locate(mem: &Memory<'_>, hdr_vaddr: u64) -> Option<(u64, bool)> {
     // `len` bytes at `vaddr`.
     let bytes = |vaddr: u64, len: u64| -> Option<Vec<u8>> {
         Some(

@@ -6,6 +6,8 @@
 //! gives nothing. Every offset and size is checked against the file's
 //! length before it is read, and every table is capped in size.
 
+use crate::elf::{u32_at, u64_at};
+
 /// Appends the `len` bytes at offset `at` of the ELF to a vector (without
 /// zero-filling them first); `false`, and the vector unchanged, when they
 /// cannot be read.
@@ -45,13 +47,6 @@ pub(crate) struct Section {
 pub(crate) struct Sections {
     pub headers: Vec<Section>,
     names: Vec<u8>,
-}
-
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    crate::elf::read_le::<4>(b, o).map_or(0, u32::from_le_bytes)
-}
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    crate::elf::read_le::<8>(b, o).map_or(0, u64::from_le_bytes)
 }
 
 /// `size` bytes at `offset` of the file, if they lie inside it and the

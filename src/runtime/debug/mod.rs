@@ -452,25 +452,8 @@ fn eh_frame(view: &ImageView<'_>, hdr: u64, sections: Option<&Sections>) -> Opti
             .find(|s| s.readable() && s.contains(vaddr, 1))?;
         mem.table(".eh_frame", vaddr, seg.end() - vaddr).ok()
     };
-    let h = segment_from(hdr)?;
-    let (version, enc) = (h.read::<u8>(0)?, h.read::<u8>(1)?);
-    if version != 1 {
-        return None;
-    }
-    let value = match enc & 0x0f {
-        0x00 | 0x04 | 0x0c => h.read::<u64>(4)?,
-        0x03 => u64::from(h.read::<u32>(4)?),
-        0x0b => h.read::<u32>(4)? as i32 as i64 as u64,
-        _ => return None,
-    };
+    let (vaddr, _) = crate::runtime::unwind::locate(mem, hdr)?;
     let bias = mem.bias() as u64;
-    let vaddr = match enc & 0x70 {
-        0x10 => (hdr + 4).wrapping_add(value),
-        0x30 => hdr.wrapping_add(value),
-        // Absolute: a runtime address (relocated).
-        0x00 => value.wrapping_sub(bias),
-        _ => return None,
-    };
     let runtime = bias.wrapping_add(vaddr);
     let from_file = sections.and_then(|s| {
         let sh = s.headers.iter().find(|h| h.addr == vaddr && h.size > 0)?;
