@@ -60,53 +60,35 @@ pub(super) struct Scope {
 /// one that comes back elsewhere, or any other object coming or going,
 /// changes it and empties the import cache.
 pub(super) fn walk(names: &[&[u8]]) -> Scope {
-    struct State {
-        hasher: NameHasher,
-        count: u64,
-        hashes: Vec<u32>,
-        may_define: Vec<bool>,
-        undecided: usize,
-    }
-    unsafe extern "C" fn each(
-        info: *mut libc::dl_phdr_info,
-        _size: libc::size_t,
-        data: *mut c_void,
-    ) -> c_int {
-        // SAFETY: `data` is the state passed below; the system loader
-        // passes a valid info whose name is null or a NUL-terminated string.
-        let (state, info) = unsafe { (&mut *data.cast::<State>(), &*info) };
-        state.hasher.write_usize(info.dlpi_addr as usize);
-        state.hasher.write_usize(usize::from(info.dlpi_phnum));
+    let mut hasher = NameHasher(0x5eed);
+    let mut count = 0u64;
+    let hashes: Vec<u32> = names.iter().map(|n| gnu_hash(n)).collect();
+    let mut may_define = vec![false; names.len()];
+    let mut undecided = names.len();
+    each_object(|info| {
+        hasher.write_usize(info.dlpi_addr as usize);
+        hasher.write_usize(usize::from(info.dlpi_phnum));
         if !info.dlpi_name.is_null() {
-            // SAFETY: non-null: a NUL-terminated string (see above).
+            // SAFETY: the system loader passes a name that is null or a
+            // NUL-terminated string, valid while the callback runs.
             let name = unsafe { CStr::from_ptr(info.dlpi_name) };
-            state.hasher.write(name.to_bytes());
+            hasher.write(name.to_bytes());
         }
-        state.count += 1;
-        if state.undecided > 0 {
+        count += 1;
+        if undecided > 0 {
             let table = LoadedObject::of(info).and_then(|o| GnuTable::of(&o));
-            for (i, &h) in state.hashes.iter().enumerate() {
-                if !state.may_define[i] && table.as_ref().is_none_or(|t| t.admits(h)) {
-                    state.may_define[i] = true;
-                    state.undecided -= 1;
+            for (i, &h) in hashes.iter().enumerate() {
+                if !may_define[i] && table.as_ref().is_none_or(|t| t.admits(h)) {
+                    may_define[i] = true;
+                    undecided -= 1;
                 }
             }
         }
-        0
-    }
-    let mut state = State {
-        hasher: NameHasher(0x5eed),
-        count: 0,
-        hashes: names.iter().map(|n| gnu_hash(n)).collect(),
-        may_define: vec![false; names.len()],
-        undecided: names.len(),
-    };
-    // SAFETY: the callback only updates the state it is handed and reads
-    // objects' memory as `GnuTable::of` checks.
-    unsafe { libc::dl_iterate_phdr(Some(each), (&mut state as *mut State).cast()) };
+        false
+    });
     Scope {
-        generation: (state.hasher.finish(), state.count),
-        may_define: state.may_define,
+        generation: (hasher.finish(), count),
+        may_define,
     }
 }
 
@@ -123,46 +105,62 @@ pub(super) fn walk(names: &[&[u8]]) -> Scope {
 /// under another name): those are searched for instead, and the system
 /// loader, given the file found, recognises it by its inode.
 pub(super) fn loaded_under(names: &[&[u8]]) -> Vec<bool> {
-    struct State<'n> {
-        names: &'n [&'n [u8]],
-        found: Vec<bool>,
+    // Most needed libraries are loaded under their file name (libc, libm,
+    // libstdc++): one walk compares paths; a second reads the dynamic
+    // sections for the sonames of the names left.
+    let mut found = vec![false; names.len()];
+    for by_soname in [false, true] {
+        if found.iter().all(|&f| f) {
+            break;
+        }
+        each_object(|info| {
+            let soname = match by_soname {
+                true => match LoadedObject::of(info).and_then(|o| Some((o.dynamic()?, o))) {
+                    Some(object) => Some(object),
+                    None => return false,
+                },
+                false => None,
+            };
+            let file = file_name(info);
+            for (name, found) in names.iter().zip(found.iter_mut()) {
+                *found = *found
+                    || match &soname {
+                        Some((dynamic, object)) => object.has_soname(dynamic, name),
+                        None => *name == file,
+                    };
+            }
+            found.iter().all(|&f| f)
+        });
     }
-    unsafe extern "C" fn each(
+    found
+}
+
+/// The last component of the path the system loader has for an object.
+fn file_name(info: &libc::dl_phdr_info) -> &[u8] {
+    if info.dlpi_name.is_null() {
+        return &[];
+    }
+    // SAFETY: the system loader passes a name that is null or a
+    // NUL-terminated string, valid while the walk's callback runs.
+    let path = unsafe { CStr::from_ptr(info.dlpi_name) }.to_bytes();
+    path.rsplit(|&b| b == b'/').next().unwrap_or_default()
+}
+
+/// Calls `f` with each loaded object, in the system loader's order, until
+/// it returns `true`.
+fn each_object<F: FnMut(&libc::dl_phdr_info) -> bool>(mut f: F) {
+    unsafe extern "C" fn each<F: FnMut(&libc::dl_phdr_info) -> bool>(
         info: *mut libc::dl_phdr_info,
         _size: libc::size_t,
         data: *mut c_void,
     ) -> c_int {
-        // SAFETY: `data` is the state passed below; the system loader
-        // passes a valid info whose name is null or a NUL-terminated string.
-        let (state, info) = unsafe { (&mut *data.cast::<State<'_>>(), &*info) };
-        let path = match info.dlpi_name.is_null() {
-            true => &[][..],
-            // SAFETY: non-null: a NUL-terminated string (see above).
-            false => unsafe { CStr::from_ptr(info.dlpi_name) }.to_bytes(),
-        };
-        let file_name = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
-        let object = LoadedObject::of(info);
-        let dynamic = object.as_ref().and_then(LoadedObject::dynamic);
-        for (i, name) in state.names.iter().enumerate() {
-            if !state.found[i] {
-                state.found[i] = *name == file_name
-                    || object
-                        .as_ref()
-                        .zip(dynamic.as_ref())
-                        .is_some_and(|(o, d)| o.has_soname(d, name));
-            }
-        }
-        // Stop once every name is found.
-        c_int::from(state.found.iter().all(|&f| f))
+        // SAFETY: `data` is the closure passed below, and the system
+        // loader passes a valid info for the call's duration.
+        let (f, info) = unsafe { (&mut *data.cast::<F>(), &*info) };
+        c_int::from(f(info))
     }
-    let mut state = State {
-        names,
-        found: vec![false; names.len()],
-    };
-    // SAFETY: the callback only updates the state it is handed and reads
-    // objects' memory as `LoadedObject` checks.
-    unsafe { libc::dl_iterate_phdr(Some(each), (&mut state as *mut State<'_>).cast()) };
-    state.found
+    // SAFETY: the callback only calls `f`, which outlives the walk.
+    unsafe { libc::dl_iterate_phdr(Some(each::<F>), (&mut f as *mut F).cast()) };
 }
 
 /// A loaded object's GNU hash table: its Bloom filter and hash chains, as
@@ -404,8 +402,15 @@ mod tests {
         // rejected (unless a hash collides, one in 2^31).
         let rejected = scope.may_define[..200].iter().filter(|&&m| !m).count();
         assert_eq!(rejected, 200, "made-up names admitted");
-        // The fingerprint does not depend on the names asked about.
-        assert_eq!(walk(&[]).generation, scope.generation);
+        // The fingerprint does not depend on the names asked about (taken
+        // between two equal ones: other tests load and unload libraries).
+        let same = (0..100).find_map(|_| {
+            let before = walk(&[]).generation;
+            let asked = walk(&names).generation;
+            (walk(&[]).generation == before).then_some((before, asked))
+        });
+        let (before, asked) = same.expect("the loaded objects kept changing");
+        assert_eq!(asked, before);
     }
 
     /// An object in a buffer: one readable `PT_LOAD` over all of it, a
