@@ -253,6 +253,20 @@ fn a_library_loaded_under_another_file_name_wins_by_its_soname() {
     a_loaded_zlib_wins(&file);
 }
 
+/// The path the system loader has for the object holding `symbol` of
+/// `handle` (`dladdr`'s file name: the link map's name).
+fn loaded_path(handle: *mut libc::c_void, symbol: &std::ffi::CStr) -> std::path::PathBuf {
+    // SAFETY: a lookup in a live handle; dladdr fills the zeroed struct
+    // with pointers into the system loader's own strings.
+    unsafe {
+        let addr = libc::dlsym(handle, symbol.as_ptr());
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        assert!(libc::dladdr(addr, &mut info) != 0);
+        let name = std::ffi::CStr::from_ptr(info.dli_fname);
+        std::path::PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes()))
+    }
+}
+
 /// needs_z loaded with zlib loaded from `zlib_path` and a decoy
 /// `libz.so.1` in needs_z's `$ORIGIN`: both loaders take the loaded zlib.
 fn a_loaded_zlib_wins(zlib_path: &std::path::Path) {
@@ -260,6 +274,9 @@ fn a_loaded_zlib_wins(zlib_path: &std::path::Path) {
     // SAFETY: the machine's zlib, kept loaded for the test.
     let z = unsafe { libc::dlopen(zlib.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     assert!(!z.is_null());
+    // Loaded under that path (not an earlier one), so that a needed name
+    // matches it only as the path's file name would, or its soname.
+    assert_eq!(loaded_path(z, c"zlibVersion"), zlib_path);
     // SAFETY: const char *zlibVersion(void), from a live handle.
     let expected = unsafe {
         let f = libc::dlsym(z, c"zlibVersion".as_ptr());
