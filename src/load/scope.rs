@@ -68,11 +68,8 @@ pub(super) fn walk(names: &[&[u8]]) -> Scope {
     each_object(|info| {
         hasher.write_usize(info.dlpi_addr as usize);
         hasher.write_usize(usize::from(info.dlpi_phnum));
-        if !info.dlpi_name.is_null() {
-            // SAFETY: the system loader passes a name that is null or a
-            // NUL-terminated string, valid while the callback runs.
-            let name = unsafe { CStr::from_ptr(info.dlpi_name) };
-            hasher.write(name.to_bytes());
+        if let Some(path) = object_path(info) {
+            hasher.write(path);
         }
         count += 1;
         if undecided > 0 {
@@ -135,14 +132,16 @@ pub(super) fn loaded_under(names: &[&[u8]]) -> Vec<bool> {
     found
 }
 
-/// The last component of the path the system loader has for an object.
-fn file_name(info: &libc::dl_phdr_info) -> &[u8] {
-    if info.dlpi_name.is_null() {
-        return &[];
-    }
+/// The path the system loader has for an object, if it has one.
+fn object_path(info: &libc::dl_phdr_info) -> Option<&[u8]> {
     // SAFETY: the system loader passes a name that is null or a
     // NUL-terminated string, valid while the walk's callback runs.
-    let path = unsafe { CStr::from_ptr(info.dlpi_name) }.to_bytes();
+    (!info.dlpi_name.is_null()).then(|| unsafe { CStr::from_ptr(info.dlpi_name) }.to_bytes())
+}
+
+/// The last component of that path (empty without one).
+fn file_name(info: &libc::dl_phdr_info) -> &[u8] {
+    let path = object_path(info).unwrap_or_default();
     path.rsplit(|&b| b == b'/').next().unwrap_or_default()
 }
 
